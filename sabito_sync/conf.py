@@ -1,0 +1,132 @@
+"""The Sabito sync settings, parsed in one place.
+
+`settings.SABITO_*` hold what the operator wrote (strings from the environment, or
+Python values in tests). `load_sabito_settings()` turns them into one typed, frozen
+object and raises `SabitoSettingsError` naming every bad value; the system checks in
+`checks.py` call it at start-up so a typo is reported before any sync runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+class SabitoSettingsError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class SabitoSettings:
+    api_url: str
+    api_key: str
+    sync_enabled: bool
+    sync_interval: str
+    sync_on_startup: bool
+    page_size: int
+    connect_timeout: float
+    read_timeout: float
+    max_retries: int
+    retry_backoff: float
+    overlap_seconds: int
+    stale_run_after_seconds: int
+
+
+def parse_bool(name: str, value, problems: list[str]) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    problems.append(f"{name}={value!r} is not a boolean; use true or false.")
+    return False
+
+
+def parse_number(name: str, value, problems: list[str], *, kind=int, minimum=0, maximum=None):
+    try:
+        number = kind(str(value).strip())
+    except ValueError:
+        problems.append(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number.")
+        return kind(minimum)
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        problems.append(f"{name}={value!r} is out of range; it must be {bounds}.")
+        return kind(minimum)
+    return number
+
+
+def parse_api_url(value, problems: list[str]) -> str:
+    url = str(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        problems.append(
+            f"SABITO_API_URL={value!r} is not an http(s) URL; expected e.g. https://api.sabito.example"
+        )
+    return url
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why a 5-field cron expression is invalid, or None when it is valid."""
+    from celery.schedules import crontab
+
+    fields = str(expression).split()
+    if len(fields) != 5:
+        return (
+            f"SABITO_SYNC_INTERVAL={expression!r} must have 5 fields "
+            "(minute hour day-of-month month day-of-week), e.g. '0 */6 * * *'."
+        )
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    try:
+        crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month_of_year,
+            day_of_week=day_of_week,
+        )
+    except Exception as exc:  # celery raises ValueError or its own ParseException
+        return f"SABITO_SYNC_INTERVAL={expression!r} is not a valid cron expression: {exc}"
+    return None
+
+
+def load_sabito_settings() -> SabitoSettings:
+    problems: list[str] = []
+    interval = str(getattr(settings, "SABITO_SYNC_INTERVAL", "0 */6 * * *")).strip()
+    if (problem := cron_problem(interval)) is not None:
+        problems.append(problem)
+    loaded = SabitoSettings(
+        api_url=parse_api_url(getattr(settings, "SABITO_API_URL", ""), problems),
+        api_key=str(getattr(settings, "SABITO_API_KEY", "")).strip(),
+        sync_enabled=parse_bool("SABITO_SYNC_ENABLED", getattr(settings, "SABITO_SYNC_ENABLED", True), problems),
+        sync_interval=interval,
+        sync_on_startup=parse_bool(
+            "SABITO_SYNC_ON_STARTUP", getattr(settings, "SABITO_SYNC_ON_STARTUP", True), problems
+        ),
+        page_size=parse_number("SABITO_PAGE_SIZE", getattr(settings, "SABITO_PAGE_SIZE", 100), problems, minimum=1, maximum=1000),
+        connect_timeout=parse_number(
+            "SABITO_CONNECT_TIMEOUT", getattr(settings, "SABITO_CONNECT_TIMEOUT", 5), problems, kind=float, minimum=0.1
+        ),
+        read_timeout=parse_number(
+            "SABITO_READ_TIMEOUT", getattr(settings, "SABITO_READ_TIMEOUT", 30), problems, kind=float, minimum=0.1
+        ),
+        max_retries=parse_number("SABITO_MAX_RETRIES", getattr(settings, "SABITO_MAX_RETRIES", 4), problems, maximum=20),
+        retry_backoff=parse_number(
+            "SABITO_RETRY_BACKOFF", getattr(settings, "SABITO_RETRY_BACKOFF", 1), problems, kind=float, maximum=60
+        ),
+        overlap_seconds=parse_number("SABITO_SYNC_OVERLAP", getattr(settings, "SABITO_SYNC_OVERLAP", 300), problems),
+        stale_run_after_seconds=parse_number(
+            "SABITO_STALE_RUN_AFTER", getattr(settings, "SABITO_STALE_RUN_AFTER", 900), problems, minimum=30
+        ),
+    )
+    if problems:
+        raise SabitoSettingsError(problems)
+    return loaded
