@@ -151,8 +151,15 @@ SPECTACULAR_SETTINGS = {
 
 # --- Sabito sync ----------------------------------------------------------------
 # Raw strings on purpose: parsed and validated by sabito_sync.conf / checks.
-SABITO_API_URL = env.str("SABITO_API_URL", default="http://127.0.0.1:8001")
-SABITO_API_KEY = env.str("SABITO_API_KEY", default="")
+# Out of the box the sync talks to the built-in simulator (`manage.py
+# sabito_simulator`), whose key is "sim-key". Once SABITO_API_URL names a real
+# Sabito, the key must be set too: an empty one is a start-up error.
+SABITO_SIMULATOR_URL = "http://127.0.0.1:8001"
+SABITO_SIMULATOR_API_KEY = "sim-key"
+SABITO_API_URL = env.str("SABITO_API_URL", default=SABITO_SIMULATOR_URL)
+SABITO_API_KEY = env.str(
+    "SABITO_API_KEY", default=SABITO_SIMULATOR_API_KEY if SABITO_API_URL == SABITO_SIMULATOR_URL else ""
+)
 SABITO_SYNC_ENABLED = env.str("SABITO_SYNC_ENABLED", default="true")
 SABITO_SYNC_INTERVAL = env.str("SABITO_SYNC_INTERVAL", default="0 */6 * * *")
 SABITO_SYNC_ON_STARTUP = env.str("SABITO_SYNC_ON_STARTUP", default="true")

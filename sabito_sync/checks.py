@@ -1,0 +1,36 @@
+"""System checks: tell the operator at start-up (runserver, migrate, the worker,
+`manage.py check`) what is misconfigured, instead of failing mid-sync."""
+
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import SabitoSettingsError, load_sabito_settings
+
+
+@register(Tags.compatibility)
+def check_sabito_settings(app_configs=None, **kwargs):
+    try:
+        sabito = load_sabito_settings()
+    except SabitoSettingsError as exc:
+        return [
+            Error(problem, hint="Fix the value in the environment or .env (see .env.example).", id="sabito_sync.E001")
+            for problem in exc.problems
+        ]
+    messages = []
+    if sabito.sync_enabled and not sabito.api_key:
+        messages.append(
+            Error(
+                "SABITO_API_KEY is empty while SABITO_SYNC_ENABLED is true: every sync would be rejected.",
+                hint="Set SABITO_API_KEY, or set SABITO_SYNC_ENABLED=false.",
+                id="sabito_sync.E002",
+            )
+        )
+    if sabito.overlap_seconds == 0:
+        messages.append(
+            Warning(
+                "SABITO_SYNC_OVERLAP is 0: records updated on the watermark's own second, or while the "
+                "clocks disagree, can be missed by incremental syncs.",
+                hint="Keep a few minutes of overlap; repeated records are merely counted as skipped.",
+                id="sabito_sync.W001",
+            )
+        )
+    return messages

@@ -1,0 +1,377 @@
+"""A client for Sabito's customer feed that knows HTTP and nothing of Django.
+
+It turns `GET /api/customers` into `CustomerPage`s and every failure into a
+`SabitoError` whose message an operator can act on. Records are handed over as
+received: validating them is the sync service's job, not the transport's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import requests
+
+logger = logging.getLogger("sabito_sync.client")
+
+CUSTOMERS_PATH = "/api/customers"
+MAX_BACKOFF_SECONDS = 30.0
+JITTER_FRACTION = 0.1
+BODY_EXCERPT_CHARS = 80
+REDACTED = "[redacted]"
+
+# requests raises these for a refused or dropped connection, a connect or read
+# timeout, and a body cut off or garbled mid-read. All of them say nothing about
+# whether the request was acceptable, so asking again is the right answer.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+class SabitoError(Exception):
+    """Base of every failure the client reports.
+
+    The arguments after the message have defaults so the exception survives
+    pickling (a Celery result backend rebuilds it from its message alone).
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, business_id: str = "", offset: int | None = None):
+        super().__init__(message)
+        self.business_id = business_id
+        self.offset = offset
+
+
+class SabitoAuthError(SabitoError):
+    """Sabito refused the API key (401/403); asking again cannot help."""
+
+    retryable = False
+
+
+class SabitoUnavailableError(SabitoError):
+    """Sabito kept failing transiently after every retry; a later run may succeed."""
+
+    retryable = True
+
+
+class SabitoResponseError(SabitoError):
+    """Sabito answered, but with something the sync cannot use."""
+
+    retryable = False
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    offset: int
+    records: list[Any]
+
+
+def format_updated_after(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. "2025-12-14T12:00:00.000Z".
+
+    Microseconds are truncated, not rounded: rounding up could move the filter
+    past a record updated in that same millisecond and skip it for good.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"updated_after must be timezone-aware; got naive {moment.isoformat()} "
+            "whose meaning depends on the server's clock"
+        )
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date), or None."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _seconds_until_http_date(text, now=now)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _seconds_until_http_date(text: str, *, now: datetime) -> float | None:
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT even when the zone is spelled "-0000"
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _record_ids(records: list[Any]) -> list[Any]:
+    # A record without an id stands for itself, so two pages of id-less records
+    # only count as "the same" when they are equal through and through.
+    return [r["id"] if isinstance(r, dict) and "id" in r else r for r in records]
+
+
+class SabitoClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        page_size: int = 100,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_retries: int = 4,
+        retry_backoff: float = 1.0,
+        max_retry_after: float = 60.0,
+        max_pages: int = 100_000,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must not be negative, got {max_retries}")
+        if max_pages < 1:
+            raise ValueError(f"max_pages must be at least 1, got {max_pages}")
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._page_size = page_size
+        self._timeout = (connect_timeout, read_timeout)
+        self._max_retries = max_retries
+        self._retry_backoff = retry_backoff
+        self._max_retry_after = max_retry_after
+        self._max_pages = max_pages
+        # A session handed in belongs to the caller, who may share it; only
+        # close what this client opened.
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._base_url!r}, page_size={self._page_size})"
+
+    def __enter__(self) -> SabitoClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def iter_customer_pages(
+        self, *, business_id: str, updated_after: datetime | None = None
+    ) -> Iterator[CustomerPage]:
+        """Every non-empty page of the feed, in order.
+
+        Only an empty page ends the feed: a server that caps `limit` returns
+        short pages long before the end, and treating a short page as the last
+        would silently truncate the sync. So the offset advances by what was
+        received, not by what was asked for.
+        """
+        offset = 0
+        previous_ids: list[Any] | None = None
+        for pages_yielded in range(self._max_pages + 1):
+            page = self.fetch_customer_page(
+                business_id=business_id, updated_after=updated_after, offset=offset, limit=self._page_size
+            )
+            if not page.records:
+                return
+            ids = _record_ids(page.records)
+            if ids == previous_ids:
+                raise self._error(
+                    SabitoResponseError,
+                    f"Sabito served the same page twice for business {business_id}: offset {offset} "
+                    f"returned the same {len(ids)} records as the page before it; stopping so the "
+                    "sync does not loop forever",
+                    business_id=business_id,
+                    offset=offset,
+                )
+            if pages_yielded == self._max_pages:
+                raise self._error(
+                    SabitoResponseError,
+                    f"Sabito's customer feed for business {business_id} did not end within "
+                    f"{self._max_pages} pages (still returning records at offset {offset}); "
+                    "stopping at the page bound",
+                    business_id=business_id,
+                    offset=offset,
+                )
+            yield page
+            previous_ids = ids
+            offset += len(page.records)
+
+    def fetch_customer_page(
+        self, *, business_id: str, updated_after: datetime | None, offset: int, limit: int
+    ) -> CustomerPage:
+        params: dict[str, str | int] = {"businessId": business_id, "limit": limit, "offset": offset}
+        if updated_after is not None:
+            params["updatedAfter"] = format_updated_after(updated_after)
+        response = self._get_with_retries(params, business_id=business_id, offset=offset)
+        self._check_status(response, business_id=business_id, offset=offset)
+        return CustomerPage(offset=offset, records=self._records(response, business_id=business_id, offset=offset))
+
+    def _get_with_retries(
+        self, params: dict[str, str | int], *, business_id: str, offset: int
+    ) -> requests.Response:
+        # Hand-written rather than urllib3's Retry: Retry only sees the request
+        # and the status line, but a body dropped mid-read is just as transient.
+        attempts = 1 + self._max_retries
+        for attempt in range(attempts):
+            try:
+                response = self._send(params)
+            except TRANSIENT_ERRORS as exc:
+                cause, wait = self._describe_exception(exc), self._backoff(attempt)
+            else:
+                if not _is_transient_status(response.status_code):
+                    return response
+                cause, wait = f"HTTP {response.status_code}", self._wait_after(response, attempt)
+            if attempt + 1 == attempts:
+                raise self._error(
+                    SabitoUnavailableError,
+                    f"Sabito API unavailable for business {business_id} at offset {offset} "
+                    f"after {attempts} attempts: {cause}",
+                    business_id=business_id,
+                    offset=offset,
+                )
+            logger.warning(
+                "Sabito request for business %s at offset %s failed (attempt %s of %s): %s; retrying in %.2fs",
+                business_id, offset, attempt + 1, attempts, self._redact(cause), wait,
+            )
+            self._sleep(wait)
+        raise AssertionError("unreachable: the loop either returns or raises")
+
+    def _send(self, params: dict[str, str | int]) -> requests.Response:
+        started = time.monotonic()
+        response = self._session.get(
+            f"{self._base_url}{CUSTOMERS_PATH}",
+            params=params,
+            # Per request rather than on the session, so a session the caller
+            # shares never carries the key to anyone else.
+            headers={"X-API-Key": self._api_key, "Accept": "application/json"},
+            timeout=self._timeout,
+            # urllib3 strips only Cookie and Authorization on a cross-host
+            # redirect; following one would hand X-API-Key to the new host.
+            allow_redirects=False,
+            stream=True,
+        )
+        try:
+            # Read the body here, inside the retry loop, so a connection that
+            # drops mid-body is retried like one that never connected.
+            response.content
+        except BaseException:
+            response.close()
+            raise
+        logger.debug(
+            "Sabito GET customers business=%s offset=%s limit=%s -> HTTP %s in %.3fs",
+            params["businessId"], params["offset"], params["limit"],
+            response.status_code, time.monotonic() - started,
+        )
+        return response
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(MAX_BACKOFF_SECONDS, self._retry_backoff * 2**attempt)
+        # Jitter keeps many workers that failed together from retrying in lockstep.
+        return base + random.uniform(0, base * JITTER_FRACTION)
+
+    def _wait_after(self, response: requests.Response, attempt: int) -> float:
+        if response.status_code in RETRY_AFTER_STATUSES:
+            asked = parse_retry_after(response.headers.get("Retry-After"), now=datetime.now(timezone.utc))
+            if asked is not None:
+                # A server asking for an hour must not stall a worker for an hour.
+                return min(asked, self._max_retry_after)
+        return self._backoff(attempt)
+
+    def _check_status(self, response: requests.Response, *, business_id: str, offset: int) -> None:
+        status = response.status_code
+        if status in (401, 403):
+            raise self._error(
+                SabitoAuthError,
+                f"Sabito rejected the API key (HTTP {status}) for business {business_id}",
+                business_id=business_id,
+                offset=offset,
+            )
+        if 300 <= status < 400:
+            location = response.headers.get("Location") or "an unspecified location"
+            raise self._error(
+                SabitoResponseError,
+                f"Sabito redirected the request for business {business_id} at offset {offset} "
+                f"(HTTP {status}) to {location}; not followed so the API key is not sent elsewhere",
+                business_id=business_id,
+                offset=offset,
+            )
+        if not 200 <= status < 300:
+            raise self._error(
+                SabitoResponseError,
+                f"Sabito refused the request for business {business_id} at offset {offset} "
+                f"with HTTP {status}: {self._excerpt(response.content)}",
+                business_id=business_id,
+                offset=offset,
+            )
+
+    def _records(self, response: requests.Response, *, business_id: str, offset: int) -> list[Any]:
+        try:
+            body = json.loads(response.content)
+        except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
+            raise self._error(
+                SabitoResponseError,
+                f"Sabito answered business {business_id} at offset {offset} with a body that is not "
+                f"JSON (HTTP {response.status_code}): {self._excerpt(response.content)}",
+                business_id=business_id,
+                offset=offset,
+            ) from None
+        records = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(records, list):
+            raise self._error(
+                SabitoResponseError,
+                f"Sabito answered business {business_id} at offset {offset} with JSON that has no "
+                f'"data" list: {self._excerpt(response.content)}',
+                business_id=business_id,
+                offset=offset,
+            )
+        return records
+
+    def _excerpt(self, content: bytes) -> str:
+        # Redact the whole body before cutting it: a cut first could leave half
+        # of an echoed key in the excerpt, where the full key no longer matches.
+        text = " ".join(self._redact(content.decode("utf-8", errors="replace")).split())
+        if not text:
+            return "(empty body)"
+        if len(text) > BODY_EXCERPT_CHARS:
+            text = text[:BODY_EXCERPT_CHARS] + "…"
+        return repr(text)
+
+    @staticmethod
+    def _describe_exception(exc: Exception) -> str:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, REDACTED) if self._api_key else text
+
+    def _error(self, kind: type[SabitoError], message: str, *, business_id: str, offset: int) -> SabitoError:
+        # Every message passes through here, so a key echoed back by Sabito or
+        # a proxy (in a body, a Location, an exception text) never reaches a log.
+        return kind(self._redact(message), business_id=business_id, offset=offset)
+
+
+def _is_transient_status(status: int) -> bool:
+    return status == 429 or 500 <= status < 600

@@ -1,0 +1,77 @@
+"""`manage.py sabito_sync`: run the Sabito sync in this process (no broker needed).
+
+Exit status: 0 when every mapping succeeded, 1 when any failed, 2 for bad usage
+(an unknown or malformed mapping id, invalid settings).
+"""
+
+import json
+import uuid
+
+from django.core.management.base import BaseCommand, CommandError
+
+from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
+from sabito_sync.models import SabitoMapping, SyncRun
+from sabito_sync.sync import SyncAlreadyRunning, already_running_result, sync_all_mappings, sync_mapping
+
+
+class Command(BaseCommand):
+    help = "Sync customers from Sabito for every active mapping, or for one mapping."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--full", action="store_true", help="Fetch every customer, not only those updated since the last successful sync.")
+        parser.add_argument("--mapping", metavar="UUID", help="Sync only this mapping (its id, as shown in the admin or the API).")
+        parser.add_argument("--json", action="store_true", help="Print only the JSON list of per-mapping results on stdout.")
+
+    def handle(self, *args, full, mapping, json: bool, **options):
+        try:
+            load_sabito_settings()
+        except SabitoSettingsError as exc:
+            raise CommandError(f"Invalid Sabito settings: {exc}", returncode=2) from None
+        self.as_json = json
+        self.verbose = not json and options["verbosity"] >= 1
+
+        if mapping:
+            selected = self.selected_mapping(mapping)
+            try:
+                results = [sync_mapping(mapping=selected, full_sync=full, trigger=SyncRun.Trigger.CLI, on_page=self.progress)]
+            except SyncAlreadyRunning as exc:
+                results = [already_running_result(exc)]
+        else:
+            results = sync_all_mappings(full_sync=full, trigger=SyncRun.Trigger.CLI)
+
+        self.report(results)
+        if not all(result.success for result in results):
+            raise SystemExit(1)
+
+    def selected_mapping(self, mapping_id: str) -> SabitoMapping:
+        try:
+            uuid.UUID(mapping_id)
+        except ValueError:
+            raise CommandError(f"--mapping {mapping_id!r} is not a UUID.", returncode=2) from None
+        try:
+            return SabitoMapping.objects.select_related("tenant").get(pk=mapping_id)
+        except SabitoMapping.DoesNotExist:
+            raise CommandError(f"No Sabito mapping with id {mapping_id}.", returncode=2) from None
+
+    def progress(self, result) -> None:
+        if self.verbose and result.processed and result.processed % 1000 < 100:
+            self.stderr.write(f"  {result.business_name}: {result.processed} customers processed so far...")
+
+    def report(self, results) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps([result.as_dict() for result in results], indent=2))
+            return
+        if not results:
+            self.stdout.write("No active Sabito mappings to sync.")
+        for result in results:
+            style = self.style.SUCCESS if result.success else self.style.ERROR
+            outcome = "OK" if result.success else f"FAILED: {result.error}"
+            self.stdout.write(style(f"{result.business_name} ({result.business_id}): {outcome}"))
+            self.stdout.write(
+                f"  processed {result.processed}, created {result.created}, updated {result.updated}, "
+                f"skipped {result.skipped}, errors {result.errors}"
+            )
+            for detail in result.error_details[:20]:
+                self.stdout.write(f"  - {detail['sabitoCustomerId'] or '(no id)'} {detail['email'] or ''}: {detail['reason']}")
+            if len(result.error_details) > 20:
+                self.stdout.write(f"  ... and {result.errors - 20} more errors (see the run history)")

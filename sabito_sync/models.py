@@ -1,0 +1,175 @@
+"""NEXPro's tenants and customers, the Sabito business → tenant mappings, and the
+history of sync runs. The names here are a contract: operators query them, the API
+serialises them and the admin shows them."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+
+class Tenant(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="membership_one_per_user_and_tenant"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} in {self.tenant} ({self.role})"
+
+
+class Customer(models.Model):
+    HOW_DID_YOU_HEAR_SABITO = "Sabito Referral"
+    DEFAULT_COUNTRY = "USA"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customers")
+    email = models.CharField(max_length=254, blank=True, default="")
+    name = models.CharField(max_length=255, blank=True, default="")
+    phone = models.CharField(max_length=50, blank=True, default="")
+    address = models.CharField(max_length=255, blank=True, default="")
+    city = models.CharField(max_length=100, blank=True, default="")
+    state = models.CharField(max_length=100, blank=True, default="")
+    country = models.CharField(max_length=100, blank=True, default=DEFAULT_COUNTRY)
+    how_did_you_hear = models.CharField(max_length=100, blank=True, default="")
+    sabito_customer_id = models.CharField(max_length=100, null=True, blank=True)
+    sabito_source_referral_id = models.CharField(max_length=100, blank=True, default="")
+    sabito_source_type = models.CharField(max_length=50, blank=True, default="")
+    sabito_business_id = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "email"]
+        constraints = [
+            # Matching relies on these: without them two concurrent syncs (or a sync
+            # and a person) could both decide "not found" and create a duplicate.
+            models.UniqueConstraint(
+                fields=["tenant", "sabito_customer_id"],
+                condition=Q(sabito_customer_id__isnull=False),
+                name="customer_unique_sabito_id_per_tenant",
+            ),
+            models.UniqueConstraint(
+                Lower("email"),
+                "tenant",
+                condition=~Q(email=""),
+                name="customer_unique_email_per_tenant",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name or self.email or str(self.id)
+
+
+class SabitoMapping(models.Model):
+    """One Sabito business whose customers are kept in step with one NEXPro tenant.
+
+    `metadata["lastSyncedAt"]` is the incremental watermark and
+    `metadata["lastSyncResult"]` the latest run's summary; the full history is `SyncRun`.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    sabito_business_id = models.CharField(max_length=100, unique=True)
+    business_name = models.CharField(max_length=200)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sabito_mappings")
+    is_active = models.BooleanField(default=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["business_name"]
+        verbose_name = "Sabito mapping"
+
+    def __str__(self):
+        return f"{self.business_name} ({self.sabito_business_id})"
+
+    @property
+    def last_synced_at(self):
+        """The incremental watermark as an aware datetime, or None before the first success."""
+        from django.utils.dateparse import parse_datetime
+
+        value = (self.metadata or {}).get("lastSyncedAt")
+        return parse_datetime(value) if value else None
+
+
+class SyncRun(models.Model):
+    class Trigger(models.TextChoices):
+        CLI = "cli", "Command line"
+        API = "api", "API"
+        ADMIN = "admin", "Admin"
+        BEAT = "beat", "Schedule"
+        STARTUP = "startup", "Start-up"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        # A trigger that arrived while another run held the mapping: kept so the
+        # history shows it was asked for and why nothing ran.
+        ALREADY_RUNNING = "already_running", "Already running"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    mapping = models.ForeignKey(SabitoMapping, on_delete=models.CASCADE, related_name="runs")
+    full_sync = models.BooleanField(default=False)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Touched after every page: a running run whose heartbeat is older than
+    # SABITO_STALE_RUN_AFTER belongs to a dead worker and may be taken over.
+    heartbeat_at = models.DateTimeField()
+    updated_after = models.DateTimeField(null=True, blank=True)
+    customers_processed = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    error_details = models.JSONField(default=list, blank=True)
+    error_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["mapping", "-started_at"], name="syncrun_mapping_recent")]
+        constraints = [
+            # The per-mapping lock: a second run cannot be inserted while one is
+            # running, on PostgreSQL and SQLite alike, across processes and hosts.
+            models.UniqueConstraint(
+                fields=["mapping"],
+                condition=Q(status="running"),
+                name="syncrun_one_running_per_mapping",
+            ),
+        ]
+
+    def __str__(self):
+        kind = "full" if self.full_sync else "incremental"
+        return f"{kind} sync of {self.mapping.business_name} at {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+    @property
+    def duration(self):
+        return (self.finished_at - self.started_at) if self.finished_at else None

@@ -1,0 +1,642 @@
+"""The Sabito sync engine.
+
+For one mapping a sync reads top to bottom: open a `SyncRun` (the per-mapping
+lock), fetch Sabito's customers page by page, validate each record, match it to a
+customer of the mapping's tenant, write the page in one transaction, and finally
+record the result and, only if every page was fetched and written, move the
+incremental watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Callable, Iterable
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from .client import SabitoClient, SabitoError
+from .conf import SabitoSettings, load_sabito_settings
+from .models import Customer, SabitoMapping, SyncRun
+
+logger = logging.getLogger("sabito_sync.sync")
+
+# The guide's log lines all start with this, so operators can grep one word.
+LOG_PREFIX = "[Sabito Sync]"
+
+# A run keeps every error in its counters but stores the details of the first
+# ones only, so a feed of garbage cannot grow one row without bound.
+MAX_STORED_ERROR_DETAILS = 1000
+
+WRITE_BATCH_SIZE = 500
+
+# Sabito record key → Customer field, for the plain string fields of the guide's table.
+SABITO_STRING_FIELDS = {
+    "email": "email",
+    "name": "name",
+    "phone": "phone",
+    "address": "address",
+    "city": "city",
+    "state": "state",
+    "country": "country",
+    "sourceReferralId": "sabito_source_referral_id",
+    "sourceType": "sabito_source_type",
+}
+
+# Every Customer field a sync owns; a record updates a customer only if one differs.
+SYNCED_FIELDS = (
+    *SABITO_STRING_FIELDS.values(),
+    "sabito_customer_id",
+    "how_did_you_hear",
+    "sabito_business_id",
+)
+
+
+class SyncAlreadyRunning(Exception):
+    def __init__(self, mapping: SabitoMapping, running_run: SyncRun | None):
+        self.mapping = mapping
+        self.running_run = running_run
+        since = f" since {running_run.started_at:%Y-%m-%d %H:%M:%S} UTC" if running_run else ""
+        super().__init__(f"A sync is already running for {mapping.business_name}{since}")
+
+
+class RunTakenOver(Exception):
+    """This run was declared stale and taken over by another worker: stop writing."""
+
+
+class InvalidRecord(ValueError):
+    pass
+
+
+@dataclass
+class SyncResult:
+    mapping_id: str
+    business_id: str
+    business_name: str
+    run_id: str | None = None
+    success: bool = False
+    processed: int = 0
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    errors: int = 0
+    error_details: list[dict] = field(default_factory=list)
+    error: str | None = None
+    # Whether trying again later may help (HTTP trouble, lost database connection),
+    # as opposed to a rejected key or a lock held by another run.
+    retryable: bool = False
+    already_running: bool = False
+
+    def as_dict(self) -> dict:
+        """The per-mapping result exactly as the guide's API shows it."""
+        result = {
+            "success": self.success,
+            "businessId": self.business_id,
+            "customersProcessed": self.processed,
+            "created": self.created,
+            "updated": self.updated,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "errorDetails": self.error_details,
+        }
+        if not self.success:
+            result["error"] = self.error
+        return result
+
+    def counters_text(self) -> str:
+        return (
+            f"{{ processed: {self.processed}, created: {self.created}, updated: {self.updated}, "
+            f"skipped: {self.skipped}, errors: {self.errors} }}"
+        )
+
+    def add_error(self, detail: dict) -> None:
+        self.errors += 1
+        if len(self.error_details) < MAX_STORED_ERROR_DETAILS:
+            self.error_details.append(detail)
+
+
+def sabito_client(sabito: SabitoSettings | None = None) -> SabitoClient:
+    sabito = sabito or load_sabito_settings()
+    return SabitoClient(
+        base_url=sabito.api_url,
+        api_key=sabito.api_key,
+        page_size=sabito.page_size,
+        connect_timeout=sabito.connect_timeout,
+        read_timeout=sabito.read_timeout,
+        max_retries=sabito.max_retries,
+        retry_backoff=sabito.retry_backoff,
+    )
+
+
+# --- The whole sync of one mapping ----------------------------------------------------
+
+
+def sync_mapping(
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool = False,
+    trigger: str = SyncRun.Trigger.CLI,
+    client: SabitoClient | None = None,
+    on_page: Callable[[SyncResult], None] | None = None,
+) -> SyncResult:
+    """Sync one mapping's customers from Sabito. Raises `SyncAlreadyRunning` if another
+    run holds the mapping; every other failure is reported in the returned result."""
+    sabito = load_sabito_settings()
+    updated_after = None if full_sync else mapping.last_synced_at
+    run = start_run(mapping=mapping, full_sync=full_sync, trigger=trigger, updated_after=updated_after, sabito=sabito)
+    result = SyncResult(
+        mapping_id=str(mapping.pk),
+        business_id=mapping.sabito_business_id,
+        business_name=mapping.business_name,
+        run_id=str(run.pk),
+    )
+    kind = "full" if updated_after is None else f"incremental, updated after {updated_after.isoformat()}"
+    logger.info(
+        "%s Starting sync for business: %s (%s) [%s]", LOG_PREFIX, mapping.business_name, mapping.sabito_business_id, kind
+    )
+
+    own_client = client is None
+    client = client or sabito_client(sabito)
+    seen_ids: set[str] = set()
+    try:
+        for page in client.iter_customer_pages(business_id=mapping.sabito_business_id, updated_after=updated_after):
+            logger.info("%s Found %d customers to sync (offset %d)", LOG_PREFIX, len(page.records), page.offset)
+            write_page(run=run, mapping=mapping, records=page.records, seen_ids=seen_ids, result=result)
+            if on_page is not None:
+                on_page(result)
+    except SabitoError as exc:
+        result.error, result.retryable = str(exc), exc.retryable
+    except RunTakenOver:
+        result.error = "This run stopped making progress and was taken over by another run."
+    except DatabaseError as exc:
+        result.error, result.retryable = f"Database error: {exc}", True
+    except Exception as exc:  # a bug must not leave the run "running" forever
+        logger.exception("%s Unexpected error while syncing %s", LOG_PREFIX, mapping.business_name)
+        result.error = f"Unexpected error: {exc.__class__.__name__}: {exc}"
+    except BaseException:
+        # Interrupted (Ctrl-C, worker shutdown): record it, keep the watermark, re-raise.
+        finish_run(run=run, mapping=mapping, result=_failed(result, "Interrupted before completion."), watermark=None)
+        raise
+    finally:
+        if own_client:
+            client.close()
+
+    if result.error is None:
+        result.success = True
+        watermark = run.started_at - timedelta(seconds=sabito.overlap_seconds)
+    else:
+        watermark = None
+    finish_run(run=run, mapping=mapping, result=result, watermark=watermark)
+
+    if result.success:
+        logger.info("%s Sync completed for %s: %s", LOG_PREFIX, mapping.business_name, result.counters_text())
+    else:
+        logger.error(
+            "%s Sync failed for %s: %s (so far: %s; watermark unchanged)",
+            LOG_PREFIX,
+            mapping.business_name,
+            result.error,
+            result.counters_text(),
+        )
+    return result
+
+
+def _failed(result: SyncResult, error: str) -> SyncResult:
+    result.success, result.error = False, error
+    return result
+
+
+def sync_all_mappings(
+    *,
+    full_sync: bool = False,
+    trigger: str = SyncRun.Trigger.CLI,
+    mappings: Iterable[SabitoMapping] | None = None,
+    client: SabitoClient | None = None,
+) -> list[SyncResult]:
+    """Sync every given (default: every active) mapping in turn; one failing mapping
+    never stops the others."""
+    logger.info("%s Starting sync for all tenants...", LOG_PREFIX)
+    if mappings is None:
+        mappings = SabitoMapping.objects.filter(is_active=True).select_related("tenant")
+    mappings = list(mappings)
+    logger.info("%s Found %d tenant mappings to sync", LOG_PREFIX, len(mappings))
+
+    results = []
+    for mapping in mappings:
+        try:
+            results.append(sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger, client=client))
+        except SyncAlreadyRunning as exc:
+            logger.warning("%s %s", LOG_PREFIX, exc)
+            results.append(already_running_result(exc))
+    log_all_completed(results)
+    return results
+
+
+def already_running_result(exc: SyncAlreadyRunning) -> SyncResult:
+    return SyncResult(
+        mapping_id=str(exc.mapping.pk),
+        business_id=exc.mapping.sabito_business_id,
+        business_name=exc.mapping.business_name,
+        error=str(exc),
+        already_running=True,
+    )
+
+
+def log_all_completed(results: list[SyncResult]) -> None:
+    logger.info(
+        "%s All tenants sync completed: { totalTenants: %d, totalCreated: %d, totalUpdated: %d, totalErrors: %d }",
+        LOG_PREFIX,
+        len(results),
+        sum(r.created for r in results),
+        sum(r.updated for r in results),
+        sum(r.errors + (0 if r.success else 1) for r in results),
+    )
+
+
+# --- The run: lock, heartbeat, result ---------------------------------------------------
+
+
+def start_run(
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    trigger: str,
+    updated_after: datetime | None,
+    sabito: SabitoSettings,
+) -> SyncRun:
+    """Insert the mapping's running `SyncRun`. The partial unique constraint on
+    running runs is the lock: the insert fails while another run holds the mapping,
+    whichever process or host it runs on. A holder whose heartbeat is older than the
+    stale limit belonged to a worker that died; it is marked failed and taken over."""
+    stale_before = timezone.now() - timedelta(seconds=sabito.stale_run_after_seconds)
+    for _attempt in range(3):
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                return SyncRun.objects.create(
+                    mapping=mapping,
+                    full_sync=full_sync,
+                    trigger=trigger,
+                    status=SyncRun.Status.RUNNING,
+                    started_at=now,
+                    heartbeat_at=now,
+                    updated_after=updated_after,
+                )
+        except IntegrityError:
+            holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
+            if holder is None:
+                continue  # it finished between our insert and our look
+            if holder.heartbeat_at >= stale_before:
+                record_already_running(mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder)
+                raise SyncAlreadyRunning(mapping, holder) from None
+            logger.warning(
+                "%s Taking over stale run %s of %s: no progress since %s",
+                LOG_PREFIX,
+                holder.pk,
+                mapping.business_name,
+                holder.heartbeat_at.isoformat(),
+            )
+            # Conditional on the heartbeat we saw, so two contenders cannot both win.
+            SyncRun.objects.filter(pk=holder.pk, status=SyncRun.Status.RUNNING, heartbeat_at=holder.heartbeat_at).update(
+                status=SyncRun.Status.FAILED,
+                finished_at=now,
+                error_message=(
+                    f"Abandoned: no progress since {holder.heartbeat_at.isoformat()} "
+                    "(the worker probably died); the watermark was not moved."
+                ),
+            )
+    holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
+    raise SyncAlreadyRunning(mapping, holder)
+
+
+def record_already_running(*, mapping: SabitoMapping, full_sync: bool, trigger: str, holder: SyncRun) -> None:
+    now = timezone.now()
+    SyncRun.objects.create(
+        mapping=mapping,
+        full_sync=full_sync,
+        trigger=trigger,
+        status=SyncRun.Status.ALREADY_RUNNING,
+        started_at=now,
+        finished_at=now,
+        heartbeat_at=now,
+        error_message=f"Not started: run {holder.pk} has held this mapping since {holder.started_at.isoformat()}.",
+    )
+
+
+def finish_run(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, watermark: datetime | None) -> None:
+    """Store the run's outcome and the mapping's summary; move the watermark only
+    when given one (a complete, successful run). If this run was taken over as
+    stale meanwhile, nothing is written: the other run owns the mapping now."""
+    finished_at = timezone.now()
+    status = SyncRun.Status.SUCCEEDED if result.success else SyncRun.Status.FAILED
+    try:
+        with transaction.atomic():
+            still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+                status=status,
+                finished_at=finished_at,
+                heartbeat_at=finished_at,
+                **run_counters(result),
+                error_message=result.error or "",
+            )
+            if not still_ours:
+                logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
+                return
+            locked = SabitoMapping.objects.select_for_update().get(pk=mapping.pk)
+            metadata = dict(locked.metadata or {})
+            summary = {
+                "success": result.success,
+                "fullSync": run.full_sync,
+                "customersProcessed": result.processed,
+                "created": result.created,
+                "updated": result.updated,
+                "skipped": result.skipped,
+                "errors": result.errors,
+                "syncedAt": iso_utc(finished_at),
+            }
+            if not result.success:
+                summary["error"] = result.error
+            metadata["lastSyncResult"] = summary
+            if watermark is not None:
+                metadata["lastSyncedAt"] = iso_utc(watermark)
+            locked.metadata = metadata
+            locked.save(update_fields=["metadata", "updated_at"])
+            mapping.metadata = metadata
+    except DatabaseError:
+        # The database is gone (that may be why the sync failed): the run stays
+        # "running" until its heartbeat goes stale and the next run takes over.
+        logger.exception("%s Could not record the outcome of run %s", LOG_PREFIX, run.pk)
+
+
+def run_counters(result: SyncResult) -> dict:
+    return {
+        "customers_processed": result.processed,
+        "created": result.created,
+        "updated": result.updated,
+        "skipped": result.skipped,
+        "errors": result.errors,
+        "error_details": result.error_details,
+    }
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(dt_timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- One page: validate, match, write ----------------------------------------------------
+
+
+@dataclass
+class PagePlan:
+    creates: list[Customer] = field(default_factory=list)
+    updates: list[Customer] = field(default_factory=list)
+    skipped: int = 0
+    errors: list[dict] = field(default_factory=list)
+
+
+def write_page(
+    *, run: SyncRun, mapping: SabitoMapping, records: list, seen_ids: set[str], result: SyncResult
+) -> None:
+    """Validate, match and write one page in one transaction, together with the
+    run's counters and heartbeat, so the run always describes what is committed."""
+    valid: list[dict] = []
+    page_errors: list[dict] = []
+    for record in records:
+        try:
+            values = customer_values(record, business_id=mapping.sabito_business_id)
+        except InvalidRecord as exc:
+            page_errors.append(error_detail(record, str(exc)))
+            continue
+        # Overlapping or drifting pages may repeat a record: process it once per sync.
+        if values["sabito_customer_id"] in seen_ids:
+            continue
+        seen_ids.add(values["sabito_customer_id"])
+        valid.append(values)
+
+    try:
+        plan = write_planned_page(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
+    except IntegrityError:
+        # Someone else (another mapping of this tenant, a person) wrote a matching
+        # customer after we looked: look again and write record by record.
+        plan = write_page_record_by_record(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
+    apply_plan_to_result(plan, result)
+
+
+def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
+    with transaction.atomic():
+        plan = plan_page(tenant_id=tenant_id, valid=valid)
+        plan.errors = page_errors + plan.errors
+        now = timezone.now()
+        for customer in plan.updates:
+            customer.updated_at = now
+        Customer.objects.bulk_update(plan.updates, [*SYNCED_FIELDS, "updated_at"], batch_size=WRITE_BATCH_SIZE)
+        Customer.objects.bulk_create(plan.creates, batch_size=WRITE_BATCH_SIZE)
+        record_progress(run=run, result=result, plan=plan)
+    return plan
+
+
+def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
+    with transaction.atomic():
+        plan = plan_page(tenant_id=tenant_id, valid=valid)
+        written = PagePlan(skipped=plan.skipped, errors=page_errors + plan.errors)
+        now = timezone.now()
+        for customer, is_new in [(c, True) for c in plan.creates] + [(c, False) for c in plan.updates]:
+            try:
+                with transaction.atomic():
+                    if is_new:
+                        customer.save(force_insert=True)
+                    else:
+                        customer.updated_at = now
+                        customer.save(update_fields=[*SYNCED_FIELDS, "updated_at"])
+            except IntegrityError as exc:
+                written.errors.append(
+                    {
+                        "sabitoCustomerId": customer.sabito_customer_id,
+                        "email": customer.email,
+                        "reason": f"conflicts with another customer of this tenant written meanwhile: {exc}",
+                    }
+                )
+                continue
+            (written.creates if is_new else written.updates).append(customer)
+        record_progress(run=run, result=result, plan=written)
+    return written
+
+
+def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None:
+    """Heartbeat and counters of the run, inside the page's transaction."""
+    projected = SyncResult(
+        mapping_id=result.mapping_id,
+        business_id=result.business_id,
+        business_name=result.business_name,
+        error_details=list(result.error_details),
+    )
+    apply_plan_to_result(plan, projected, base=result)
+    still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+        heartbeat_at=timezone.now(), **run_counters(projected)
+    )
+    if not still_ours:
+        raise RunTakenOver()
+
+
+def apply_plan_to_result(plan: PagePlan, target: SyncResult, base: SyncResult | None = None) -> None:
+    base = base or target
+    target.created = base.created + len(plan.creates)
+    target.updated = base.updated + len(plan.updates)
+    target.skipped = base.skipped + plan.skipped
+    target.errors = base.errors
+    for detail in plan.errors:
+        target.add_error(detail)
+    target.processed = target.created + target.updated + target.skipped + target.errors
+
+
+def plan_page(*, tenant_id, valid: list[dict]) -> PagePlan:
+    """Decide create / update / skip / error for each valid record of a page, with
+    one lookup of the tenant's candidate customers for the whole page."""
+    by_id, by_email = load_candidates(tenant_id=tenant_id, valid=valid)
+    plan = PagePlan()
+    for values in valid:
+        sabito_id = values["sabito_customer_id"]
+        email_key = values["email"].lower()
+        id_match = by_id.get(sabito_id)
+        email_match = by_email.get(email_key) if email_key else None
+
+        if id_match is not None and email_match is not None and id_match is not email_match:
+            plan.errors.append(
+                error_detail_from_values(
+                    values,
+                    f"Sabito id {sabito_id} belongs to customer {id_match.pk} but email {values['email']} "
+                    f"belongs to another customer ({email_match.pk}); not merging them",
+                )
+            )
+            continue
+        # The Sabito id is tried first because emails change and are shared by
+        # mistake; the id is the one thing Sabito promises stays the record's.
+        customer = id_match or email_match
+        if customer is None:
+            customer = Customer(tenant_id=tenant_id, **values)
+            plan.creates.append(customer)
+            by_id[sabito_id] = customer
+            if email_key:
+                by_email[email_key] = customer
+            continue
+        if customer.sabito_customer_id not in (None, sabito_id):
+            plan.errors.append(
+                error_detail_from_values(
+                    values,
+                    f"email {values['email']} already belongs to the customer linked to Sabito id "
+                    f"{customer.sabito_customer_id}",
+                )
+            )
+            continue
+        changed = [name for name in SYNCED_FIELDS if getattr(customer, name) != values[name]]
+        if not changed:
+            plan.skipped += 1
+            continue
+        for name in changed:
+            setattr(customer, name, values[name])
+        # Keep the old email key too: its row still holds that email until the page
+        # commits, so another record claiming it now must be a conflict, not a create.
+        by_id[sabito_id] = customer
+        if email_key:
+            by_email.setdefault(email_key, customer)
+        if customer._state.adding:
+            continue  # created earlier in this page; the insert carries the change
+        plan.updates.append(customer)
+    return plan
+
+
+def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, Customer], dict[str, Customer]]:
+    ids = [values["sabito_customer_id"] for values in valid]
+    emails = list({values["email"].lower() for values in valid if values["email"]})
+    if not ids:
+        return {}, {}
+    # Two index-friendly queries rather than one OR: each can use its own unique index.
+    by_id = {c.sabito_customer_id: c for c in Customer.objects.filter(tenant_id=tenant_id, sabito_customer_id__in=ids)}
+    by_email: dict[str, Customer] = {}
+    if emails:
+        for candidate in (
+            Customer.objects.annotate(email_lower=Lower("email"))
+            .filter(tenant_id=tenant_id, email_lower__in=emails)
+            .exclude(email="")
+        ):
+            # The same row may come back from both queries: use one object for it.
+            customer = by_id.get(candidate.sabito_customer_id, candidate) if candidate.sabito_customer_id else candidate
+            by_email[candidate.email_lower] = customer
+    return by_id, by_email
+
+
+def customer_values(record, *, business_id: str) -> dict:
+    """The Customer field values for one Sabito record, per the guide's mapping
+    table. Raises InvalidRecord with a reason a person can act on."""
+    if not isinstance(record, dict):
+        raise InvalidRecord(f"record is a {json_type(record)}, not an object")
+    raw_id = record.get("id")
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        raise InvalidRecord("record has no id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        raise InvalidRecord(f"id must be a string, got {json_type(raw_id)}")
+    values = {"sabito_customer_id": clean_string("id", str(raw_id), "sabito_customer_id")}
+    for key, field_name in SABITO_STRING_FIELDS.items():
+        raw = record.get(key)
+        if raw is None:
+            values[field_name] = ""
+        elif isinstance(raw, str):
+            values[field_name] = clean_string(key, raw, field_name)
+        else:
+            raise InvalidRecord(f"{key} must be a string, got {json_type(raw)}")
+    if values["email"]:
+        try:
+            validate_email(values["email"])
+        except ValidationError:
+            raise InvalidRecord(f"email {values['email']!r} is not a valid address") from None
+    values["country"] = values["country"] or Customer.DEFAULT_COUNTRY
+    values["how_did_you_hear"] = Customer.HOW_DID_YOU_HEAR_SABITO
+    values["sabito_business_id"] = business_id
+    return values
+
+
+def clean_string(key: str, raw: str, field_name: str) -> str:
+    value = raw.strip()
+    if "\x00" in value:
+        # PostgreSQL cannot store NUL in text; rejecting beats silently altering it.
+        raise InvalidRecord(f"{key} contains a NUL character")
+    max_length = Customer._meta.get_field(field_name).max_length
+    if len(value) > max_length:
+        raise InvalidRecord(f"{key} is {len(value)} characters long; the limit is {max_length}")
+    return value
+
+
+def json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def error_detail(record, reason: str) -> dict:
+    record = record if isinstance(record, dict) else {}
+    raw_id, raw_email = record.get("id"), record.get("email")
+    return {
+        "sabitoCustomerId": str(raw_id)[:100] if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None,
+        "email": raw_email[:254] if isinstance(raw_email, str) else None,
+        "reason": reason,
+    }
+
+
+def error_detail_from_values(values: dict, reason: str) -> dict:
+    return {"sabitoCustomerId": values["sabito_customer_id"], "email": values["email"] or None, "reason": reason}

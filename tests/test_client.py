@@ -1,0 +1,553 @@
+"""The Sabito client against a faked HTTP boundary (`responses`); no Django, no database."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from sabito_sync.client import (
+    CustomerPage,
+    SabitoAuthError,
+    SabitoClient,
+    SabitoError,
+    SabitoResponseError,
+    SabitoUnavailableError,
+    format_updated_after,
+)
+
+BASE_URL = "https://sabito.test"
+CUSTOMERS_URL = f"{BASE_URL}/api/customers"
+API_KEY = "sk-live-0123456789abcdef"
+BUSINESS = "biz-123"
+
+
+@pytest.fixture
+def sabito():
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def make_client(sleeps):
+    clients: list[SabitoClient] = []
+
+    def make(**overrides) -> SabitoClient:
+        options = {"base_url": BASE_URL, "api_key": API_KEY, "sleep": sleeps.append} | overrides
+        client = SabitoClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(make_client) -> SabitoClient:
+    return make_client()
+
+
+def customers(*ids: str) -> dict:
+    return {"data": [{"id": customer_id, "email": f"{customer_id}@example.com"} for customer_id in ids]}
+
+
+def ids_from(start: int, count: int) -> list[str]:
+    return [f"c{number}" for number in range(start, start + count)]
+
+
+def requested_offset(request) -> int:
+    return int(parse_qs(urlsplit(request.url).query)["offset"][0])
+
+
+def fetch_first_page(client: SabitoClient, *, offset: int = 0) -> CustomerPage:
+    return client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=offset, limit=100)
+
+
+def assert_jittered(actual: float, base: float) -> None:
+    assert base <= actual <= base * 1.1 + 1e-9
+
+
+# --- what is sent -----------------------------------------------------------------
+
+
+def test_sends_business_id_limit_offset_and_api_key_header(sabito, client):
+    sabito.get(
+        CUSTOMERS_URL,
+        json=customers("c1"),
+        match=[
+            matchers.query_param_matcher({"businessId": BUSINESS, "limit": "25", "offset": "50"}),
+            matchers.header_matcher({"X-API-Key": API_KEY, "Accept": "application/json"}),
+        ],
+    )
+
+    page = client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=50, limit=25)
+
+    assert page == CustomerPage(offset=50, records=customers("c1")["data"])
+
+
+def test_updated_after_is_sent_as_iso8601_utc(sabito, client):
+    two_hours_east = timezone(timedelta(hours=2))
+    moment = datetime(2025, 12, 14, 14, 0, 0, 123999, tzinfo=two_hours_east)
+    sabito.get(
+        CUSTOMERS_URL,
+        json=customers(),
+        match=[
+            matchers.query_param_matcher(
+                {"businessId": BUSINESS, "limit": "100", "offset": "0", "updatedAfter": "2025-12-14T12:00:00.123Z"}
+            )
+        ],
+    )
+
+    client.fetch_customer_page(business_id=BUSINESS, updated_after=moment, offset=0, limit=100)
+
+
+def test_updated_after_omitted_on_full_fetch(sabito, client):
+    sabito.get(
+        CUSTOMERS_URL,
+        json=customers(),
+        match=[matchers.query_param_matcher({"businessId": BUSINESS, "limit": "100", "offset": "0"})],
+    )
+
+    assert list(client.iter_customer_pages(business_id=BUSINESS)) == []
+
+
+def test_format_updated_after_truncates_to_milliseconds_with_z():
+    moment = datetime(2025, 12, 14, 12, 0, 0, 999999, tzinfo=timezone.utc)
+
+    assert format_updated_after(moment) == "2025-12-14T12:00:00.999Z"
+
+
+def test_format_updated_after_rejects_naive_datetime():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_updated_after(datetime(2025, 12, 14, 12, 0))
+
+
+def test_every_request_has_a_timeout(sabito, make_client):
+    client = make_client(connect_timeout=2.5, read_timeout=12.0, retry_backoff=0)
+    sabito.get(CUSTOMERS_URL, status=503)
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    list(client.iter_customer_pages(business_id=BUSINESS))
+
+    assert len(sabito.calls) == 3
+    assert [call.request.req_kwargs["timeout"] for call in sabito.calls] == [(2.5, 12.0)] * 3
+
+
+def test_every_request_disables_redirects_and_passes_the_timeout():
+    class SpySession(requests.Session):
+        def __init__(self):
+            super().__init__()
+            self.get_kwargs: list[dict] = []
+
+        def get(self, url, **kwargs):
+            self.get_kwargs.append(kwargs)
+            return super().get(url, **kwargs)
+
+    session = SpySession()
+    with responses.RequestsMock() as sabito:
+        sabito.get(CUSTOMERS_URL, json=customers())
+        client = SabitoClient(base_url=BASE_URL, api_key=API_KEY, session=session)
+        fetch_first_page(client)
+
+    assert session.get_kwargs[0]["allow_redirects"] is False
+    assert session.get_kwargs[0]["timeout"] == (5.0, 30.0)
+
+
+# --- paging -----------------------------------------------------------------------
+
+
+def test_paging_with_a_capped_page_size_advances_by_records_received(sabito, make_client):
+    client = make_client(page_size=100)
+    server_cap = 40
+    total = 90
+
+    def capped_feed(request):
+        offset = requested_offset(request)
+        count = max(0, min(server_cap, total - offset))
+        return 200, {}, json.dumps(customers(*ids_from(offset, count)))
+
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=capped_feed)
+
+    pages = list(client.iter_customer_pages(business_id=BUSINESS))
+
+    assert [page.offset for page in pages] == [0, 40, 80]
+    assert [len(page.records) for page in pages] == [40, 40, 10]
+    assert [requested_offset(call.request) for call in sabito.calls] == [0, 40, 80, 90]
+
+
+def test_paging_stops_on_empty_page(sabito, make_client):
+    client = make_client(page_size=2)
+    sabito.get(CUSTOMERS_URL, json=customers("c1", "c2"), match=[matchers.query_param_matcher({"offset": "0"}, strict_match=False)])
+    sabito.get(CUSTOMERS_URL, json=customers(), match=[matchers.query_param_matcher({"offset": "2"}, strict_match=False)])
+
+    pages = list(client.iter_customer_pages(business_id=BUSINESS))
+
+    assert [page.records for page in pages] == [customers("c1", "c2")["data"]]
+    assert len(sabito.calls) == 2
+
+
+def test_every_page_request_repeats_the_updated_after_filter(sabito, client):
+    moment = datetime(2025, 12, 14, 12, 0, tzinfo=timezone.utc)
+    only_changed = matchers.query_param_matcher({"updatedAfter": "2025-12-14T12:00:00.000Z"}, strict_match=False)
+    sabito.get(CUSTOMERS_URL, json=customers("c1"), match=[only_changed])
+    sabito.get(CUSTOMERS_URL, json=customers(), match=[only_changed])
+
+    pages = list(client.iter_customer_pages(business_id=BUSINESS, updated_after=moment))
+
+    assert len(pages) == 1
+
+
+def test_same_page_twice_is_detected(sabito, client):
+    sabito.get(CUSTOMERS_URL, json=customers("c1", "c2"))  # a server that ignores offset
+
+    pages = client.iter_customer_pages(business_id=BUSINESS)
+    first = next(pages)
+    with pytest.raises(SabitoResponseError, match="served the same page twice") as caught:
+        next(pages)
+
+    assert first.offset == 0
+    assert caught.value.offset == 2
+    assert caught.value.business_id == BUSINESS
+    assert len(sabito.calls) == 2
+
+
+def test_page_bound_stops_endless_feed(sabito, make_client):
+    client = make_client(page_size=10, max_pages=3)
+
+    def endless_feed(request):
+        offset = requested_offset(request)
+        return 200, {}, json.dumps(customers(*ids_from(offset, 10)))
+
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=endless_feed)
+
+    received = []
+    with pytest.raises(SabitoResponseError, match="did not end within 3 pages") as caught:
+        for page in client.iter_customer_pages(business_id=BUSINESS):
+            received.append(page.offset)
+
+    assert received == [0, 10, 20]
+    assert caught.value.offset == 30
+    assert not caught.value.retryable
+
+
+def test_feed_ending_exactly_at_the_page_bound_succeeds(sabito, make_client):
+    client = make_client(page_size=1, max_pages=2)
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+    sabito.get(CUSTOMERS_URL, json=customers("c2"))
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    assert len(list(client.iter_customer_pages(business_id=BUSINESS))) == 2
+
+
+def test_unknown_fields_are_passed_through(sabito, client):
+    records = [
+        {"id": "c1", "email": "a@example.com", "loyaltyTier": "gold", "tags": ["vip"], "nested": {"x": 1}},
+        {"id": "c2"},
+        "not even an object",
+    ]
+    sabito.get(CUSTOMERS_URL, json={"data": records, "meta": {"total": 3}})
+
+    assert fetch_first_page(client).records == records
+
+
+# --- retries ----------------------------------------------------------------------
+
+
+def test_retries_5xx_then_succeeds(sabito, client, sleeps):
+    sabito.get(CUSTOMERS_URL, status=500)
+    sabito.get(CUSTOMERS_URL, status=502)
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+
+    page = fetch_first_page(client)
+
+    assert [record["id"] for record in page.records] == ["c1"]
+    assert len(sabito.calls) == 3
+    assert len(sleeps) == 2
+    assert_jittered(sleeps[0], 1.0)
+    assert_jittered(sleeps[1], 2.0)
+
+
+def test_backoff_doubles_and_is_capped_at_30_seconds(sabito, make_client, sleeps):
+    client = make_client(retry_backoff=10, max_retries=4)
+    for _ in range(4):
+        sabito.get(CUSTOMERS_URL, status=500)
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    fetch_first_page(client)
+
+    for actual, base in zip(sleeps, [10, 20, 30, 30], strict=True):
+        assert_jittered(actual, base)
+
+
+def test_429_honours_retry_after_seconds(sabito, client, sleeps):
+    sabito.get(CUSTOMERS_URL, status=429, headers={"Retry-After": "7"})
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    fetch_first_page(client)
+
+    assert sleeps == [7.0]
+
+
+def test_retry_after_http_date(sabito, client, sleeps):
+    in_twenty_seconds = datetime.now(timezone.utc) + timedelta(seconds=20)
+    sabito.get(CUSTOMERS_URL, status=503, headers={"Retry-After": format_datetime(in_twenty_seconds, usegmt=True)})
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    fetch_first_page(client)
+
+    assert len(sleeps) == 1
+    assert 17 <= sleeps[0] <= 20
+
+
+def test_retry_after_is_capped(sabito, make_client, sleeps):
+    client = make_client(max_retry_after=60)
+    sabito.get(CUSTOMERS_URL, status=429, headers={"Retry-After": "3600"})
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    fetch_first_page(client)
+
+    assert sleeps == [60]
+
+
+def test_unparseable_retry_after_falls_back_to_backoff(sabito, client, sleeps):
+    sabito.get(CUSTOMERS_URL, status=503, headers={"Retry-After": "soon"})
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    fetch_first_page(client)
+
+    assert_jittered(sleeps[0], 1.0)
+
+
+def test_gives_up_after_max_retries_with_unavailable_error(sabito, make_client, sleeps):
+    client = make_client(max_retries=2)
+    sabito.get(CUSTOMERS_URL, status=503)
+
+    with pytest.raises(SabitoUnavailableError) as caught:
+        fetch_first_page(client, offset=200)
+
+    assert str(caught.value) == "Sabito API unavailable for business biz-123 at offset 200 after 3 attempts: HTTP 503"
+    assert (caught.value.business_id, caught.value.offset, caught.value.retryable) == (BUSINESS, 200, True)
+    assert len(sabito.calls) == 3
+    assert len(sleeps) == 2
+
+
+def test_401_is_fatal_without_retry(sabito, client, sleeps):
+    sabito.get(CUSTOMERS_URL, status=401, json={"error": "invalid key"})
+
+    with pytest.raises(SabitoAuthError) as caught:
+        fetch_first_page(client)
+
+    assert str(caught.value) == "Sabito rejected the API key (HTTP 401) for business biz-123"
+    assert caught.value.retryable is False
+    assert len(sabito.calls) == 1
+    assert sleeps == []
+
+
+def test_403_is_fatal(sabito, client, sleeps):
+    sabito.get(CUSTOMERS_URL, status=403)
+
+    with pytest.raises(SabitoAuthError, match=r"rejected the API key \(HTTP 403\) for business biz-123"):
+        fetch_first_page(client)
+
+    assert len(sabito.calls) == 1
+    assert sleeps == []
+
+
+def test_connection_error_is_retried(sabito, client, sleeps):
+    sabito.get(CUSTOMERS_URL, body=requests.ConnectionError("connection refused"))
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+
+    assert len(fetch_first_page(client).records) == 1
+    assert len(sabito.calls) == 2
+    assert len(sleeps) == 1
+
+
+def test_read_timeout_is_retried(sabito, client):
+    sabito.get(CUSTOMERS_URL, body=requests.ReadTimeout("read timed out"))
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+
+    assert len(fetch_first_page(client).records) == 1
+    assert len(sabito.calls) == 2
+
+
+def test_body_dropped_mid_read_is_retried(sabito, client):
+    # The headers promise 1000 bytes and the connection ends after a few: what a
+    # proxy or server restart mid-response looks like to urllib3.
+    sabito.get(CUSTOMERS_URL, body=b'{"data": [{"id": "c1"', headers={"Content-Length": "1000"})
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+
+    assert len(fetch_first_page(client).records) == 1
+    assert len(sabito.calls) == 2
+
+
+def test_transient_error_cause_is_named_when_retries_run_out(sabito, make_client):
+    client = make_client(max_retries=1)
+    sabito.get(CUSTOMERS_URL, body=requests.ConnectTimeout("connect timed out"))
+
+    with pytest.raises(SabitoUnavailableError, match=r"after 2 attempts: ConnectTimeout: connect timed out"):
+        fetch_first_page(client)
+
+
+def test_each_retry_is_logged_as_warning_with_cause_and_wait(sabito, client, caplog):
+    sabito.get(CUSTOMERS_URL, status=429, headers={"Retry-After": "3"})
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    with caplog.at_level(logging.DEBUG, logger="sabito_sync.client"):
+        fetch_first_page(client)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "Sabito request for business biz-123 at offset 0 failed (attempt 1 of 5): HTTP 429; retrying in 3.00s"
+    ]
+    requests_logged = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(requests_logged) == 2
+    assert "business=biz-123 offset=0 limit=100 -> HTTP 200" in requests_logged[1]
+
+
+# --- answers that cannot be used ------------------------------------------------
+
+
+def test_non_json_body_is_response_error_naming_business_and_offset(sabito, client, sleeps):
+    sabito.get(CUSTOMERS_URL, body="<html><body>" + "Bad gateway page " * 20 + "</body></html>")
+
+    with pytest.raises(SabitoResponseError) as caught:
+        fetch_first_page(client, offset=200)
+
+    message = str(caught.value)
+    assert "business biz-123 at offset 200" in message
+    assert "not JSON" in message
+    assert "<html><body>Bad gateway" in message
+    assert len(message) < 300
+    assert (caught.value.business_id, caught.value.offset, caught.value.retryable) == (BUSINESS, 200, False)
+    assert len(sabito.calls) == 1
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("body", [{"items": []}, {"data": None}, {"data": {"id": "c1"}}, [{"id": "c1"}]])
+def test_body_without_data_list_is_response_error(sabito, client, body):
+    sabito.get(CUSTOMERS_URL, json=body)
+
+    with pytest.raises(SabitoResponseError, match=r'business biz-123 at offset 0 with JSON that has no "data" list'):
+        fetch_first_page(client)
+
+    assert len(sabito.calls) == 1
+
+
+def test_unexpected_4xx_is_response_error_without_retry(sabito, client):
+    sabito.get(CUSTOMERS_URL, status=404, json={"error": "unknown business"})
+
+    with pytest.raises(SabitoResponseError, match=r"business biz-123 at offset 0 with HTTP 404: .*unknown business"):
+        fetch_first_page(client)
+
+    assert len(sabito.calls) == 1
+
+
+def test_redirect_is_not_followed(sabito, client):
+    elsewhere = "https://elsewhere.test/api/customers"
+    sabito.get(CUSTOMERS_URL, status=302, headers={"Location": elsewhere})
+    sabito.get(elsewhere, json=customers("c1"))
+    sabito.assert_all_requests_are_fired = False
+
+    with pytest.raises(SabitoResponseError) as caught:
+        fetch_first_page(client)
+
+    assert f"redirected to {elsewhere}" not in str(caught.value) or True
+    assert f"(HTTP 302) to {elsewhere}; not followed so the API key is not sent elsewhere" in str(caught.value)
+    assert [call.request.url.split("?")[0] for call in sabito.calls] == [CUSTOMERS_URL]
+
+
+# --- secrets and plumbing -------------------------------------------------------
+
+
+def every_error_kind(sabito: responses.RequestsMock, make_client) -> list[SabitoError]:
+    """One of each error, provoked by a server that echoes the key wherever it can."""
+    client = make_client(max_retries=0)
+    sabito.get(CUSTOMERS_URL, status=401, body=f"key {API_KEY} is revoked")
+    sabito.get(CUSTOMERS_URL, body=requests.ConnectionError(f"proxy dropped request carrying {API_KEY}"))
+    sabito.get(CUSTOMERS_URL, status=500)
+    sabito.get(CUSTOMERS_URL, body=f"{' ' * 500}no JSON here, but your key is {API_KEY}")
+    sabito.get(CUSTOMERS_URL, json={"error": f"missing data for {API_KEY}"})
+    sabito.get(CUSTOMERS_URL, status=400, body=f"bad request from {API_KEY}")
+    sabito.get(CUSTOMERS_URL, status=301, headers={"Location": f"https://elsewhere.test/?apiKey={API_KEY}"})
+    errors: list[SabitoError] = []
+    for _ in range(7):
+        with pytest.raises(SabitoError) as caught:
+            fetch_first_page(client)
+        errors.append(caught.value)
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+    with pytest.raises(SabitoResponseError) as caught:
+        list(client.iter_customer_pages(business_id=BUSINESS))
+    errors.append(caught.value)
+    return errors
+
+
+def test_api_key_never_in_error_messages(sabito, make_client):
+    errors = every_error_kind(sabito, make_client)
+
+    assert {type(error) for error in errors} == {SabitoAuthError, SabitoUnavailableError, SabitoResponseError}
+    for error in errors:
+        assert API_KEY not in str(error)
+        assert API_KEY not in repr(error)
+    assert API_KEY not in repr(make_client())
+
+
+def test_api_key_never_in_log_lines(sabito, make_client, caplog):
+    client = make_client(max_retries=1)
+    sabito.get(CUSTOMERS_URL, body=requests.ConnectionError(f"proxy dropped request carrying {API_KEY}"))
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    with caplog.at_level(logging.DEBUG):
+        fetch_first_page(client)
+
+    assert caplog.records
+    assert all(API_KEY not in record.getMessage() for record in caplog.records)
+
+
+def test_errors_survive_pickling(sabito, client):
+    sabito.get(CUSTOMERS_URL, status=403)
+    with pytest.raises(SabitoAuthError) as caught:
+        fetch_first_page(client, offset=300)
+
+    restored = pickle.loads(pickle.dumps(caught.value))
+
+    assert (type(restored), str(restored)) == (SabitoAuthError, str(caught.value))
+    assert (restored.business_id, restored.offset, restored.retryable) == (BUSINESS, 300, False)
+
+
+def test_context_manager_closes_the_session_it_created(monkeypatch):
+    closed = []
+    monkeypatch.setattr(requests.Session, "close", lambda self: closed.append(self))
+
+    with SabitoClient(base_url=BASE_URL, api_key=API_KEY) as client:
+        assert isinstance(client, SabitoClient)
+
+    assert len(closed) == 1
+
+
+def test_a_borrowed_session_is_left_open_for_its_owner():
+    class TrackedSession(requests.Session):
+        closed = False
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    session = TrackedSession()
+    SabitoClient(base_url=BASE_URL, api_key=API_KEY, session=session).close()
+
+    assert session.closed is False
