@@ -31,6 +31,12 @@ BUSINESS = "biz-123"
 
 
 @pytest.fixture
+def sabito_test_settings():
+    """Stands in for conftest's Django settings fixture: the client knows nothing of Django,
+    so its tests run without settings (and with `-p no:django`)."""
+
+
+@pytest.fixture
 def sabito():
     with responses.RequestsMock() as mock:
         yield mock
@@ -57,7 +63,7 @@ def make_client(sleeps):
 
 
 @pytest.fixture
-def client(make_client) -> SabitoClient:
+def sabito_client(make_client) -> SabitoClient:
     return make_client()
 
 
@@ -73,8 +79,8 @@ def requested_offset(request) -> int:
     return int(parse_qs(urlsplit(request.url).query)["offset"][0])
 
 
-def fetch_first_page(client: SabitoClient, *, offset: int = 0) -> CustomerPage:
-    return client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=offset, limit=100)
+def fetch_first_page(sabito_client: SabitoClient, *, offset: int = 0) -> CustomerPage:
+    return sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=offset, limit=100)
 
 
 def assert_jittered(actual: float, base: float) -> None:
@@ -84,7 +90,7 @@ def assert_jittered(actual: float, base: float) -> None:
 # --- what is sent -----------------------------------------------------------------
 
 
-def test_sends_business_id_limit_offset_and_api_key_header(sabito, client):
+def test_sends_business_id_limit_offset_and_api_key_header(sabito, sabito_client):
     sabito.get(
         CUSTOMERS_URL,
         json=customers("c1"),
@@ -94,12 +100,12 @@ def test_sends_business_id_limit_offset_and_api_key_header(sabito, client):
         ],
     )
 
-    page = client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=50, limit=25)
+    page = sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=50, limit=25)
 
     assert page == CustomerPage(offset=50, records=customers("c1")["data"])
 
 
-def test_updated_after_is_sent_as_iso8601_utc(sabito, client):
+def test_updated_after_is_sent_as_iso8601_utc(sabito, sabito_client):
     two_hours_east = timezone(timedelta(hours=2))
     moment = datetime(2025, 12, 14, 14, 0, 0, 123999, tzinfo=two_hours_east)
     sabito.get(
@@ -112,17 +118,17 @@ def test_updated_after_is_sent_as_iso8601_utc(sabito, client):
         ],
     )
 
-    client.fetch_customer_page(business_id=BUSINESS, updated_after=moment, offset=0, limit=100)
+    sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=moment, offset=0, limit=100)
 
 
-def test_updated_after_omitted_on_full_fetch(sabito, client):
+def test_updated_after_omitted_on_full_fetch(sabito, sabito_client):
     sabito.get(
         CUSTOMERS_URL,
         json=customers(),
         match=[matchers.query_param_matcher({"businessId": BUSINESS, "limit": "100", "offset": "0"})],
     )
 
-    assert list(client.iter_customer_pages(business_id=BUSINESS)) == []
+    assert list(sabito_client.iter_customer_pages(business_id=BUSINESS)) == []
 
 
 def test_format_updated_after_truncates_to_milliseconds_with_z():
@@ -201,21 +207,21 @@ def test_paging_stops_on_empty_page(sabito, make_client):
     assert len(sabito.calls) == 2
 
 
-def test_every_page_request_repeats_the_updated_after_filter(sabito, client):
+def test_every_page_request_repeats_the_updated_after_filter(sabito, sabito_client):
     moment = datetime(2025, 12, 14, 12, 0, tzinfo=timezone.utc)
     only_changed = matchers.query_param_matcher({"updatedAfter": "2025-12-14T12:00:00.000Z"}, strict_match=False)
     sabito.get(CUSTOMERS_URL, json=customers("c1"), match=[only_changed])
     sabito.get(CUSTOMERS_URL, json=customers(), match=[only_changed])
 
-    pages = list(client.iter_customer_pages(business_id=BUSINESS, updated_after=moment))
+    pages = list(sabito_client.iter_customer_pages(business_id=BUSINESS, updated_after=moment))
 
     assert len(pages) == 1
 
 
-def test_same_page_twice_is_detected(sabito, client):
+def test_same_page_twice_is_detected(sabito, sabito_client):
     sabito.get(CUSTOMERS_URL, json=customers("c1", "c2"))  # a server that ignores offset
 
-    pages = client.iter_customer_pages(business_id=BUSINESS)
+    pages = sabito_client.iter_customer_pages(business_id=BUSINESS)
     first = next(pages)
     with pytest.raises(SabitoResponseError, match="served the same page twice") as caught:
         next(pages)
@@ -254,7 +260,7 @@ def test_feed_ending_exactly_at_the_page_bound_succeeds(sabito, make_client):
     assert len(list(client.iter_customer_pages(business_id=BUSINESS))) == 2
 
 
-def test_unknown_fields_are_passed_through(sabito, client):
+def test_unknown_fields_are_passed_through(sabito, sabito_client):
     records = [
         {"id": "c1", "email": "a@example.com", "loyaltyTier": "gold", "tags": ["vip"], "nested": {"x": 1}},
         {"id": "c2"},
@@ -262,18 +268,18 @@ def test_unknown_fields_are_passed_through(sabito, client):
     ]
     sabito.get(CUSTOMERS_URL, json={"data": records, "meta": {"total": 3}})
 
-    assert fetch_first_page(client).records == records
+    assert fetch_first_page(sabito_client).records == records
 
 
 # --- retries ----------------------------------------------------------------------
 
 
-def test_retries_5xx_then_succeeds(sabito, client, sleeps):
+def test_retries_5xx_then_succeeds(sabito, sabito_client, sleeps):
     sabito.get(CUSTOMERS_URL, status=500)
     sabito.get(CUSTOMERS_URL, status=502)
     sabito.get(CUSTOMERS_URL, json=customers("c1"))
 
-    page = fetch_first_page(client)
+    page = fetch_first_page(sabito_client)
 
     assert [record["id"] for record in page.records] == ["c1"]
     assert len(sabito.calls) == 3
@@ -294,21 +300,21 @@ def test_backoff_doubles_and_is_capped_at_30_seconds(sabito, make_client, sleeps
         assert_jittered(actual, base)
 
 
-def test_429_honours_retry_after_seconds(sabito, client, sleeps):
+def test_429_honours_retry_after_seconds(sabito, sabito_client, sleeps):
     sabito.get(CUSTOMERS_URL, status=429, headers={"Retry-After": "7"})
     sabito.get(CUSTOMERS_URL, json=customers())
 
-    fetch_first_page(client)
+    fetch_first_page(sabito_client)
 
     assert sleeps == [7.0]
 
 
-def test_retry_after_http_date(sabito, client, sleeps):
+def test_retry_after_http_date(sabito, sabito_client, sleeps):
     in_twenty_seconds = datetime.now(timezone.utc) + timedelta(seconds=20)
     sabito.get(CUSTOMERS_URL, status=503, headers={"Retry-After": format_datetime(in_twenty_seconds, usegmt=True)})
     sabito.get(CUSTOMERS_URL, json=customers())
 
-    fetch_first_page(client)
+    fetch_first_page(sabito_client)
 
     assert len(sleeps) == 1
     assert 17 <= sleeps[0] <= 20
@@ -324,11 +330,11 @@ def test_retry_after_is_capped(sabito, make_client, sleeps):
     assert sleeps == [60]
 
 
-def test_unparseable_retry_after_falls_back_to_backoff(sabito, client, sleeps):
+def test_unparseable_retry_after_falls_back_to_backoff(sabito, sabito_client, sleeps):
     sabito.get(CUSTOMERS_URL, status=503, headers={"Retry-After": "soon"})
     sabito.get(CUSTOMERS_URL, json=customers())
 
-    fetch_first_page(client)
+    fetch_first_page(sabito_client)
 
     assert_jittered(sleeps[0], 1.0)
 
@@ -346,11 +352,11 @@ def test_gives_up_after_max_retries_with_unavailable_error(sabito, make_client, 
     assert len(sleeps) == 2
 
 
-def test_401_is_fatal_without_retry(sabito, client, sleeps):
+def test_401_is_fatal_without_retry(sabito, sabito_client, sleeps):
     sabito.get(CUSTOMERS_URL, status=401, json={"error": "invalid key"})
 
     with pytest.raises(SabitoAuthError) as caught:
-        fetch_first_page(client)
+        fetch_first_page(sabito_client)
 
     assert str(caught.value) == "Sabito rejected the API key (HTTP 401) for business biz-123"
     assert caught.value.retryable is False
@@ -358,40 +364,40 @@ def test_401_is_fatal_without_retry(sabito, client, sleeps):
     assert sleeps == []
 
 
-def test_403_is_fatal(sabito, client, sleeps):
+def test_403_is_fatal(sabito, sabito_client, sleeps):
     sabito.get(CUSTOMERS_URL, status=403)
 
     with pytest.raises(SabitoAuthError, match=r"rejected the API key \(HTTP 403\) for business biz-123"):
-        fetch_first_page(client)
+        fetch_first_page(sabito_client)
 
     assert len(sabito.calls) == 1
     assert sleeps == []
 
 
-def test_connection_error_is_retried(sabito, client, sleeps):
+def test_connection_error_is_retried(sabito, sabito_client, sleeps):
     sabito.get(CUSTOMERS_URL, body=requests.ConnectionError("connection refused"))
     sabito.get(CUSTOMERS_URL, json=customers("c1"))
 
-    assert len(fetch_first_page(client).records) == 1
+    assert len(fetch_first_page(sabito_client).records) == 1
     assert len(sabito.calls) == 2
     assert len(sleeps) == 1
 
 
-def test_read_timeout_is_retried(sabito, client):
+def test_read_timeout_is_retried(sabito, sabito_client):
     sabito.get(CUSTOMERS_URL, body=requests.ReadTimeout("read timed out"))
     sabito.get(CUSTOMERS_URL, json=customers("c1"))
 
-    assert len(fetch_first_page(client).records) == 1
+    assert len(fetch_first_page(sabito_client).records) == 1
     assert len(sabito.calls) == 2
 
 
-def test_body_dropped_mid_read_is_retried(sabito, client):
+def test_body_dropped_mid_read_is_retried(sabito, sabito_client):
     # The headers promise 1000 bytes and the connection ends after a few: what a
     # proxy or server restart mid-response looks like to urllib3.
     sabito.get(CUSTOMERS_URL, body=b'{"data": [{"id": "c1"', headers={"Content-Length": "1000"})
     sabito.get(CUSTOMERS_URL, json=customers("c1"))
 
-    assert len(fetch_first_page(client).records) == 1
+    assert len(fetch_first_page(sabito_client).records) == 1
     assert len(sabito.calls) == 2
 
 
@@ -403,12 +409,12 @@ def test_transient_error_cause_is_named_when_retries_run_out(sabito, make_client
         fetch_first_page(client)
 
 
-def test_each_retry_is_logged_as_warning_with_cause_and_wait(sabito, client, caplog):
+def test_each_retry_is_logged_as_warning_with_cause_and_wait(sabito, sabito_client, caplog):
     sabito.get(CUSTOMERS_URL, status=429, headers={"Retry-After": "3"})
     sabito.get(CUSTOMERS_URL, json=customers())
 
     with caplog.at_level(logging.DEBUG, logger="sabito_sync.client"):
-        fetch_first_page(client)
+        fetch_first_page(sabito_client)
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
@@ -422,11 +428,11 @@ def test_each_retry_is_logged_as_warning_with_cause_and_wait(sabito, client, cap
 # --- answers that cannot be used ------------------------------------------------
 
 
-def test_non_json_body_is_response_error_naming_business_and_offset(sabito, client, sleeps):
+def test_non_json_body_is_response_error_naming_business_and_offset(sabito, sabito_client, sleeps):
     sabito.get(CUSTOMERS_URL, body="<html><body>" + "Bad gateway page " * 20 + "</body></html>")
 
     with pytest.raises(SabitoResponseError) as caught:
-        fetch_first_page(client, offset=200)
+        fetch_first_page(sabito_client, offset=200)
 
     message = str(caught.value)
     assert "business biz-123 at offset 200" in message
@@ -439,34 +445,33 @@ def test_non_json_body_is_response_error_naming_business_and_offset(sabito, clie
 
 
 @pytest.mark.parametrize("body", [{"items": []}, {"data": None}, {"data": {"id": "c1"}}, [{"id": "c1"}]])
-def test_body_without_data_list_is_response_error(sabito, client, body):
+def test_body_without_data_list_is_response_error(sabito, sabito_client, body):
     sabito.get(CUSTOMERS_URL, json=body)
 
     with pytest.raises(SabitoResponseError, match=r'business biz-123 at offset 0 with JSON that has no "data" list'):
-        fetch_first_page(client)
+        fetch_first_page(sabito_client)
 
     assert len(sabito.calls) == 1
 
 
-def test_unexpected_4xx_is_response_error_without_retry(sabito, client):
+def test_unexpected_4xx_is_response_error_without_retry(sabito, sabito_client):
     sabito.get(CUSTOMERS_URL, status=404, json={"error": "unknown business"})
 
     with pytest.raises(SabitoResponseError, match=r"business biz-123 at offset 0 with HTTP 404: .*unknown business"):
-        fetch_first_page(client)
+        fetch_first_page(sabito_client)
 
     assert len(sabito.calls) == 1
 
 
-def test_redirect_is_not_followed(sabito, client):
+def test_redirect_is_not_followed(sabito, sabito_client):
     elsewhere = "https://elsewhere.test/api/customers"
     sabito.get(CUSTOMERS_URL, status=302, headers={"Location": elsewhere})
     sabito.get(elsewhere, json=customers("c1"))
     sabito.assert_all_requests_are_fired = False
 
     with pytest.raises(SabitoResponseError) as caught:
-        fetch_first_page(client)
+        fetch_first_page(sabito_client)
 
-    assert f"redirected to {elsewhere}" not in str(caught.value) or True
     assert f"(HTTP 302) to {elsewhere}; not followed so the API key is not sent elsewhere" in str(caught.value)
     assert [call.request.url.split("?")[0] for call in sabito.calls] == [CUSTOMERS_URL]
 
@@ -518,10 +523,10 @@ def test_api_key_never_in_log_lines(sabito, make_client, caplog):
     assert all(API_KEY not in record.getMessage() for record in caplog.records)
 
 
-def test_errors_survive_pickling(sabito, client):
+def test_errors_survive_pickling(sabito, sabito_client):
     sabito.get(CUSTOMERS_URL, status=403)
     with pytest.raises(SabitoAuthError) as caught:
-        fetch_first_page(client, offset=300)
+        fetch_first_page(sabito_client, offset=300)
 
     restored = pickle.loads(pickle.dumps(caught.value))
 

@@ -1,0 +1,85 @@
+"""Bad settings are reported at start-up by a system check, with a clear message."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sabito_sync.checks import check_sabito_settings
+from sabito_sync.conf import load_sabito_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_messages():
+    return [(message.id, message.msg) for message in check_sabito_settings()]
+
+
+def test_defaults_pass_the_checks():
+    assert check_messages() == []
+
+
+def test_settings_are_parsed_into_typed_values(settings):
+    settings.SABITO_SYNC_ENABLED = "off"
+    settings.SABITO_PAGE_SIZE = "250"
+    settings.SABITO_READ_TIMEOUT = "12.5"
+    settings.SABITO_API_URL = "https://api.sabito.example/"
+
+    loaded = load_sabito_settings()
+
+    assert loaded.sync_enabled is False
+    assert loaded.page_size == 250
+    assert loaded.read_timeout == 12.5
+    assert loaded.api_url == "https://api.sabito.example"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SABITO_SYNC_INTERVAL", "every six hours", "must have 5 fields"),
+        ("SABITO_SYNC_INTERVAL", "0 */6 * * * *", "must have 5 fields"),
+        ("SABITO_SYNC_INTERVAL", "61 * * * *", "is not a valid cron expression"),
+        ("SABITO_API_URL", "sabito.example.com", "is not an http(s) URL"),
+        ("SABITO_API_URL", "ftp://sabito.example.com", "is not an http(s) URL"),
+        ("SABITO_SYNC_ENABLED", "ture", "is not a boolean"),
+        ("SABITO_SYNC_ON_STARTUP", "maybe", "is not a boolean"),
+        ("SABITO_PAGE_SIZE", "0", "out of range"),
+        ("SABITO_PAGE_SIZE", "ten", "is not a whole number"),
+        ("SABITO_READ_TIMEOUT", "-1", "out of range"),
+        ("SABITO_MAX_RETRIES", "lots", "is not a whole number"),
+    ],
+)
+def test_a_bad_value_is_a_system_check_error_naming_it(settings, name, value, message):
+    setattr(settings, name, value)
+
+    [(check_id, text)] = check_messages()
+
+    assert check_id == "sabito_sync.E001"
+    assert name in text and message in text
+
+
+def test_missing_api_key_is_an_error_while_sync_is_enabled(settings):
+    settings.SABITO_API_KEY = ""
+
+    assert [check_id for check_id, _ in check_messages()] == ["sabito_sync.E002"]
+
+
+def test_missing_api_key_is_fine_when_sync_is_disabled(settings):
+    settings.SABITO_API_KEY = ""
+    settings.SABITO_SYNC_ENABLED = "false"
+
+    assert check_messages() == []
+
+
+def test_manage_py_check_fails_at_start_up_on_a_bad_interval(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "SABITO_SYNC_INTERVAL": "0 */6 * *", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
+        capture_output=True,
+        text=True,
+    )
+
+    assert completed.returncode != 0
+    assert "sabito_sync.E001" in completed.stderr and "SABITO_SYNC_INTERVAL" in completed.stderr
