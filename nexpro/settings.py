@@ -86,6 +86,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # A file, not the in-memory default, so that test workers and servers running
+    # in other threads or processes see the same test database.
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(
+        "TEST_DATABASE_PATH", default=str(VAR_DIR / "test-db.sqlite3")
+    )
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
@@ -114,7 +119,7 @@ STORAGES = {
 # --- Celery ---------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
-CELERY_BROKER_FOLDER = VAR_DIR / "broker"
+CELERY_BROKER_FOLDER = Path(env.str("CELERY_BROKER_FOLDER", default=str(VAR_DIR / "broker")))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: messages are files in one folder that every
     # process on this host reads and writes, so no broker server is needed.
@@ -132,6 +137,10 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=55 * 60)
 CELERY_TASK_ACKS_LATE = True
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis re-delivers a task not acknowledged within the visibility timeout; with
+    # late acks that must outlast the longest task, or long syncs would run twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 15 * 60}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -170,6 +179,8 @@ SABITO_MAX_RETRIES = env.str("SABITO_MAX_RETRIES", default="4")
 SABITO_RETRY_BACKOFF = env.str("SABITO_RETRY_BACKOFF", default="1")
 SABITO_SYNC_OVERLAP = env.str("SABITO_SYNC_OVERLAP", default="300")
 SABITO_STALE_RUN_AFTER = env.str("SABITO_STALE_RUN_AFTER", default="900")
+SABITO_TASK_MAX_RETRIES = env.str("SABITO_TASK_MAX_RETRIES", default="3")
+SABITO_TASK_RETRY_DELAY = env.str("SABITO_TASK_RETRY_DELAY", default="60")
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -37,6 +37,8 @@ class SabitoSettings:
     retry_backoff: float
     overlap_seconds: int
     stale_run_after_seconds: int
+    task_max_retries: int
+    task_retry_delay_seconds: int
 
 
 def parse_bool(name: str, value, problems: list[str]) -> bool:
@@ -125,6 +127,12 @@ def load_sabito_settings() -> SabitoSettings:
         overlap_seconds=parse_number("SABITO_SYNC_OVERLAP", getattr(settings, "SABITO_SYNC_OVERLAP", 300), problems),
         stale_run_after_seconds=parse_number(
             "SABITO_STALE_RUN_AFTER", getattr(settings, "SABITO_STALE_RUN_AFTER", 900), problems, minimum=30
+        ),
+        task_max_retries=parse_number(
+            "SABITO_TASK_MAX_RETRIES", getattr(settings, "SABITO_TASK_MAX_RETRIES", 3), problems, maximum=10
+        ),
+        task_retry_delay_seconds=parse_number(
+            "SABITO_TASK_RETRY_DELAY", getattr(settings, "SABITO_TASK_RETRY_DELAY", 60), problems, maximum=3600
         ),
     )
     if problems:

@@ -58,3 +58,110 @@ class FakeSabito:
 def fake_sabito():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield FakeSabito(mock)
+
+
+# --- Real servers and workers for end-to-end tests -------------------------------------
+
+SIMULATOR_KEY = "sim-key"
+
+
+@pytest.fixture
+def sabito_simulator(settings):
+    """The project's Sabito simulator over real HTTP, with the sync pointed at it."""
+    from sabito_sync.simulator import SabitoSimulator
+
+    simulator = SabitoSimulator(customers_per_business=60, businesses=2, seed=7, api_key=SIMULATOR_KEY).start()
+    settings.SABITO_API_URL = simulator.url
+    settings.SABITO_API_KEY = SIMULATOR_KEY
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+def pytest_configure(config):
+    """Give the test run its own broker: a fresh folder for the filesystem
+    transport (never the folder of a stack running on this machine), or a
+    purged Redis database when REDIS_URL is set."""
+    import tempfile
+
+    from django.conf import settings
+
+    from nexpro.celery import app
+
+    if app.conf.broker_url.startswith("filesystem://"):
+        folder = tempfile.mkdtemp(prefix="nexpro-test-broker-")
+        options = {
+            "data_folder_in": f"{folder}/queue",
+            "data_folder_out": f"{folder}/queue",
+            "control_folder": f"{folder}/control",
+            "store_processed": False,
+        }
+        for key in ("data_folder_in", "control_folder"):
+            __import__("os").makedirs(options[key], exist_ok=True)
+        app.conf.broker_transport_options = options
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS = options
+        settings.CELERY_BROKER_FOLDER = folder
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db):
+    """A real Celery worker (two threads) in this process, consuming the real
+    broker: the filesystem transport by default, Redis when REDIS_URL is set.
+    Tasks are serialised to JSON and travel through the broker as in production."""
+    from celery.contrib.testing.worker import start_worker
+
+    from nexpro.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(app.conf.task_default_queue)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30) as worker:
+        yield worker
+
+
+def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
+    """Poll until `condition()` is truthy; fail the test after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {message}")
+
+
+def subprocess_env(**overrides) -> dict:
+    """Environment for a worker/beat/server subprocess that shares this test run's
+    database, broker and Sabito settings."""
+    import os
+
+    from django.conf import settings
+    from django.db import connection
+
+    database = connection.settings_dict
+    if database["ENGINE"].endswith("sqlite3"):
+        database_url = f"sqlite:///{database['NAME']}"
+    else:
+        host = database.get("HOST") or "127.0.0.1"
+        port = database.get("PORT") or 5432
+        user = database.get("USER") or "postgres"
+        password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
+        database_url = f"postgres://{user}{password}@{host}:{port}/{database['NAME']}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SABITO_", "PYTEST"))}
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "CELERY_BROKER_FOLDER": str(settings.CELERY_BROKER_FOLDER),
+            "SABITO_API_URL": settings.SABITO_API_URL,
+            "SABITO_API_KEY": settings.SABITO_API_KEY,
+            "SABITO_RETRY_BACKOFF": str(settings.SABITO_RETRY_BACKOFF),
+            "SABITO_MAX_RETRIES": str(settings.SABITO_MAX_RETRIES),
+            "SABITO_PAGE_SIZE": str(settings.SABITO_PAGE_SIZE),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env

@@ -4,14 +4,16 @@ Exit status: 0 when every mapping succeeded, 1 when any failed, 2 for bad usage
 (an unknown or malformed mapping id, invalid settings).
 """
 
-import json
+import json as json_module
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
 from sabito_sync.models import SabitoMapping, SyncRun
 from sabito_sync.sync import SyncAlreadyRunning, already_running_result, sync_all_mappings, sync_mapping
+from sabito_sync.tasks import enqueue_mapping_syncs
 
 
 class Command(BaseCommand):
@@ -21,8 +23,14 @@ class Command(BaseCommand):
         parser.add_argument("--full", action="store_true", help="Fetch every customer, not only those updated since the last successful sync.")
         parser.add_argument("--mapping", metavar="UUID", help="Sync only this mapping (its id, as shown in the admin or the API).")
         parser.add_argument("--json", action="store_true", help="Print only the JSON list of per-mapping results on stdout.")
+        parser.add_argument(
+            "--async",
+            dest="enqueue",
+            action="store_true",
+            help="Queue the sync for the Celery workers instead of running it here; prints the task ids.",
+        )
 
-    def handle(self, *args, full, mapping, json: bool, **options):
+    def handle(self, *args, full, mapping, json: bool, enqueue: bool, **options):
         try:
             load_sabito_settings()
         except SabitoSettingsError as exc:
@@ -30,6 +38,9 @@ class Command(BaseCommand):
         self.as_json = json
         self.verbose = not json and options["verbosity"] >= 1
 
+        if enqueue:
+            self.enqueue(full=full, mapping=mapping)
+            return
         if mapping:
             selected = self.selected_mapping(mapping)
             try:
@@ -42,6 +53,19 @@ class Command(BaseCommand):
         self.report(results)
         if not all(result.success for result in results):
             raise SystemExit(1)
+
+    def enqueue(self, *, full: bool, mapping: str | None) -> None:
+        mappings = [self.selected_mapping(mapping)] if mapping else list(SabitoMapping.objects.filter(is_active=True))
+        with transaction.atomic():
+            task_ids = enqueue_mapping_syncs(mappings=mappings, full_sync=full, trigger=SyncRun.Trigger.CLI)
+        if self.as_json:
+            queued = [{"mappingId": str(m.pk), "businessId": m.sabito_business_id, "taskId": t} for m, t in zip(mappings, task_ids)]
+            self.stdout.write(json_module.dumps(queued, indent=2))
+            return
+        if not mappings:
+            self.stdout.write("No active Sabito mappings to sync.")
+        for selected, task_id in zip(mappings, task_ids):
+            self.stdout.write(f"Queued {'full' if full else 'incremental'} sync of {selected.business_name}: task {task_id}")
 
     def selected_mapping(self, mapping_id: str) -> SabitoMapping:
         try:
@@ -59,7 +83,7 @@ class Command(BaseCommand):
 
     def report(self, results) -> None:
         if self.as_json:
-            self.stdout.write(json.dumps([result.as_dict() for result in results], indent=2))
+            self.stdout.write(json_module.dumps([result.as_dict() for result in results], indent=2))
             return
         if not results:
             self.stdout.write("No active Sabito mappings to sync.")
