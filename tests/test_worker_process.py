@@ -1,0 +1,80 @@
+"""A real `celery worker` process, killed with SIGKILL in the middle of a sync."""
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db.models import Count
+from django.utils import timezone
+
+from sabito_sync.models import Customer, SyncRun
+from sabito_sync.sync import sync_mapping
+from sabito_sync.tasks import sync_mapping_task
+
+from .conftest import subprocess_env, wait_for
+from .factories import SabitoMappingFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+OLD_WATERMARK = "2020-01-01T00:00:00.000Z"
+
+
+@pytest.fixture
+def worker_process(transactional_db, sabito_simulator, settings, tmp_path):
+    settings.SABITO_PAGE_SIZE = "10"
+    log = open(tmp_path / "worker.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "nexpro", "worker", "--pool", "solo", "--loglevel", "INFO", "-n", "kill-test@%h"],
+        cwd=ROOT,
+        env=subprocess_env(SABITO_SYNC_ON_STARTUP="false"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    log.seek(0)
+    print(log.read())
+
+
+@pytest.mark.e2e
+def test_worker_killed_mid_sync_loses_nothing(worker_process, sabito_simulator):
+    sabito_simulator.set_faults({"slow_seconds": 0.4})
+    business_id = sabito_simulator.business_ids[0]
+    mapping = SabitoMappingFactory(sabito_business_id=business_id, metadata={"lastSyncedAt": OLD_WATERMARK})
+
+    sync_mapping_task.apply_async(args=[str(mapping.pk), False, "beat"])
+    run = wait_for(
+        lambda: SyncRun.objects.filter(mapping=mapping, status="running", customers_processed__gte=10).first(),
+        timeout=60,
+        message="the worker to write its first page",
+    )
+    os.killpg(worker_process.pid, signal.SIGKILL)
+    worker_process.wait(timeout=10)
+
+    run.refresh_from_db()
+    mapping.refresh_from_db()
+    assert run.status == "running"  # nobody was left to finish it
+    assert mapping.metadata["lastSyncedAt"] == OLD_WATERMARK
+    written_before_the_kill = Customer.objects.count()
+    assert 0 < written_before_the_kill < len(sabito_simulator.customers(business_id))
+
+    # Later: the dead run's heartbeat has gone stale, and the next sync takes over.
+    SyncRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    sabito_simulator.set_faults(None)
+    result = sync_mapping(mapping=mapping)
+
+    assert result.success
+    run.refresh_from_db()
+    assert run.status == "failed" and "no progress since" in run.error_message
+    served = {record["id"] for record in sabito_simulator.customers(business_id)}
+    stored = set(Customer.objects.values_list("sabito_customer_id", flat=True))
+    assert stored == served
+    assert not Customer.objects.values("sabito_customer_id").annotate(n=Count("id")).filter(n__gt=1).exists()
+    mapping.refresh_from_db()
+    assert mapping.metadata["lastSyncedAt"] != OLD_WATERMARK
