@@ -23,7 +23,7 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+SECRET_KEY = env.str("SECRET_KEY", default="") or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -118,8 +118,9 @@ STORAGES = {
 
 # --- Celery ---------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
-CELERY_BROKER_FOLDER = Path(env.str("CELERY_BROKER_FOLDER", default=str(VAR_DIR / "broker")))
+# The filesystem transport ignores the host; naming one keeps kombu from warning.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost/"
+CELERY_BROKER_FOLDER = Path(env.str("CELERY_BROKER_FOLDER", default="") or VAR_DIR / "broker")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: messages are files in one folder that every
     # process on this host reads and writes, so no broker server is needed.
@@ -147,15 +148,34 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- REST framework -------------------------------------------------------------
+# JSON in and out (the browsable API only with DEBUG), `Authorization: Bearer <token>`,
+# one error body shape from sabito_sync.api, and a per-user rate limit on the two
+# endpoints that start syncs (SABITO_SYNC_THROTTLE, e.g. "30/minute"; "" = no limit).
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["sabito_sync.permissions.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "sabito_sync.api.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"sabito_sync": env.str("SABITO_SYNC_THROTTLE", default="30/minute") or None},
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "NEXPro Sabito sync API",
-    "DESCRIPTION": "Trigger and monitor the Sabito customer sync, per tenant.",
+    "DESCRIPTION": (
+        "Trigger and monitor the Sabito customer sync, per tenant. Every request carries "
+        "`Authorization: Bearer <token>` and `X-Tenant-ID: <tenant uuid>`; errors answer "
+        '`{"success": false, "message": ..., "errors": {...}}`.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Sabito sync ----------------------------------------------------------------

@@ -157,7 +157,12 @@ def sync_mapping(
         business_name=mapping.business_name,
         run_id=str(run.pk),
     )
-    kind = "full" if updated_after is None else f"incremental, updated after {updated_after.isoformat()}"
+    if full_sync:
+        kind = "full"
+    elif updated_after is None:
+        kind = "incremental, first sync: fetching everything"
+    else:
+        kind = f"incremental, updated after {iso_utc(updated_after)}"
     logger.info(
         "%s Starting sync for business: %s (%s) [%s]", LOG_PREFIX, mapping.business_name, mapping.sabito_business_id, kind
     )
