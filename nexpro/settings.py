@@ -10,6 +10,7 @@ parses them and `sabito_sync.checks` reports a bad one at start-up with a clear
 message, instead of django-environ silently reading "ture" as False.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -87,9 +88,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     # A file, not the in-memory default, so that test workers and servers running
-    # in other threads or processes see the same test database.
+    # in other threads or processes see the same test database; one per test run,
+    # so that two runs on one machine never share it.
     DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(
-        "TEST_DATABASE_PATH", default=str(VAR_DIR / "test-db.sqlite3")
+        "TEST_DATABASE_PATH", default=str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")
     )
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))

@@ -119,10 +119,18 @@ def _seconds_until_http_date(text: str, *, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def _record_key(record: Any) -> Any:
+    """What identifies a record across pages: its id, or (for a record without a
+    usable id, which the sync will reject) the record itself, as text."""
+    if isinstance(record, dict):
+        record_id = record.get("id")
+        if isinstance(record_id, (str, int)) and not isinstance(record_id, bool):
+            return ("id", record_id)
+    return ("raw", json.dumps(record, sort_keys=True, default=str))
+
+
 def _record_ids(records: list[Any]) -> list[Any]:
-    # A record without an id stands for itself, so two pages of id-less records
-    # only count as "the same" when they are equal through and through.
-    return [r["id"] if isinstance(r, dict) and "id" in r else r for r in records]
+    return [_record_key(record) for record in records]
 
 
 class SabitoClient:
@@ -138,6 +146,8 @@ class SabitoClient:
         retry_backoff: float = 1.0,
         max_retry_after: float = 60.0,
         max_pages: int = 100_000,
+        overlap_records: int = 10,
+        max_restarts: int = 3,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -155,6 +165,8 @@ class SabitoClient:
         self._retry_backoff = retry_backoff
         self._max_retry_after = max_retry_after
         self._max_pages = max_pages
+        self._overlap_records = overlap_records
+        self._max_restarts = max_restarts
         # A session handed in belongs to the caller, who may share it; only
         # close what this client opened.
         self._owns_session = session is None
@@ -182,31 +194,69 @@ class SabitoClient:
     def iter_customer_pages(
         self, *, business_id: str, updated_after: datetime | None = None
     ) -> Iterator[CustomerPage]:
-        """Every non-empty page of the feed, in order.
+        """Every record of the feed, in order, in pages of records not yet yielded.
 
-        Only an empty page ends the feed: a server that caps `limit` returns
-        short pages long before the end, and treating a short page as the last
-        would silently truncate the sync. So the offset advances by what was
-        received, not by what was asked for.
+        Only a window with nothing new ends the feed: a server that caps `limit`
+        returns short pages long before the end, and treating a short page as the
+        last would silently truncate the sync.
+
+        Sabito pages by offset over a feed ordered by update time. A record edited
+        while we page moves to the end, and every record after its old place moves
+        back by one: a plain pager then skips one record per edit, and that record,
+        being older than the new watermark, would never reach us. So each request
+        re-reads the last few records already received (the tail): if any of them is
+        in the window, we have not lost our place, and every record of the window
+        outside the tail is new, wherever drift put it. If none is (more drift than
+        the overlap covers), the scan starts over. A record may so be yielded twice
+        (it moved from behind us to the end); the sync processes it once.
         """
-        offset = 0
-        previous_ids: list[Any] | None = None
+        offset = 0  # how far into the feed we believe we have read
+        tail: list[Any] = []  # keys of the last records yielded, oldest first
+        previous_window: list[Any] | None = None
+        previous_start = 0
+        restarts = 0
         for pages_yielded in range(self._max_pages + 1):
+            window_start = max(0, offset - len(tail))
             page = self.fetch_customer_page(
-                business_id=business_id, updated_after=updated_after, offset=offset, limit=self._page_size
+                business_id=business_id,
+                updated_after=updated_after,
+                offset=window_start,
+                limit=self._page_size + (offset - window_start),
             )
-            if not page.records:
-                return
-            ids = _record_ids(page.records)
-            if ids == previous_ids:
+            window = _record_ids(page.records)
+            # The same records again from a different offset: the server ignores
+            # the offset, and paging on would loop or silently stop short.
+            if window and window == previous_window and window_start != previous_start:
                 raise self._error(
                     SabitoResponseError,
-                    f"Sabito served the same page twice for business {business_id}: offset {offset} "
-                    f"returned the same {len(ids)} records as the page before it; stopping so the "
+                    f"Sabito served the same page twice for business {business_id}: offset {window_start} "
+                    f"returned the same {len(window)} records as the request before it; stopping so the "
                     "sync does not loop forever",
                     business_id=business_id,
-                    offset=offset,
+                    offset=window_start,
                 )
+            tail_keys = set(tail)
+            if tail and tail_keys.isdisjoint(window):
+                if restarts == self._max_restarts:
+                    raise self._error(
+                        SabitoResponseError,
+                        f"Sabito's customer feed for business {business_id} kept changing order while being "
+                        f"paged (lost our place {restarts + 1} times near offset {offset}); try again later",
+                        business_id=business_id,
+                        offset=offset,
+                    )
+                restarts += 1
+                logger.warning(
+                    "Sabito feed for business %s moved more than %d records near offset %d; re-reading from the start",
+                    business_id,
+                    len(tail),
+                    offset,
+                )
+                offset, tail, previous_window, previous_start = 0, [], None, 0
+                continue
+            new_positions = [index for index, key in enumerate(window) if key not in tail_keys]
+            if not new_positions:
+                return
             if pages_yielded == self._max_pages:
                 raise self._error(
                     SabitoResponseError,
@@ -216,9 +266,20 @@ class SabitoClient:
                     business_id=business_id,
                     offset=offset,
                 )
-            yield page
-            previous_ids = ids
-            offset += len(page.records)
+            if window[: len(tail)] != tail:
+                logger.info(
+                    "Sabito feed for business %s changed order near offset %d while paging; recovered by overlap",
+                    business_id,
+                    offset,
+                )
+            new_records = [page.records[index] for index in new_positions]
+            yield CustomerPage(offset=window_start + new_positions[0], records=new_records)
+            previous_window, previous_start = window, window_start
+            offset = window_start + len(window)
+            # Keep at most half of what a window brings, so that a server capping
+            # `limit` below our overlap still leaves room for new records.
+            keep = min(self._overlap_records, max(1, len(window) // 2))
+            tail = (tail + _record_ids(new_records))[-keep:]
 
     def fetch_customer_page(
         self, *, business_id: str, updated_after: datetime | None, offset: int, limit: int

@@ -79,6 +79,23 @@ def requested_offset(request) -> int:
     return int(parse_qs(urlsplit(request.url).query)["offset"][0])
 
 
+def requested_limit(request) -> int:
+    return int(parse_qs(urlsplit(request.url).query)["limit"][0])
+
+
+def offset_feed(ids: list[str], *, cap: int | None = None):
+    """A callback serving `ids` by offset and limit, like Sabito; `ids` may be
+    changed between requests to simulate edits while paging."""
+
+    def serve(request):
+        offset, limit = requested_offset(request), requested_limit(request)
+        if cap:
+            limit = min(limit, cap)
+        return 200, {}, json.dumps(customers(*ids[offset : offset + limit]))
+
+    return serve
+
+
 def fetch_first_page(sabito_client: SabitoClient, *, offset: int = 0) -> CustomerPage:
     return sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=offset, limit=100)
 
@@ -146,7 +163,7 @@ def test_every_request_has_a_timeout(sabito, make_client):
     client = make_client(connect_timeout=2.5, read_timeout=12.0, retry_backoff=0)
     sabito.get(CUSTOMERS_URL, status=503)
     sabito.get(CUSTOMERS_URL, json=customers("c1"))
-    sabito.get(CUSTOMERS_URL, json=customers())
+    sabito.get(CUSTOMERS_URL, json=customers("c1"))  # the overlapping re-read: nothing new, the end
 
     list(client.iter_customer_pages(business_id=BUSINESS))
 
@@ -179,32 +196,108 @@ def test_every_request_disables_redirects_and_passes_the_timeout():
 
 def test_paging_with_a_capped_page_size_advances_by_records_received(sabito, make_client):
     client = make_client(page_size=100)
-    server_cap = 40
-    total = 90
-
-    def capped_feed(request):
-        offset = requested_offset(request)
-        count = max(0, min(server_cap, total - offset))
-        return 200, {}, json.dumps(customers(*ids_from(offset, count)))
-
-    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=capped_feed)
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=offset_feed(ids_from(0, 90), cap=40))
 
     pages = list(client.iter_customer_pages(business_id=BUSINESS))
 
-    assert [page.offset for page in pages] == [0, 40, 80]
-    assert [len(page.records) for page in pages] == [40, 40, 10]
-    assert [requested_offset(call.request) for call in sabito.calls] == [0, 40, 80, 90]
+    assert [record["id"] for page in pages for record in page.records] == ids_from(0, 90)
+    assert [page.offset for page in pages] == [0, 40, 70]
+    # Each request re-reads the last 10 records it has (the overlap) and asks for
+    # a page beyond them; the capped server sends 40 whatever is asked.
+    assert [requested_offset(call.request) for call in sabito.calls] == [0, 30, 60, 80]
+    assert [requested_limit(call.request) for call in sabito.calls] == [100, 110, 110, 110]
 
 
-def test_paging_stops_on_empty_page(sabito, make_client):
+def test_paging_stops_when_a_window_brings_nothing_new(sabito, make_client):
     client = make_client(page_size=2)
-    sabito.get(CUSTOMERS_URL, json=customers("c1", "c2"), match=[matchers.query_param_matcher({"offset": "0"}, strict_match=False)])
-    sabito.get(CUSTOMERS_URL, json=customers(), match=[matchers.query_param_matcher({"offset": "2"}, strict_match=False)])
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=offset_feed(["c1", "c2"]))
 
     pages = list(client.iter_customer_pages(business_id=BUSINESS))
 
     assert [page.records for page in pages] == [customers("c1", "c2")["data"]]
     assert len(sabito.calls) == 2
+
+
+def test_an_empty_feed_yields_no_pages(sabito, sabito_client):
+    sabito.get(CUSTOMERS_URL, json=customers())
+
+    assert list(sabito_client.iter_customer_pages(business_id=BUSINESS)) == []
+    assert len(sabito.calls) == 1
+
+
+def test_records_moving_to_the_end_while_paging_are_not_skipped(sabito, make_client):
+    # Offset drift: after the first page, two records already read are edited and
+    # move to the end of the updatedAt order, so everything after them moves back
+    # by two. A plain pager asking for offset 10 would skip c10 and c11 for good.
+    feed = ids_from(0, 30)
+    client = make_client(page_size=10)
+
+    def drifting(request):
+        if len(sabito.calls) == 1:
+            for moved in ("c2", "c5"):
+                feed.remove(moved)
+                feed.append(moved)
+        return offset_feed(feed)(request)
+
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=drifting)
+
+    received = [record["id"] for page in client.iter_customer_pages(business_id=BUSINESS) for record in page.records]
+
+    assert set(received) == set(ids_from(0, 30))
+    # The two moved records come again at the end; the sync processes each once.
+    assert sorted(received) == sorted(ids_from(0, 30) + ["c2", "c5"])
+
+
+def test_the_newest_record_read_being_edited_still_leaves_an_anchor(sabito, make_client):
+    feed = ids_from(0, 20)
+    client = make_client(page_size=10)
+
+    def drifting(request):
+        if len(sabito.calls) == 1:
+            feed.remove("c9")  # the last record of the first page, edited: now at the end
+            feed.append("c9")
+        return offset_feed(feed)(request)
+
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=drifting)
+
+    received = [record["id"] for page in client.iter_customer_pages(business_id=BUSINESS) for record in page.records]
+
+    assert set(received) == set(ids_from(0, 20))
+
+
+def test_drift_beyond_the_overlap_re_reads_from_the_start(sabito, make_client, caplog):
+    feed = ids_from(0, 40)
+    client = make_client(page_size=10, overlap_records=3)
+
+    def drifting(request):
+        if len(sabito.calls) == 1:
+            for moved in ids_from(0, 10):  # every record of the first page edited
+                feed.remove(moved)
+                feed.append(moved)
+        return offset_feed(feed)(request)
+
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=drifting)
+
+    received = [record["id"] for page in client.iter_customer_pages(business_id=BUSINESS) for record in page.records]
+
+    assert set(received) == set(ids_from(0, 40))
+    assert "re-reading from the start" in caplog.text
+
+
+def test_a_feed_that_never_settles_gives_up_after_bounded_restarts(sabito, make_client):
+    feed = ids_from(0, 40)
+    client = make_client(page_size=10, overlap_records=3, max_restarts=2)
+
+    def churning(request):
+        first = feed[:10]
+        del feed[:10]
+        feed.extend(first)  # every read moves what was read to the end
+        return offset_feed(feed)(request)
+
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=churning)
+
+    with pytest.raises(SabitoResponseError, match="kept changing order while being paged"):
+        list(client.iter_customer_pages(business_id=BUSINESS))
 
 
 def test_every_page_request_repeats_the_updated_after_filter(sabito, sabito_client):
@@ -227,7 +320,7 @@ def test_same_page_twice_is_detected(sabito, sabito_client):
         next(pages)
 
     assert first.offset == 0
-    assert caught.value.offset == 2
+    assert caught.value.offset == 1  # asked from 1, re-reading the overlap
     assert caught.value.business_id == BUSINESS
     assert len(sabito.calls) == 2
 
@@ -237,7 +330,7 @@ def test_page_bound_stops_endless_feed(sabito, make_client):
 
     def endless_feed(request):
         offset = requested_offset(request)
-        return 200, {}, json.dumps(customers(*ids_from(offset, 10)))
+        return 200, {}, json.dumps(customers(*ids_from(offset, requested_limit(request))))
 
     sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=endless_feed)
 
@@ -253,9 +346,7 @@ def test_page_bound_stops_endless_feed(sabito, make_client):
 
 def test_feed_ending_exactly_at_the_page_bound_succeeds(sabito, make_client):
     client = make_client(page_size=1, max_pages=2)
-    sabito.get(CUSTOMERS_URL, json=customers("c1"))
-    sabito.get(CUSTOMERS_URL, json=customers("c2"))
-    sabito.get(CUSTOMERS_URL, json=customers())
+    sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=offset_feed(["c1", "c2"]))
 
     assert len(list(client.iter_customer_pages(business_id=BUSINESS))) == 2
 
@@ -494,7 +585,7 @@ def every_error_kind(sabito: responses.RequestsMock, make_client) -> list[Sabito
         with pytest.raises(SabitoError) as caught:
             fetch_first_page(client)
         errors.append(caught.value)
-    sabito.get(CUSTOMERS_URL, json=customers("c1"))
+    sabito.get(CUSTOMERS_URL, json=customers("c1", "c2"))  # ignores offset: the same page twice
     with pytest.raises(SabitoResponseError) as caught:
         list(client.iter_customer_pages(business_id=BUSINESS))
     errors.append(caught.value)

@@ -1,0 +1,538 @@
+"""The REST API of the guide's "API Endpoints" section: thin views over the sync
+service, one view per URL, every queryset scoped to the tenant in `X-Tenant-ID`.
+
+Errors of every kind (bad input, no token, another tenant's id, a sync already
+running, a throttled caller) leave through `api_exception_handler` as one JSON
+body: `{"success": false, "message": ..., "errors": {...}}`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+from django.http import JsonResponse
+from django.views import defaults
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from rest_framework import status
+from rest_framework.exceptions import (
+    APIException,
+    NotFound,
+    ParseError,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .conf import SabitoSettingsError
+from .models import SabitoMapping, SyncRun
+from .permissions import (
+    TENANT_HEADER,
+    IsTenantAdmin,
+    IsTenantAdminOrReadOnly,
+    SyncTriggerThrottle,
+    TenantPermission,
+)
+from .serializers import (
+    ErrorResponseSerializer,
+    MappingCreateInputSerializer,
+    MappingListResponseSerializer,
+    MappingResponseSerializer,
+    MappingSerializer,
+    MappingUpdateInputSerializer,
+    MessageResponseSerializer,
+    SyncInputSerializer,
+    SyncQueuedResponseSerializer,
+    SyncResponseSerializer,
+    SyncRunPageResponseSerializer,
+    SyncRunSerializer,
+    SyncStatusResponseSerializer,
+    SyncStatusSerializer,
+)
+from .sync import SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
+from .tasks import enqueue_mapping_sync, is_sync_running
+
+SYNC_THROTTLE_SCOPE = "sabito_sync"
+
+# --- Errors ------------------------------------------------------------------------------------
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state of the resource."
+    default_code = "conflict"
+
+
+class ServiceUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The service is temporarily unavailable; try again later."
+    default_code = "service_unavailable"
+
+
+def api_exception_handler(exc, context):
+    """DRF's handler with the application's own errors mapped to HTTP, and every
+    error body in one shape. Anything unexpected still raises (and is logged) as a 500."""
+    response = drf_exception_handler(as_api_exception(exc), context)
+    if response is not None:
+        response.data = error_body(response.data, is_validation=isinstance(exc, ValidationError))
+    return response
+
+
+def as_api_exception(exc: Exception) -> Exception:
+    if isinstance(exc, SyncAlreadyRunning):
+        return Conflict(str(exc))
+    if isinstance(exc, BrokerUnavailable):
+        return ServiceUnavailable(
+            'Could not queue the sync: the task queue is unavailable. Try again later, or sync without "async".'
+        )
+    if isinstance(exc, SabitoSettingsError):
+        # The problems name settings and their values: for the operator's logs, not for API callers.
+        return ServiceUnavailable("The Sabito sync is misconfigured on the server; an operator must fix its settings.")
+    return exc
+
+
+def error_body(data, *, is_validation: bool) -> dict:
+    if is_validation:
+        errors = data if isinstance(data, dict) else {"non_field_errors": data}
+        errors = {str(name): flat_messages(messages) for name, messages in errors.items()}
+        message = "; ".join(
+            " ".join(messages) if name == "non_field_errors" else f"{name}: {' '.join(messages)}"
+            for name, messages in errors.items()
+        )
+        return {"success": False, "message": message or "Invalid input.", "errors": errors}
+    detail = data.get("detail") if isinstance(data, dict) and "detail" in data else data
+    return {"success": False, "message": " ".join(flat_messages(detail)), "errors": {}}
+
+
+def flat_messages(detail) -> list[str]:
+    if isinstance(detail, dict):
+        return [f"{name}: {message}" for name, value in detail.items() for message in flat_messages(value)]
+    if isinstance(detail, (list, tuple)):
+        return [message for item in detail for message in flat_messages(item)]
+    return [str(detail)]
+
+
+def error_payload(message: str) -> dict:
+    return {"success": False, "message": message, "errors": {}}
+
+
+def not_found(request, exception=None):
+    """Project 404 handler: JSON for API paths, Django's page for the rest."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse(error_payload("There is no API endpoint at this path."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """Project 500 handler: JSON for API paths, Django's page for the rest."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse(error_payload("Internal server error; the details are in the server's log."), status=500)
+    return defaults.server_error(request)
+
+
+# --- Request parsing and paging ---------------------------------------------------------------
+
+
+class JSONBodyParser(JSONParser):
+    """JSON whose nesting blows Python's recursion limit is malformed input (400),
+    not a server error."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the document is nested too deeply.") from None
+
+
+class RunHistoryPagination(PageNumberPagination):
+    """`?page=` and `?pageSize=` (1 to 100); a malformed value is a 400, not
+    silently replaced by the default."""
+
+    page_size_query_param = "pageSize"
+    max_page_size = 100
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        return positive_int_param(self.page_size_query_param, raw, maximum=self.max_page_size)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        if (raw := request.query_params.get(self.page_query_param)) is not None:
+            positive_int_param(self.page_query_param, raw)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data):
+        return Response(
+            {
+                "success": True,
+                "count": self.page.paginator.count,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "data": data,
+            }
+        )
+
+
+def positive_int_param(name: str, raw: str, *, maximum: int | None = None) -> int:
+    value = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if value < 1 or (maximum is not None and value > maximum):
+        upper = f" from 1 to {maximum}" if maximum is not None else " of at least 1"
+        raise ValidationError({name: [f"Must be a whole number{upper}."]})
+    return value
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "sabito_sync.permissions.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A DRF token: `Authorization: Bearer <token>`. "
+            "Create one with `manage.py drf_create_token <username>`.",
+        }
+
+
+TENANT_HEADER_PARAMETER = OpenApiParameter(
+    TENANT_HEADER,
+    OpenApiTypes.UUID,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="The tenant to act for. The caller must be a member of it (staff users: any tenant). "
+    "Everything the request reads or changes is limited to this tenant.",
+)
+MAPPING_ID_PARAMETER = OpenApiParameter(
+    "mappingId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The mapping's id."
+)
+
+
+def error_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorResponseSerializer, description=description)
+
+
+def tenant_operation(
+    *,
+    operation_id: str,
+    summary: str,
+    tags: list[str],
+    responses: dict,
+    description: str = "",
+    request=None,
+    parameters: tuple = (),
+    admin_only: bool = False,
+    mapping_in_path: bool = False,
+    throttled: bool = False,
+    conflict: str | None = None,
+):
+    """`extend_schema` with what every operation shares: the tenant header and the
+    error answers."""
+    errors = {
+        400: error_response(
+            f"Missing or malformed {TENANT_HEADER} header"
+            + (", malformed mapping id" if mapping_in_path else "")
+            + (", or invalid body" if request is not None else "")
+            + "."
+        ),
+        401: error_response("No token, an unknown token, or the token of a deactivated user."),
+        403: error_response(
+            "Not a member of the tenant" + (", or a member who is not an admin of it." if admin_only else ".")
+        ),
+    }
+    if mapping_in_path:
+        errors[404] = error_response("No mapping with this id in this tenant (another tenant's id answers the same).")
+    if conflict:
+        errors[409] = error_response(conflict)
+    if request is not None:
+        errors[415] = error_response("The body is not JSON (send Content-Type: application/json).")
+    if throttled:
+        errors[429] = error_response("Too many sync requests; retry after the Retry-After header's seconds.")
+    return extend_schema(
+        operation_id=operation_id,
+        summary=summary,
+        description=description,
+        tags=tags,
+        request=request,
+        parameters=[TENANT_HEADER_PARAMETER, *([MAPPING_ID_PARAMETER] if mapping_in_path else []), *parameters],
+        responses={**responses, **errors},
+    )
+
+
+# --- Views ------------------------------------------------------------------------------------
+
+
+# Authenticated and tenant-scoped: `TenantPermission` sets `request.tenant` before
+# any handler runs. (A comment: a docstring would become every operation's description.)
+class TenantAPIView(APIView):
+    permission_classes = [IsAuthenticated, TenantPermission]
+    parser_classes = [JSONBodyParser]
+
+    def tenant_mappings(self):
+        return SabitoMapping.objects.filter(tenant=self.request.tenant).select_related("tenant")
+
+    def get_mapping(self, mapping_id: str) -> SabitoMapping:
+        try:
+            pk = uuid.UUID(mapping_id)
+        except ValueError:
+            raise ValidationError(
+                {"mappingId": [f"{mapping_id[:100]!r} is not a valid mapping id; expected a UUID."]}
+            ) from None
+        mapping = self.tenant_mappings().filter(pk=pk).first()
+        if mapping is None:
+            # Exactly the answer for an id that exists in another tenant: ids cannot be probed.
+            raise NotFound("Sabito mapping not found.")
+        return mapping
+
+    def input_data(self):
+        """The JSON body; a body sent without a Content-Type would otherwise be
+        ignored silently (DRF then reads it as empty) and the defaults would run."""
+        if not self.request.content_type and int(self.request.META.get("CONTENT_LENGTH") or 0) > 0:
+            raise UnsupportedMediaType("", detail="Send the body as JSON, with Content-Type: application/json.")
+        return self.request.data
+
+
+SYNC_DESCRIPTION = (
+    "Runs inside the request and answers when the sync has finished, unless `async` is true: then the "
+    "sync is queued on the task queue and the answer (202) lists the queued task ids. Rate limited per "
+    "user (`SABITO_SYNC_THROTTLE`, default 30/minute)."
+)
+
+
+class SyncAllApi(TenantAPIView):
+    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdmin]
+    throttle_classes = [SyncTriggerThrottle]
+    throttle_scope = SYNC_THROTTLE_SCOPE
+
+    @tenant_operation(
+        operation_id="sync_all",
+        summary="Sync all of the tenant's active mappings",
+        description=SYNC_DESCRIPTION
+        + " Only active mappings are synced. `success` is false, and the message says how many failed, "
+        "if any mapping's sync failed; each item has its own `success` and, when false, `error` (a mapping "
+        "whose sync is already running is such an item).",
+        tags=["sync"],
+        request=SyncInputSerializer,
+        responses={
+            200: OpenApiResponse(SyncResponseSerializer, description="The syncs ran; one result per mapping."),
+            202: OpenApiResponse(SyncQueuedResponseSerializer, description='Queued ("async": true).'),
+            503: error_response('"async": true but the task queue is unavailable, or the sync is misconfigured.'),
+        },
+        admin_only=True,
+        throttled=True,
+    )
+    def post(self, request):
+        params = SyncInputSerializer(data=self.input_data())
+        params.is_valid(raise_exception=True)
+        full_sync = params.validated_data["full_sync"]
+        mappings = list(self.tenant_mappings().filter(is_active=True))
+        if params.validated_data["run_async"]:
+            return queued_response(mappings, full_sync=full_sync)
+        results = sync_all_mappings(full_sync=full_sync, trigger=SyncRun.Trigger.API, mappings=mappings)
+        return sync_response(results)
+
+
+class SyncMappingApi(TenantAPIView):
+    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdmin]
+    throttle_classes = [SyncTriggerThrottle]
+    throttle_scope = SYNC_THROTTLE_SCOPE
+
+    @tenant_operation(
+        operation_id="sync_mapping",
+        summary="Sync one mapping",
+        description=SYNC_DESCRIPTION
+        + " An inactive mapping is synced too when named here explicitly. `data` is a list of one result.",
+        tags=["sync"],
+        request=SyncInputSerializer,
+        responses={
+            200: OpenApiResponse(SyncResponseSerializer, description="The sync ran (successfully or not)."),
+            202: OpenApiResponse(SyncQueuedResponseSerializer, description='Queued ("async": true).'),
+            503: error_response('"async": true but the task queue is unavailable, or the sync is misconfigured.'),
+        },
+        admin_only=True,
+        mapping_in_path=True,
+        throttled=True,
+        conflict="A sync of this mapping is already running.",
+    )
+    def post(self, request, mappingId):
+        mapping = self.get_mapping(mappingId)
+        params = SyncInputSerializer(data=self.input_data())
+        params.is_valid(raise_exception=True)
+        full_sync = params.validated_data["full_sync"]
+        if params.validated_data["run_async"]:
+            if is_sync_running(mapping):
+                raise SyncAlreadyRunning(mapping, None)
+            return queued_response([mapping], full_sync=full_sync)
+        result = sync_mapping(mapping=mapping, full_sync=full_sync, trigger=SyncRun.Trigger.API)
+        return sync_response([result])
+
+
+def sync_response(results: list[SyncResult]) -> Response:
+    failed = sum(not result.success for result in results)
+    message = "Sync completed"
+    if failed:
+        plural = "" if len(results) == 1 else "s"
+        message = f"Sync completed with failures for {failed} of {len(results)} mapping{plural}"
+    return Response({"success": not failed, "message": message, "data": [result.as_dict() for result in results]})
+
+
+def queued_response(mappings: list[SabitoMapping], *, full_sync: bool) -> Response:
+    queued = [
+        {
+            "mappingId": str(mapping.pk),
+            "businessId": mapping.sabito_business_id,
+            "taskId": enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=SyncRun.Trigger.API),
+        }
+        for mapping in mappings
+    ]
+    return Response({"success": True, "message": "Sync queued", "data": queued}, status=status.HTTP_202_ACCEPTED)
+
+
+class SyncStatusApi(TenantAPIView):
+    @tenant_operation(
+        operation_id="sync_status",
+        summary="Sync status of the tenant's mappings",
+        description="Every mapping of the tenant, active or not, with its latest sync and whether one is running.",
+        tags=["sync"],
+        responses={200: SyncStatusResponseSerializer},
+    )
+    def get(self, request):
+        running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
+        mappings = self.tenant_mappings().annotate(sync_running=Exists(running))
+        return Response({"success": True, "data": SyncStatusSerializer(mappings, many=True).data})
+
+
+class MappingListApi(TenantAPIView):
+    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdminOrReadOnly]
+
+    @tenant_operation(
+        operation_id="mappings_list",
+        summary="List the tenant's mappings",
+        tags=["mappings"],
+        responses={200: MappingListResponseSerializer},
+    )
+    def get(self, request):
+        return Response({"success": True, "data": MappingSerializer(self.tenant_mappings(), many=True).data})
+
+    @tenant_operation(
+        operation_id="mappings_create",
+        summary="Map a Sabito business to the tenant (admins)",
+        description="A Sabito business can be mapped to one tenant only.",
+        tags=["mappings"],
+        request=MappingCreateInputSerializer,
+        responses={201: MappingResponseSerializer},
+        admin_only=True,
+    )
+    def post(self, request):
+        params = MappingCreateInputSerializer(data=self.input_data())
+        params.is_valid(raise_exception=True)
+        try:
+            with transaction.atomic():
+                mapping = SabitoMapping.objects.create(tenant=request.tenant, **params.validated_data)
+        except IntegrityError:
+            # The unique business id is the only constraint a valid input can break.
+            # Which tenant holds it is none of this caller's business.
+            business_id = params.validated_data["sabito_business_id"]
+            raise ValidationError(
+                {"sabitoBusinessId": [f"Sabito business {business_id!r} is already mapped; a business maps to one tenant only."]}
+            ) from None
+        return Response({"success": True, "data": MappingSerializer(mapping).data}, status=status.HTTP_201_CREATED)
+
+
+class MappingDetailApi(TenantAPIView):
+    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdminOrReadOnly]
+
+    @tenant_operation(
+        operation_id="mappings_retrieve",
+        summary="One mapping of the tenant",
+        tags=["mappings"],
+        responses={200: MappingResponseSerializer},
+        mapping_in_path=True,
+    )
+    def get(self, request, mappingId):
+        return Response({"success": True, "data": MappingSerializer(self.get_mapping(mappingId)).data})
+
+    @tenant_operation(
+        operation_id="mappings_update",
+        summary="Rename or (de)activate a mapping (admins)",
+        description="Only `businessName` and `isActive` can change; the Sabito business id and tenant cannot.",
+        tags=["mappings"],
+        request=MappingUpdateInputSerializer,
+        responses={200: MappingResponseSerializer},
+        admin_only=True,
+        mapping_in_path=True,
+    )
+    def patch(self, request, mappingId):
+        mapping = self.get_mapping(mappingId)
+        params = MappingUpdateInputSerializer(data=self.input_data())
+        params.is_valid(raise_exception=True)
+        changes = params.validated_data
+        for name, value in changes.items():
+            setattr(mapping, name, value)
+        if changes:
+            # Never `metadata`: a sync finishing meanwhile writes it, and must not be undone.
+            mapping.save(update_fields=[*changes, "updated_at"])
+        return Response({"success": True, "data": MappingSerializer(mapping).data})
+
+    @tenant_operation(
+        operation_id="mappings_delete",
+        summary="Delete a mapping and its run history (admins)",
+        description="Customers already synced stay. Refused while a sync of the mapping is running.",
+        tags=["mappings"],
+        responses={200: MessageResponseSerializer},
+        admin_only=True,
+        mapping_in_path=True,
+        conflict="A sync of this mapping is running.",
+    )
+    def delete(self, request, mappingId):
+        mapping = self.get_mapping(mappingId)
+        if is_sync_running(mapping):
+            raise Conflict(
+                f"A sync of {mapping.business_name} is running; delete the mapping once it has finished "
+                "(deactivate it meanwhile to keep it out of scheduled syncs)."
+            )
+        mapping.delete()
+        return Response({"success": True, "message": "Mapping deleted"})
+
+
+class MappingRunsApi(TenantAPIView):
+    pagination_class = RunHistoryPagination
+
+    @tenant_operation(
+        operation_id="mapping_runs_list",
+        summary="A mapping's sync history, newest first",
+        tags=["mappings"],
+        responses={200: SyncRunPageResponseSerializer},
+        mapping_in_path=True,
+        parameters=(
+            OpenApiParameter(
+                "page",
+                {"type": "integer", "minimum": 1},
+                OpenApiParameter.QUERY,
+                description="Page number, from 1. A page past the last answers 404.",
+            ),
+            OpenApiParameter(
+                "pageSize",
+                {"type": "integer", "minimum": 1, "maximum": RunHistoryPagination.max_page_size},
+                OpenApiParameter.QUERY,
+                description="Runs per page (default 20).",
+            ),
+        ),
+    )
+    def get(self, request, mappingId):
+        mapping = self.get_mapping(mappingId)
+        paginator = self.pagination_class()
+        runs = paginator.paginate_queryset(mapping.runs.order_by("-started_at", "-pk"), request, view=self)
+        return paginator.get_paginated_response(SyncRunSerializer(runs, many=True).data)

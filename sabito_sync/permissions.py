@@ -1,0 +1,94 @@
+"""Who may call the API, for which tenant, and how often.
+
+Authentication is DRF's token scheme with the `Bearer` keyword. The tenant is
+resolved here, in a DRF permission, and not in middleware: DRF authenticates the
+request only after every middleware has run, so middleware cannot know the user.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+
+from .models import Membership, Tenant
+
+TENANT_HEADER = "X-Tenant-ID"
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    """`Authorization: Bearer <token>` with DRF's per-user tokens
+    (`manage.py drf_create_token <username>`)."""
+
+    keyword = "Bearer"
+
+
+class TenantPermission(BasePermission):
+    """Resolves the tenant named in `X-Tenant-ID` and lets the caller in only if
+    they belong to it. Sets `request.tenant` and `request.tenant_role`; every view
+    scopes its querysets by `request.tenant`.
+
+    Staff users are platform operators: they may act, as admins, on any existing
+    tenant they name."""
+
+    message = "You do not have access to this tenant."
+
+    def has_permission(self, request, view) -> bool:
+        tenant_id = tenant_id_from_header(request)
+        user = request.user
+        if user.is_staff:
+            tenant = Tenant.objects.filter(pk=tenant_id).first()
+            role = Membership.Role.ADMIN
+        else:
+            membership = Membership.objects.select_related("tenant").filter(user=user, tenant_id=tenant_id).first()
+            tenant, role = (membership.tenant, membership.role) if membership else (None, None)
+        if tenant is None:
+            # The same answer for "no such tenant" and "not yours": tenant ids are not probeable.
+            raise PermissionDenied(f"You are not a member of tenant {tenant_id}.")
+        request.tenant = tenant
+        request.tenant_role = role
+        return True
+
+
+def tenant_id_from_header(request) -> uuid.UUID:
+    raw = request.headers.get(TENANT_HEADER, "").strip()
+    if not raw:
+        raise ValidationError(
+            {TENANT_HEADER: [f"The {TENANT_HEADER} header is required: send the id (a UUID) of the tenant you act for."]}
+        )
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ValidationError({TENANT_HEADER: [f"{raw[:100]!r} is not a valid tenant id; expected a UUID."]}) from None
+
+
+class IsTenantAdmin(BasePermission):
+    """Tenant admins only (after `TenantPermission`): triggering syncs and
+    managing mappings."""
+
+    message = "Only admins of this tenant may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return getattr(request, "tenant_role", None) == Membership.Role.ADMIN
+
+
+class IsTenantAdminOrReadOnly(IsTenantAdmin):
+    """Members read; admins also write."""
+
+    def has_permission(self, request, view) -> bool:
+        return request.method in SAFE_METHODS or super().has_permission(request, view)
+
+
+class SyncTriggerThrottle(ScopedRateThrottle):
+    """Per-user rate limit on the endpoints that start syncs (scope `sabito_sync`,
+    rate `SABITO_SYNC_THROTTLE`, default 30/minute).
+
+    Reads the rate when each request arrives: DRF's own class copies the rates once
+    at import, so a changed setting (an override in a test) would be ignored."""
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)

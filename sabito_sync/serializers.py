@@ -1,0 +1,313 @@
+"""The API's request and response shapes, camelCase as in the guide.
+
+Input serializers are strict: JSON booleans only, strings only, and a field the
+API does not know is an error rather than silently ignored, so a typo such as
+`"fulSync": true` cannot quietly run an incremental sync. Output serializers exist
+once per shape and also describe it in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .models import SyncRun
+
+# --- Strict input ------------------------------------------------------------------------
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON `true` / `false`: DRF's own field would also take "yes", 1 or "false"."""
+
+    default_error_messages = {
+        "invalid": "Must be a JSON boolean: true or false.",
+        "null": "Must be a JSON boolean: true or false.",
+    }
+
+    def to_internal_value(self, data):
+        if data is True or data is False:
+            return data
+        self.fail("invalid")
+
+
+class StrictCharField(serializers.CharField):
+    """Only JSON strings: DRF's own field would turn 123 into "123"."""
+
+    default_error_messages = {"invalid": "Must be a JSON string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# Rejects fields it does not declare. `fixed_fields` names known fields that may
+# not be sent here, with the reason. (Comments, not docstrings, on these bases:
+# drf-spectacular would show a docstring in every subclass's schema.)
+class StrictInputSerializer(serializers.Serializer):
+    fixed_fields: dict[str, str] = {}
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(name for name in data if name not in self.fields)
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: [self.fixed_fields.get(name, "Unknown field.")] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class SyncInputSerializer(StrictInputSerializer):
+    fullSync = StrictBooleanField(
+        source="full_sync",
+        required=False,
+        default=False,
+        help_text="false (default) = incremental, only customers updated since the last successful sync; "
+        "true = every customer.",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # "async" is a Python keyword, so it cannot be declared as a class attribute.
+        fields["async"] = StrictBooleanField(
+            source="run_async",
+            required=False,
+            default=False,
+            help_text="true = queue the sync on the task queue and answer 202 at once with the task ids "
+            "instead of waiting for it to finish.",
+        )
+        return fields
+
+
+class MappingCreateInputSerializer(StrictInputSerializer):
+    sabitoBusinessId = StrictCharField(
+        source="sabito_business_id",
+        max_length=100,
+        help_text="Sabito's business id. One business maps to one tenant only; it cannot be changed later.",
+    )
+    businessName = StrictCharField(source="business_name", max_length=200)
+    isActive = StrictBooleanField(
+        source="is_active",
+        required=False,
+        default=True,
+        help_text="Inactive mappings are left out of scheduled and sync-all runs.",
+    )
+
+
+class MappingUpdateInputSerializer(StrictInputSerializer):
+    fixed_fields = {
+        "sabitoBusinessId": "The Sabito business id cannot be changed; delete this mapping and create a new one.",
+        "tenantId": "A mapping cannot be moved to another tenant.",
+    }
+
+    businessName = StrictCharField(source="business_name", max_length=200, required=False)
+    isActive = StrictBooleanField(source="is_active", required=False)
+
+
+# --- Sync results ---------------------------------------------------------------------------
+
+
+class SyncErrorDetailSerializer(serializers.Serializer):
+    sabitoCustomerId = serializers.CharField(allow_null=True)
+    email = serializers.CharField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class SyncResultSerializer(serializers.Serializer):
+    """One mapping's sync result."""
+
+    success = serializers.BooleanField()
+    businessId = serializers.CharField()
+    customersProcessed = serializers.IntegerField()
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    errors = serializers.IntegerField(help_text="Records that could not be synced; see errorDetails.")
+    errorDetails = SyncErrorDetailSerializer(many=True)
+    error = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="Present only when success is false: why the mapping's sync failed or did not start.",
+    )
+
+
+class QueuedSyncSerializer(serializers.Serializer):
+    mappingId = serializers.UUIDField()
+    businessId = serializers.CharField()
+    taskId = serializers.CharField(help_text="The Celery task id.")
+
+
+class LastSyncResultSerializer(serializers.Serializer):
+    """The summary of the mapping's latest run."""
+
+    success = serializers.BooleanField(required=False)
+    fullSync = serializers.BooleanField(required=False)
+    customersProcessed = serializers.IntegerField()
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    syncedAt = serializers.DateTimeField()
+    error = serializers.CharField(required=False, allow_null=True)
+
+
+# --- Mappings -------------------------------------------------------------------------------
+
+
+# The sync state kept in `SabitoMapping.metadata`, read defensively: the admin
+# lets an operator edit that JSON by hand.
+class MappingMetadataFieldsMixin(serializers.Serializer):
+    lastSyncAt = serializers.SerializerMethodField(
+        help_text="The incremental watermark: the next incremental sync asks Sabito for customers updated "
+        "after this moment. Null until the first successful sync."
+    )
+    lastSyncResult = serializers.SerializerMethodField(help_text="The latest run's summary, successful or not.")
+
+    # Subclasses list every field here: the mixin's fields would otherwise come first.
+    field_order: tuple[str, ...] = ()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        return {name: fields[name] for name in self.field_order} if self.field_order else fields
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_lastSyncAt(self, mapping) -> str | None:
+        value = metadata_of(mapping).get("lastSyncedAt")
+        return value if isinstance(value, str) else None
+
+    @extend_schema_field(LastSyncResultSerializer(allow_null=True))
+    def get_lastSyncResult(self, mapping) -> dict | None:
+        value = metadata_of(mapping).get("lastSyncResult")
+        return value if isinstance(value, dict) else None
+
+
+def metadata_of(mapping) -> dict:
+    return mapping.metadata if isinstance(mapping.metadata, dict) else {}
+
+
+class SyncStatusSerializer(MappingMetadataFieldsMixin):
+    id = serializers.UUIDField()
+    sabitoBusinessId = serializers.CharField(source="sabito_business_id")
+    businessName = serializers.CharField(source="business_name")
+    tenantName = serializers.CharField(source="tenant.name")
+    lastUpdated = serializers.DateTimeField(source="updated_at")
+    syncRunning = serializers.BooleanField(source="sync_running", help_text="Whether a sync of it is running now.")
+    isActive = serializers.BooleanField(source="is_active")
+
+    # The guide's order, then ours.
+    field_order = (
+        "id",
+        "sabitoBusinessId",
+        "businessName",
+        "tenantName",
+        "lastSyncAt",
+        "lastSyncResult",
+        "lastUpdated",
+        "syncRunning",
+        "isActive",
+    )
+
+
+class MappingSerializer(MappingMetadataFieldsMixin):
+    id = serializers.UUIDField()
+    sabitoBusinessId = serializers.CharField(source="sabito_business_id")
+    businessName = serializers.CharField(source="business_name")
+    tenantId = serializers.UUIDField(source="tenant_id")
+    tenantName = serializers.CharField(source="tenant.name")
+    isActive = serializers.BooleanField(source="is_active")
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+    field_order = (
+        "id",
+        "sabitoBusinessId",
+        "businessName",
+        "tenantId",
+        "tenantName",
+        "isActive",
+        "lastSyncAt",
+        "lastSyncResult",
+        "createdAt",
+        "updatedAt",
+    )
+
+
+class SyncRunSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    fullSync = serializers.BooleanField(source="full_sync")
+    trigger = serializers.ChoiceField(choices=SyncRun.Trigger.choices)
+    status = serializers.ChoiceField(choices=SyncRun.Status.choices)
+    startedAt = serializers.DateTimeField(source="started_at")
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
+    updatedAfter = serializers.DateTimeField(
+        source="updated_after", allow_null=True, help_text="The watermark this run asked Sabito for; null = full."
+    )
+    customersProcessed = serializers.IntegerField(source="customers_processed")
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    errorDetails = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField(help_text="Why the run failed or did not start; null if it did not.")
+
+    @extend_schema_field(SyncErrorDetailSerializer(many=True))
+    def get_errorDetails(self, run) -> list:
+        return run.error_details if isinstance(run.error_details, list) else []
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_error(self, run) -> str | None:
+        return run.error_message or None
+
+
+# --- Envelopes (responses as a whole) --------------------------------------------------------
+
+
+class ErrorResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField(help_text="Always false.")
+    message = serializers.CharField(help_text="What went wrong, for a person.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Per field (or header) what is wrong with it; empty when the error is not about one input.",
+    )
+
+
+class SyncResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField(help_text="False if any mapping's sync failed.")
+    message = serializers.CharField()
+    data = SyncResultSerializer(many=True)
+
+
+class SyncQueuedResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    data = QueuedSyncSerializer(many=True)
+
+
+class SyncStatusResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = SyncStatusSerializer(many=True)
+
+
+class MappingListResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = MappingSerializer(many=True)
+
+
+class MappingResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = MappingSerializer()
+
+
+class MessageResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class SyncRunPageResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    count = serializers.IntegerField(help_text="Runs in the whole history.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    data = SyncRunSerializer(many=True)

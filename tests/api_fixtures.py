@@ -1,0 +1,126 @@
+"""Fixtures for the REST API tests: callers with a token, a role and a tenant header.
+
+Import the fixtures a test module uses by name (`from tests.api_fixtures import caller, ...`)
+so pytest finds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.core.cache import caches
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from sabito_sync.models import Membership, SyncRun, Tenant
+
+from .factories import MembershipFactory, TenantFactory, UserFactory
+
+SYNC_ALL = "/api/sabito/sync"
+STATUS = "/api/sabito/sync/status"
+MAPPINGS = "/api/sabito/mappings"
+
+
+def sync_one_url(mapping) -> str:
+    return f"/api/sabito/sync/{mapping if isinstance(mapping, str) else mapping.pk}"
+
+
+def mapping_url(mapping) -> str:
+    return f"/api/sabito/mappings/{mapping if isinstance(mapping, str) else mapping.pk}"
+
+
+def runs_url(mapping) -> str:
+    return f"{mapping_url(mapping)}/runs"
+
+
+@dataclass
+class Caller:
+    """A user with a Bearer token, acting for one tenant through X-Tenant-ID."""
+
+    user: object
+    token: Token
+    tenant: Tenant | None
+    client: APIClient
+
+    def acting_for(self, tenant: Tenant | str | None) -> Caller:
+        self.tenant = tenant
+        credentials = {"HTTP_AUTHORIZATION": f"Bearer {self.token.key}"}
+        if tenant is not None:
+            credentials["HTTP_X_TENANT_ID"] = str(tenant.pk if isinstance(tenant, Tenant) else tenant)
+        self.client.credentials(**credentials)
+        return self
+
+    def get(self, path, query=None, **extra):
+        return self.client.get(path, query, **extra)
+
+    def post(self, path, body=None, **extra):
+        if body is None:
+            return self.client.post(path, **extra)
+        return self.client.post(path, body, format="json", **extra)
+
+    def patch(self, path, body, **extra):
+        return self.client.patch(path, body, format="json", **extra)
+
+    def delete(self, path, **extra):
+        return self.client.delete(path, **extra)
+
+
+@pytest.fixture
+def make_caller(db):
+    """`make_caller(tenant, role="admin"|"member"|None, staff=False)`: a new user with a
+    token, a membership of `tenant` in `role` (None: no membership), acting for `tenant`."""
+
+    def make(tenant=None, *, role=Membership.Role.ADMIN, staff=False, **user_fields) -> Caller:
+        tenant = tenant or TenantFactory()
+        # No password: API callers use tokens, and hashing one costs ~0.3 s per user.
+        user = UserFactory(is_staff=staff, password=None, **user_fields)
+        if role is not None:
+            MembershipFactory(user=user, tenant=tenant, role=role)
+        token = Token.objects.create(user=user)
+        return Caller(user=user, token=token, tenant=None, client=APIClient()).acting_for(tenant)
+
+    return make
+
+
+@pytest.fixture
+def tenant(db):
+    return TenantFactory(name="My Tenant")
+
+
+@pytest.fixture
+def admin(make_caller, tenant) -> Caller:
+    return make_caller(tenant, role=Membership.Role.ADMIN)
+
+
+@pytest.fixture
+def member(make_caller, tenant) -> Caller:
+    return make_caller(tenant, role=Membership.Role.MEMBER)
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle_history():
+    """Throttle counts live in the default cache, keyed by user id; ids repeat from
+    test to test, so each test starts with none."""
+    caches["default"].clear()
+    yield
+    caches["default"].clear()
+
+
+def running_run(mapping, **fields) -> SyncRun:
+    """A run that holds the mapping's lock right now (fresh heartbeat)."""
+    now = timezone.now()
+    return SyncRun.objects.create(
+        mapping=mapping, trigger=SyncRun.Trigger.BEAT, status=SyncRun.Status.RUNNING, started_at=now, heartbeat_at=now, **fields
+    )
+
+
+def error_body(response) -> dict:
+    """The JSON error body, after checking it has the API's error shape."""
+    body = response.json()
+    assert set(body) == {"success", "message", "errors"}, body
+    assert body["success"] is False
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["errors"], dict)
+    return body

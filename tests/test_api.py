@@ -1,0 +1,814 @@
+"""The REST API over DRF's test client: the guide's endpoints and shapes, who may
+call what, and bad input. Sabito is faked at the HTTP boundary (`fake_sabito`)."""
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from kombu.exceptions import OperationalError
+
+from sabito_sync import tasks
+from sabito_sync.models import Customer, Membership, SabitoMapping, SyncRun
+from tests.api_fixtures import (  # noqa: F401 (fixtures)
+    MAPPINGS,
+    STATUS,
+    SYNC_ALL,
+    admin,
+    error_body,
+    fresh_throttle_history,
+    make_caller,
+    mapping_url,
+    member,
+    running_run,
+    runs_url,
+    sync_one_url,
+    tenant,
+)
+from tests.conftest import SABITO_TEST_KEY
+from tests.factories import CustomerFactory, SabitoMappingFactory, TenantFactory, sabito_record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def mapping(tenant):
+    return SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-a", business_name="iCreations Global")
+
+
+def result_item(business_id, *, processed=0, created=0, updated=0, skipped=0) -> dict:
+    return {
+        "success": True,
+        "businessId": business_id,
+        "customersProcessed": processed,
+        "created": created,
+        "updated": updated,
+        "skipped": skipped,
+        "errors": 0,
+        "errorDetails": [],
+    }
+
+
+# --- POST /api/sabito/sync ------------------------------------------------------------------
+
+
+def test_sync_all_answers_the_guides_shape_for_each_active_mapping(admin, tenant, fake_sabito):
+    SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-a", business_name="A business")
+    SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-b", business_name="B business")
+    SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-off", business_name="C business", is_active=False)
+    fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2)]
+    fake_sabito.records["biz-b"] = [sabito_record(3)]
+
+    response = admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "success": True,
+        "message": "Sync completed",
+        "data": [result_item("biz-a", processed=2, created=2), result_item("biz-b", processed=1, created=1)],
+    }
+    assert Customer.objects.filter(tenant=tenant).count() == 3
+
+
+def test_sync_all_counts_created_updated_and_skipped_like_the_guide(admin, mapping, fake_sabito):
+    fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2)]
+    admin.post(SYNC_ALL, {"fullSync": False})
+    fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2, name="Renamed"), sabito_record(3)]
+
+    response = admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert response.json()["data"] == [result_item("biz-a", processed=3, created=1, updated=1, skipped=1)]
+
+
+def test_sync_without_a_body_is_incremental(admin, mapping, fake_sabito):
+    admin.post(SYNC_ALL, {"fullSync": True})
+
+    admin.post(SYNC_ALL)
+
+    assert "updatedAfter" not in fake_sabito.requests[0]
+    assert "updatedAfter" in fake_sabito.requests[-1]
+
+
+def test_full_sync_asks_sabito_for_every_customer(admin, mapping, fake_sabito):
+    admin.post(SYNC_ALL, {"fullSync": False})
+
+    admin.post(SYNC_ALL, {"fullSync": True})
+
+    assert "updatedAfter" not in fake_sabito.requests[-1]
+    assert SyncRun.objects.filter(mapping=mapping, full_sync=True, trigger=SyncRun.Trigger.API).count() == 1
+
+
+def test_sync_all_reports_failures_in_success_and_message(admin, tenant, fake_sabito):
+    SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-a", business_name="A business")
+    SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-b", business_name="B business")
+    fake_sabito.answer_next(401, '{"error": "bad key"}')  # A's first request
+
+    body = admin.post(SYNC_ALL, {"fullSync": False}).json()
+
+    assert body["success"] is False
+    assert body["message"] == "Sync completed with failures for 1 of 2 mappings"
+    failed, succeeded = body["data"]
+    assert failed["success"] is False and "401" in failed["error"]
+    assert succeeded["success"] is True and "error" not in succeeded
+
+
+def test_sync_all_reports_an_already_running_mapping_as_a_failed_item(admin, mapping, fake_sabito):
+    running_run(mapping)
+
+    body = admin.post(SYNC_ALL, {"fullSync": False}).json()
+
+    assert body["success"] is False
+    assert body["data"][0]["success"] is False
+    assert "already running" in body["data"][0]["error"]
+    assert fake_sabito.requests == []
+
+
+def test_sync_all_without_active_mappings_answers_an_empty_list(admin, tenant, fake_sabito):
+    SabitoMappingFactory(tenant=tenant, is_active=False)
+
+    response = admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "message": "Sync completed", "data": []}
+
+
+def test_no_answer_ever_contains_the_sabito_api_key(admin, mapping, fake_sabito):
+    fake_sabito.answer_next(401, '{"error": "bad key"}')
+
+    sync = admin.post(SYNC_ALL, {"fullSync": False})
+    listed = [admin.get(STATUS), admin.get(MAPPINGS), admin.get(mapping_url(mapping)), admin.get(runs_url(mapping))]
+
+    for response in [sync, *listed]:
+        assert SABITO_TEST_KEY not in response.content.decode()
+    assert fake_sabito.requests[0]["X-API-Key"] == SABITO_TEST_KEY  # the key was really used
+
+
+# --- POST /api/sabito/sync/<mappingId> ------------------------------------------------------
+
+
+def test_sync_one_mapping_answers_a_list_of_one_result(admin, mapping, fake_sabito):
+    SabitoMappingFactory(tenant=mapping.tenant, sabito_business_id="biz-other")
+    fake_sabito.records["biz-a"] = [sabito_record(1)]
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": False})
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "success": True,
+        "message": "Sync completed",
+        "data": [result_item("biz-a", processed=1, created=1)],
+    }
+    assert {request["businessId"] for request in fake_sabito.requests} == {"biz-a"}
+
+
+def test_sync_one_inactive_mapping_named_explicitly_still_syncs(admin, tenant, fake_sabito):
+    inactive = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-off", is_active=False)
+    fake_sabito.records["biz-off"] = [sabito_record(1)]
+
+    response = admin.post(sync_one_url(inactive), {"fullSync": True})
+
+    assert response.json()["data"] == [result_item("biz-off", processed=1, created=1)]
+
+
+def test_sync_one_failure_answers_success_false_with_the_error(admin, mapping, fake_sabito):
+    fake_sabito.answer_next(403, '{"error": "forbidden"}')
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": False})
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body["success"] is False
+    assert body["message"] == "Sync completed with failures for 1 of 1 mapping"
+    assert "403" in body["data"][0]["error"]
+
+
+def test_sync_one_already_running_answers_409(admin, mapping, fake_sabito):
+    running_run(mapping)
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": False})
+
+    assert response.status_code == 409
+    assert error_body(response)["message"].startswith("A sync is already running for iCreations Global")
+    assert fake_sabito.requests == []
+
+
+def test_sync_one_unknown_id_answers_404(admin, fake_sabito):
+    response = admin.post(sync_one_url(str(uuid.uuid4())), {"fullSync": False})
+
+    assert response.status_code == 404
+    assert error_body(response) == {"success": False, "message": "Sabito mapping not found.", "errors": {}}
+
+
+def test_sync_one_malformed_id_answers_400(admin, fake_sabito):
+    response = admin.post(sync_one_url("not-a-uuid"), {"fullSync": False})
+
+    assert response.status_code == 400
+    assert "mappingId" in error_body(response)["errors"]
+
+
+# --- "async": true --------------------------------------------------------------------------
+
+
+def test_async_sync_all_answers_202_with_a_task_per_active_mapping(
+    admin, tenant, django_capture_on_commit_callbacks, fake_sabito
+):
+    first = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-a", business_name="A")
+    second = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-b", business_name="B")
+    SabitoMappingFactory(tenant=tenant, is_active=False)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin.post(SYNC_ALL, {"fullSync": True, "async": True})
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["success"] is True and body["message"] == "Sync queued"
+    assert [(item["mappingId"], item["businessId"]) for item in body["data"]] == [
+        (str(first.pk), "biz-a"),
+        (str(second.pk), "biz-b"),
+    ]
+    assert all(uuid.UUID(item["taskId"]) for item in body["data"])
+    assert len(callbacks) == 2  # queued on commit, not inside the request's transaction
+    assert fake_sabito.requests == [] and not SyncRun.objects.exists()
+
+
+def test_async_sync_sends_the_task_with_the_answered_id(admin, mapping, django_capture_on_commit_callbacks, monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks.sync_mapping_task, "apply_async", lambda **kwargs: sent.append(kwargs))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post(sync_one_url(mapping), {"fullSync": True, "async": True})
+
+    task_id = response.json()["data"][0]["taskId"]
+    assert sent == [{"args": [str(mapping.pk), True, SyncRun.Trigger.API], "task_id": task_id}]
+
+
+def test_async_sync_of_a_running_mapping_answers_409(admin, mapping, django_capture_on_commit_callbacks):
+    running_run(mapping)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin.post(sync_one_url(mapping), {"async": True})
+
+    assert response.status_code == 409
+    assert "already running" in error_body(response)["message"]
+    assert callbacks == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_sync_with_the_broker_down_answers_503(make_caller, monkeypatch):
+    caller = make_caller()
+    mapping = SabitoMappingFactory(tenant=caller.tenant)
+
+    def broker_down(**kwargs):
+        raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.sync_mapping_task, "apply_async", broker_down)
+
+    response = caller.post(sync_one_url(mapping), {"async": True})
+
+    assert response.status_code == 503
+    assert "task queue is unavailable" in error_body(response)["message"]
+
+
+# --- GET /api/sabito/sync/status --------------------------------------------------------------
+
+
+def test_status_answers_the_guides_shape(admin, mapping, fake_sabito):
+    fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2)]
+    admin.post(SYNC_ALL, {"fullSync": False})
+    mapping.refresh_from_db()
+
+    response = admin.get(STATUS)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    [item] = body["data"]
+    assert list(item) == [
+        "id",
+        "sabitoBusinessId",
+        "businessName",
+        "tenantName",
+        "lastSyncAt",
+        "lastSyncResult",
+        "lastUpdated",
+        "syncRunning",
+        "isActive",
+    ]
+    assert item["id"] == str(mapping.pk)
+    assert item["sabitoBusinessId"] == "biz-a"
+    assert item["businessName"] == "iCreations Global"
+    assert item["tenantName"] == "My Tenant"
+    assert item["lastSyncAt"] == mapping.metadata["lastSyncedAt"]
+    assert item["lastSyncResult"] == mapping.metadata["lastSyncResult"]
+    assert {"customersProcessed": 2, "created": 2, "updated": 0, "skipped": 0, "errors": 0}.items() <= item[
+        "lastSyncResult"
+    ].items()
+    assert item["lastUpdated"].replace("Z", "+00:00") == mapping.updated_at.isoformat()
+    assert item["syncRunning"] is False
+    assert item["isActive"] is True
+
+
+def test_status_of_a_never_synced_mapping_has_nulls(admin, mapping):
+    [item] = admin.get(STATUS).json()["data"]
+
+    assert item["lastSyncAt"] is None
+    assert item["lastSyncResult"] is None
+
+
+def test_status_shows_a_running_sync(admin, mapping):
+    running_run(mapping)
+
+    [item] = admin.get(STATUS).json()["data"]
+
+    assert item["syncRunning"] is True
+
+
+def test_status_tolerates_hand_edited_metadata(admin, tenant):
+    SabitoMappingFactory(tenant=tenant, metadata={"lastSyncedAt": 12, "lastSyncResult": "ok"})
+    SabitoMappingFactory(tenant=tenant, metadata=["not", "a", "dict"])
+
+    response = admin.get(STATUS)
+
+    assert response.status_code == 200
+    assert [(item["lastSyncAt"], item["lastSyncResult"]) for item in response.json()["data"]] == [(None, None)] * 2
+
+
+@pytest.mark.parametrize("count", [3, 30])
+def test_status_runs_the_same_queries_for_any_number_of_mappings(admin, tenant, count, django_assert_num_queries):
+    for n in range(count):
+        mapping = SabitoMappingFactory(tenant=tenant)
+        if n % 2:
+            running_run(mapping)
+
+    # The token with its user, the membership with its tenant, the mappings with their running flag.
+    with django_assert_num_queries(3):
+        response = admin.get(STATUS)
+
+    assert len(response.json()["data"]) == count
+
+
+# --- Mappings ---------------------------------------------------------------------------------
+
+
+MAPPING_FIELDS = [
+    "id",
+    "sabitoBusinessId",
+    "businessName",
+    "tenantId",
+    "tenantName",
+    "isActive",
+    "lastSyncAt",
+    "lastSyncResult",
+    "createdAt",
+    "updatedAt",
+]
+
+
+def test_list_mappings_answers_the_tenants_mappings(admin, tenant, mapping):
+    response = admin.get(MAPPINGS)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    [item] = body["data"]
+    assert list(item) == MAPPING_FIELDS
+    assert item["id"] == str(mapping.pk)
+    assert item["tenantId"] == str(tenant.pk)
+    assert item["tenantName"] == "My Tenant"
+    assert item["sabitoBusinessId"] == "biz-a"
+
+
+def test_create_mapping(admin, tenant):
+    response = admin.post(MAPPINGS, {"sabitoBusinessId": "eb8c70e2", "businessName": "iCreations Global"})
+
+    assert response.status_code == 201
+    data = response.json()["data"]
+    mapping = SabitoMapping.objects.get(sabito_business_id="eb8c70e2")
+    assert mapping.tenant == tenant and mapping.is_active
+    assert data["id"] == str(mapping.pk)
+    assert {key: data[key] for key in ["businessName", "isActive", "lastSyncAt", "lastSyncResult"]} == {
+        "businessName": "iCreations Global",
+        "isActive": True,
+        "lastSyncAt": None,
+        "lastSyncResult": None,
+    }
+
+
+def test_create_inactive_mapping(admin):
+    response = admin.post(MAPPINGS, {"sabitoBusinessId": "biz-x", "businessName": "X", "isActive": False})
+
+    assert response.json()["data"]["isActive"] is False
+
+
+def test_create_mapping_for_an_already_mapped_business_answers_400(admin, mapping):
+    response = admin.post(MAPPINGS, {"sabitoBusinessId": "biz-a", "businessName": "Again"})
+
+    assert response.status_code == 400
+    body = error_body(response)
+    assert "already mapped" in body["message"]
+    assert "sabitoBusinessId" in body["errors"]
+    assert SabitoMapping.objects.filter(sabito_business_id="biz-a").count() == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"businessName": "No id"},
+        {"sabitoBusinessId": "", "businessName": "Blank id"},
+        {"sabitoBusinessId": 123, "businessName": "Numeric id"},
+        {"sabitoBusinessId": "x" * 101, "businessName": "Too long"},
+        {"sabitoBusinessId": "biz\x00", "businessName": "NUL"},
+        {"sabitoBusinessId": "biz-x", "businessName": "X", "tenantId": str(uuid.uuid4())},
+        {"sabitoBusinessId": "biz-x", "businessName": "X", "isActive": "yes"},
+    ],
+)
+def test_create_mapping_with_invalid_body_answers_400(admin, body):
+    response = admin.post(MAPPINGS, body)
+
+    assert response.status_code == 400
+    error_body(response)
+    assert not SabitoMapping.objects.exists()
+
+
+def test_retrieve_mapping(admin, mapping):
+    response = admin.get(mapping_url(mapping))
+
+    assert response.status_code == 200
+    assert list(response.json()["data"]) == MAPPING_FIELDS
+    assert response.json()["data"]["id"] == str(mapping.pk)
+
+
+def test_update_mapping_name_and_active_flag(admin, mapping):
+    response = admin.patch(mapping_url(mapping), {"businessName": "New name", "isActive": False})
+
+    assert response.status_code == 200
+    assert response.json()["data"]["businessName"] == "New name"
+    assert response.json()["data"]["isActive"] is False
+    mapping.refresh_from_db()
+    assert (mapping.business_name, mapping.is_active) == ("New name", False)
+
+
+def test_update_mapping_keeps_its_sync_metadata(admin, mapping):
+    SabitoMapping.objects.filter(pk=mapping.pk).update(metadata={"lastSyncedAt": "2025-12-14T12:00:00.000Z"})
+
+    admin.patch(mapping_url(mapping), {"businessName": "New name"})
+
+    mapping.refresh_from_db()
+    assert mapping.metadata == {"lastSyncedAt": "2025-12-14T12:00:00.000Z"}
+
+
+@pytest.mark.parametrize("field", ["sabitoBusinessId", "tenantId"])
+def test_update_mapping_cannot_change_business_or_tenant(admin, mapping, field):
+    response = admin.patch(mapping_url(mapping), {field: "something-else"})
+
+    assert response.status_code == 400
+    assert "cannot" in error_body(response)["errors"][field][0]
+    mapping.refresh_from_db()
+    assert mapping.sabito_business_id == "biz-a"
+
+
+def test_delete_mapping_deletes_it_and_its_runs_but_keeps_customers(admin, mapping, fake_sabito):
+    fake_sabito.records["biz-a"] = [sabito_record(1)]
+    admin.post(sync_one_url(mapping), {"fullSync": False})
+
+    response = admin.delete(mapping_url(mapping))
+
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "message": "Mapping deleted"}
+    assert not SabitoMapping.objects.exists() and not SyncRun.objects.exists()
+    assert Customer.objects.count() == 1
+
+
+def test_delete_mapping_while_it_syncs_answers_409(admin, mapping):
+    running_run(mapping)
+
+    response = admin.delete(mapping_url(mapping))
+
+    assert response.status_code == 409
+    assert "running" in error_body(response)["message"]
+    assert SabitoMapping.objects.filter(pk=mapping.pk).exists()
+
+
+# --- GET /api/sabito/mappings/<id>/runs -----------------------------------------------------
+
+
+def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sabito):
+    fake_sabito.records["biz-a"] = [sabito_record(1), {"id": "cust-bad", "email": "not an email"}]
+    admin.post(sync_one_url(mapping), {"fullSync": True})
+    fake_sabito.answer_next(401, '{"error": "bad key"}')
+    admin.post(sync_one_url(mapping), {"fullSync": False})
+
+    response = admin.get(runs_url(mapping))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["success"], body["count"], body["next"], body["previous"]) == (True, 2, None, None)
+    newest, oldest = body["data"]
+    assert list(oldest) == [
+        "id",
+        "fullSync",
+        "trigger",
+        "status",
+        "startedAt",
+        "finishedAt",
+        "updatedAfter",
+        "customersProcessed",
+        "created",
+        "updated",
+        "skipped",
+        "errors",
+        "errorDetails",
+        "error",
+    ]
+    assert (newest["status"], newest["fullSync"], newest["trigger"]) == ("failed", False, "api")
+    assert "401" in newest["error"] and newest["updatedAfter"] is not None
+    assert (oldest["status"], oldest["fullSync"], oldest["updatedAfter"], oldest["error"]) == (
+        "succeeded",
+        True,
+        None,
+        None,
+    )
+    assert (oldest["customersProcessed"], oldest["created"], oldest["errors"]) == (2, 1, 1)
+    assert oldest["errorDetails"][0]["sabitoCustomerId"] == "cust-bad"
+
+
+def test_runs_are_paginated(admin, mapping):
+    for _ in range(5):
+        SyncRun.objects.create(
+            mapping=mapping, trigger="beat", status="succeeded", started_at="2025-12-14T12:00Z", heartbeat_at="2025-12-14T12:00Z"
+        )
+
+    first = admin.get(runs_url(mapping), {"pageSize": 2}).json()
+    last = admin.get(runs_url(mapping), {"pageSize": 2, "page": 3}).json()
+
+    assert (first["count"], len(first["data"]), first["previous"]) == (5, 2, None)
+    assert "page=2" in first["next"]
+    assert (len(last["data"]), last["next"]) == (1, None)
+
+
+def test_runs_page_past_the_last_answers_404(admin, mapping):
+    response = admin.get(runs_url(mapping), {"page": 2})
+
+    assert response.status_code == 404
+    error_body(response)
+
+
+@pytest.mark.parametrize("query", [{"page": "abc"}, {"page": "0"}, {"pageSize": "0"}, {"pageSize": "101"}, {"pageSize": "x"}])
+def test_runs_malformed_paging_answers_400(admin, mapping, query):
+    response = admin.get(runs_url(mapping), query)
+
+    assert response.status_code == 400
+    assert set(error_body(response)["errors"]) == set(query)
+
+
+# --- Authentication ---------------------------------------------------------------------------
+
+
+ENDPOINTS = [
+    ("post", SYNC_ALL),
+    ("get", STATUS),
+    ("get", MAPPINGS),
+    ("post", MAPPINGS),
+]
+
+
+@pytest.mark.parametrize("method,path", ENDPOINTS)
+def test_no_token_answers_401(client, method, path):
+    response = getattr(client, method)(path, HTTP_X_TENANT_ID=str(uuid.uuid4()))
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    error_body(response)
+
+
+@pytest.mark.parametrize(
+    "authorization", ["Bearer not-a-real-token", "Bearer", "Bearer two words", "Basic dXNlcjpwYXNz"]
+)
+def test_bad_token_answers_401(admin, authorization):
+    admin.client.credentials(HTTP_AUTHORIZATION=authorization, HTTP_X_TENANT_ID=str(admin.tenant.pk))
+
+    response = admin.get(STATUS)
+
+    assert response.status_code == 401
+    error_body(response)
+
+
+def test_token_keyword_other_than_bearer_answers_401(admin):
+    admin.client.credentials(HTTP_AUTHORIZATION=f"Token {admin.token.key}", HTTP_X_TENANT_ID=str(admin.tenant.pk))
+
+    assert admin.get(STATUS).status_code == 401
+
+
+def test_deactivated_users_token_answers_401(admin):
+    admin.user.is_active = False
+    admin.user.save()
+
+    response = admin.get(STATUS)
+
+    assert response.status_code == 401
+    assert "inactive" in error_body(response)["message"]
+
+
+# --- Tenant header and roles -------------------------------------------------------------------
+
+
+def test_missing_tenant_header_answers_400(admin):
+    admin.acting_for(None)
+
+    response = admin.get(STATUS)
+
+    assert response.status_code == 400
+    body = error_body(response)
+    assert "X-Tenant-ID" in body["errors"]
+    assert "X-Tenant-ID header is required" in body["message"]
+
+
+@pytest.mark.parametrize("value", ["not-a-uuid", "123", "' OR 1=1 --", " "])
+def test_malformed_tenant_header_answers_400(admin, value):
+    admin.acting_for(value)
+
+    response = admin.get(STATUS)
+
+    assert response.status_code == 400
+    assert "X-Tenant-ID" in error_body(response)["errors"]
+
+
+def test_non_member_answers_403(make_caller):
+    outsider = make_caller(role=None)
+
+    response = outsider.get(STATUS)
+
+    assert response.status_code == 403
+    assert "not a member" in error_body(response)["message"]
+
+
+def test_unknown_tenant_answers_403_like_another_tenant(admin):
+    unknown_id = uuid.uuid4()
+    other = TenantFactory()
+
+    unknown = admin.acting_for(str(unknown_id)).get(STATUS)
+    others = admin.acting_for(other).get(STATUS)
+
+    assert unknown.status_code == others.status_code == 403
+    assert error_body(unknown)["message"] == f"You are not a member of tenant {unknown_id}."
+
+
+def test_member_can_read_everything(member, mapping):
+    paths = [STATUS, MAPPINGS, mapping_url(mapping), runs_url(mapping)]
+
+    assert [member.get(path).status_code for path in paths] == [200] * 4
+
+
+@pytest.mark.parametrize("path_of", [lambda m: SYNC_ALL, sync_one_url])
+def test_member_cannot_trigger_a_sync(member, mapping, fake_sabito, path_of):
+    response = member.post(path_of(mapping), {"fullSync": True})
+
+    assert response.status_code == 403
+    assert "admins" in error_body(response)["message"]
+    assert fake_sabito.requests == [] and not SyncRun.objects.exists()
+
+
+def test_member_cannot_create_a_mapping(member):
+    response = member.post(MAPPINGS, {"sabitoBusinessId": "biz-x", "businessName": "X"})
+
+    assert response.status_code == 403
+    assert not SabitoMapping.objects.exists()
+
+
+def test_member_cannot_update_or_delete_a_mapping(member, mapping):
+    updated = member.patch(mapping_url(mapping), {"businessName": "Mine now"})
+    deleted = member.delete(mapping_url(mapping))
+
+    assert updated.status_code == deleted.status_code == 403
+    mapping.refresh_from_db()
+    assert mapping.business_name == "iCreations Global"
+
+
+def test_staff_can_act_on_any_tenant_without_membership(make_caller, fake_sabito):
+    other_tenant = TenantFactory()
+    mapping = SabitoMappingFactory(tenant=other_tenant, sabito_business_id="biz-other")
+    operator = make_caller(other_tenant, role=None, staff=True)
+
+    status = operator.get(STATUS)
+    sync = operator.post(sync_one_url(mapping), {"fullSync": False})
+
+    assert status.status_code == 200 and [item["id"] for item in status.json()["data"]] == [str(mapping.pk)]
+    assert sync.status_code == 200 and sync.json()["success"] is True
+
+
+def test_staff_member_role_does_not_limit_a_staff_user(make_caller, tenant, mapping, fake_sabito):
+    operator = make_caller(tenant, role=Membership.Role.MEMBER, staff=True)
+
+    assert operator.post(sync_one_url(mapping), {"fullSync": False}).status_code == 200
+
+
+def test_staff_naming_a_missing_tenant_answers_403(make_caller):
+    operator = make_caller(role=None, staff=True).acting_for(str(uuid.uuid4()))
+
+    assert operator.get(STATUS).status_code == 403
+
+
+# --- Bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "false", 1, 0, None, [], {}])
+@pytest.mark.parametrize("path_of", [lambda m: SYNC_ALL, sync_one_url])
+def test_full_sync_must_be_a_json_boolean(admin, mapping, fake_sabito, value, path_of):
+    response = admin.post(path_of(mapping), {"fullSync": value})
+
+    assert response.status_code == 400
+    assert error_body(response)["errors"] == {"fullSync": ["Must be a JSON boolean: true or false."]}
+    assert fake_sabito.requests == [] and not SyncRun.objects.exists()
+
+
+def test_async_must_be_a_json_boolean(admin, mapping, fake_sabito):
+    response = admin.post(SYNC_ALL, {"async": "yes"})
+
+    assert response.status_code == 400
+    assert "async" in error_body(response)["errors"]
+
+
+def test_unknown_body_field_answers_400(admin, mapping, fake_sabito):
+    response = admin.post(SYNC_ALL, {"fulSync": True})
+
+    assert response.status_code == 400
+    assert error_body(response)["errors"] == {"fulSync": ["Unknown field."]}
+    assert error_body(response)["message"] == "fulSync: Unknown field."
+    assert fake_sabito.requests == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"fullSync": tru', "", "[]", '"fullSync"', "null", '{"fullSync": NaN}', "[" * 100_000 + "]" * 100_000],
+    ids=["truncated", "empty-string-body", "list", "string", "null", "nan", "deeply-nested"],
+)
+def test_malformed_json_answers_400(admin, mapping, fake_sabito, raw):
+    response = admin.client.post(SYNC_ALL, raw, content_type="application/json")
+
+    if raw == "":
+        # No body at all is the default request: an incremental sync.
+        assert response.status_code == 200
+        return
+    assert response.status_code == 400
+    error_body(response)
+    assert fake_sabito.requests == []
+
+
+def test_form_body_answers_415(admin, mapping, fake_sabito):
+    response = admin.client.post(SYNC_ALL, "fullSync=true", content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 415
+    error_body(response)
+    assert fake_sabito.requests == []
+
+
+def test_body_without_content_type_answers_415(admin, mapping, fake_sabito):
+    response = admin.client.generic("POST", SYNC_ALL, b'{"fullSync": true}', content_type="")
+
+    assert response.status_code == 415
+    assert fake_sabito.requests == []
+
+
+def test_wrong_method_answers_405_with_the_error_body(admin):
+    response = admin.client.put(MAPPINGS, {}, format="json")
+
+    assert response.status_code == 405
+    error_body(response)
+
+
+def test_unknown_api_path_answers_json_404(admin):
+    response = admin.get("/api/sabito/nothing-here")
+
+    assert response.status_code == 404
+    error_body(response)
+
+
+# --- Throttling -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sync_rate_of_two(settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"sabito_sync": "2/minute"}}
+
+
+def test_sync_endpoints_answer_429_after_the_rate(admin, mapping, fake_sabito, sync_rate_of_two):
+    answers = [
+        admin.post(SYNC_ALL, {"fullSync": False}).status_code,
+        admin.post(sync_one_url(mapping), {"fullSync": False}).status_code,
+    ]
+    throttled = admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert answers == [200, 200]
+    assert throttled.status_code == 429
+    assert int(throttled["Retry-After"]) > 0
+    assert "throttled" in error_body(throttled)["message"]
+    assert SyncRun.objects.count() == 2
+
+
+def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, mapping, fake_sabito, sync_rate_of_two):
+    other_admin = make_caller(tenant)
+    for _ in range(2):
+        admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert admin.get(STATUS).status_code == 200
+    assert other_admin.post(SYNC_ALL, {"fullSync": False}).status_code == 200
