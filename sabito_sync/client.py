@@ -287,26 +287,31 @@ class SabitoClient:
         params: dict[str, str | int] = {"businessId": business_id, "limit": limit, "offset": offset}
         if updated_after is not None:
             params["updatedAfter"] = format_updated_after(updated_after)
-        response = self._get_with_retries(params, business_id=business_id, offset=offset)
-        self._check_status(response, business_id=business_id, offset=offset)
-        return CustomerPage(offset=offset, records=self._records(response, business_id=business_id, offset=offset))
+        return CustomerPage(offset=offset, records=self._fetch_records(params, business_id=business_id, offset=offset))
 
-    def _get_with_retries(
-        self, params: dict[str, str | int], *, business_id: str, offset: int
-    ) -> requests.Response:
+    def _fetch_records(self, params: dict[str, str | int], *, business_id: str, offset: int) -> list[Any]:
         # Hand-written rather than urllib3's Retry: Retry only sees the request
-        # and the status line, but a body dropped mid-read is just as transient.
+        # and the status line, but a body dropped mid-read, cut short, or replaced
+        # by a proxy's error page is just as transient.
         attempts = 1 + self._max_retries
         for attempt in range(attempts):
+            malformed: SabitoResponseError | None = None
             try:
                 response = self._send(params)
             except TRANSIENT_ERRORS as exc:
                 cause, wait = self._describe_exception(exc), self._backoff(attempt)
             else:
-                if not _is_transient_status(response.status_code):
-                    return response
-                cause, wait = f"HTTP {response.status_code}", self._wait_after(response, attempt)
+                if _is_transient_status(response.status_code):
+                    cause, wait = f"HTTP {response.status_code}", self._wait_after(response, attempt)
+                else:
+                    self._check_status(response, business_id=business_id, offset=offset)
+                    try:
+                        return self._records(response, business_id=business_id, offset=offset)
+                    except SabitoResponseError as exc:
+                        malformed, cause, wait = exc, str(exc), self._backoff(attempt)
             if attempt + 1 == attempts:
+                if malformed is not None:
+                    raise malformed
                 raise self._error(
                     SabitoUnavailableError,
                     f"Sabito API unavailable for business {business_id} at offset {offset} "

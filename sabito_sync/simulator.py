@@ -16,7 +16,8 @@ What it serves
         GET  /_simulator/customers?businessId=       every current record, in served order
         POST /_simulator/edit|add|delete             {"businessId", "count"} -> {"ids": [...]}
         GET  /_simulator/faults, POST /_simulator/faults   fault config ({} resets)
-        GET  /_simulator/stats                       requests, records served, statuses
+        GET  /_simulator/stats                       requests, customerRequests, recordsServed,
+                                                     statuses, faultsInjected, driftEditedIds
         POST /_simulator/reset                       seeded data, no faults, zeroed stats
 
 The data is deterministic for a seed: the same seed gives the same businesses and
@@ -44,7 +45,7 @@ import time
 import unicodedata
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -358,6 +359,7 @@ def _generate_business(*, seed: int, index: int, customers: int, epoch_ms: int) 
         created_ms = updated_ms - rng.randrange(3 * HISTORY_MS)
         business.put(_new_customer(rng, seq=seq, updated_ms=updated_ms, created_ms=created_ms), updated_ms)
     business.next_seq = customers
+    business.index()  # sort now, not inside the first request
     return business
 
 
@@ -467,7 +469,9 @@ class SabitoSimulator:
         self._businesses = {
             business.id: business
             for business in (
-                _generate_business(seed=self.seed, index=index, customers=self.customers_per_business, epoch_ms=self._epoch_ms)
+                _generate_business(
+                    seed=self.seed, index=index, customers=self.customers_per_business, epoch_ms=self._epoch_ms
+                )
                 for index in range(self.business_count)
             )
         }
@@ -484,7 +488,7 @@ class SabitoSimulator:
             "customerRequests": 0,
             "recordsServed": 0,
             "statuses": Counter(),
-            "faults": Counter(),
+            "faultsInjected": Counter(),
             "driftEditedIds": [],
         }
 
@@ -643,7 +647,7 @@ class SabitoSimulator:
             return {
                 **self._stats,
                 "statuses": {str(status): n for status, n in sorted(self._stats["statuses"].items())},
-                "faults": dict(sorted(self._stats["faults"].items())),
+                "faultsInjected": dict(sorted(self._stats["faultsInjected"].items())),
                 "driftEditedIds": list(self._stats["driftEditedIds"]),
             }
 
@@ -728,7 +732,7 @@ class SabitoSimulator:
             rate = getattr(faults, name)
             if draw < rate:
                 kind = name.removesuffix("_rate")
-                self._stats["faults"][kind] += 1
+                self._stats["faultsInjected"][kind] += 1
                 return kind
             draw -= rate
         return None
@@ -738,7 +742,7 @@ class SabitoSimulator:
         for blob in page:
             if self._fault_rng.random() < rate:
                 blob = json.dumps(_hostile_variant(json.loads(blob), self._fault_rng)).encode()
-                self._stats["faults"]["bad_record"] += 1
+                self._stats["faultsInjected"]["bad_record"] += 1
             spoiled.append(blob)
         return spoiled
 
@@ -752,7 +756,7 @@ class SabitoSimulator:
         start = business.view_start(after_ms)
         _, ids, _ = business.index()
         edited = self._edit_locked(business, ids[start : start + drift.count], self._fault_rng)
-        self._stats["faults"]["drift_edit"] += len(edited)
+        self._stats["faultsInjected"]["drift_edit"] += len(edited)
         self._stats["driftEditedIds"].extend(edited)
 
     def _counted(self, reply: _Reply, *, customer_request: bool = True) -> _Reply:
@@ -1013,7 +1017,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"Cannot start the Sabito simulator on {options['host']}:{options['port']}: {exc}\n")
     print(simulator.url, flush=True)
     print(" ".join(simulator.business_ids), flush=True)
-    print(f"Sabito simulator on {simulator.url}: {describe_businesses(simulator)}. Ctrl-C to stop.", file=sys.stderr, flush=True)
+    description = f"Sabito simulator on {simulator.url}: {describe_businesses(simulator)}. Ctrl-C to stop."
+    print(description, file=sys.stderr, flush=True)
     # A parent's terminate() then ends serving cleanly instead of killing mid-write.
     signal.signal(signal.SIGTERM, _interrupt)
     simulator.serve_forever()

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -339,44 +339,56 @@ def finish_run(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, wate
     """Store the run's outcome and the mapping's summary; move the watermark only
     when given one (a complete, successful run). If this run was taken over as
     stale meanwhile, nothing is written: the other run owns the mapping now."""
+    for attempt in (1, 2):
+        try:
+            record_outcome(run=run, mapping=mapping, result=result, watermark=watermark)
+            return
+        except DatabaseError:
+            if attempt == 2 or connection.in_atomic_block:
+                # Still gone: the run stays "running" until its heartbeat goes
+                # stale and the next run takes it over; the watermark never moved.
+                logger.exception("%s Could not record the outcome of run %s", LOG_PREFIX, run.pk)
+                return
+            # A dropped connection (that may be why the sync failed) is dead for
+            # good in this process: open a fresh one and try once more.
+            logger.warning("%s Reconnecting to the database to record run %s", LOG_PREFIX, run.pk)
+            connection.close()
+
+
+def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, watermark: datetime | None) -> None:
     finished_at = timezone.now()
     status = SyncRun.Status.SUCCEEDED if result.success else SyncRun.Status.FAILED
-    try:
-        with transaction.atomic():
-            still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-                status=status,
-                finished_at=finished_at,
-                heartbeat_at=finished_at,
-                **run_counters(result),
-                error_message=result.error or "",
-            )
-            if not still_ours:
-                logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
-                return
-            locked = SabitoMapping.objects.select_for_update().get(pk=mapping.pk)
-            metadata = dict(locked.metadata or {})
-            summary = {
-                "success": result.success,
-                "fullSync": run.full_sync,
-                "customersProcessed": result.processed,
-                "created": result.created,
-                "updated": result.updated,
-                "skipped": result.skipped,
-                "errors": result.errors,
-                "syncedAt": iso_utc(finished_at),
-            }
-            if not result.success:
-                summary["error"] = result.error
-            metadata["lastSyncResult"] = summary
-            if watermark is not None:
-                metadata["lastSyncedAt"] = iso_utc(watermark)
-            locked.metadata = metadata
-            locked.save(update_fields=["metadata", "updated_at"])
-            mapping.metadata = metadata
-    except DatabaseError:
-        # The database is gone (that may be why the sync failed): the run stays
-        # "running" until its heartbeat goes stale and the next run takes over.
-        logger.exception("%s Could not record the outcome of run %s", LOG_PREFIX, run.pk)
+    with transaction.atomic():
+        still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+            status=status,
+            finished_at=finished_at,
+            heartbeat_at=finished_at,
+            **run_counters(result),
+            error_message=result.error or "",
+        )
+        if not still_ours:
+            logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
+            return
+        locked = SabitoMapping.objects.select_for_update().get(pk=mapping.pk)
+        metadata = dict(locked.metadata or {})
+        summary = {
+            "success": result.success,
+            "fullSync": run.full_sync,
+            "customersProcessed": result.processed,
+            "created": result.created,
+            "updated": result.updated,
+            "skipped": result.skipped,
+            "errors": result.errors,
+            "syncedAt": iso_utc(finished_at),
+        }
+        if not result.success:
+            summary["error"] = result.error
+        metadata["lastSyncResult"] = summary
+        if watermark is not None:
+            metadata["lastSyncedAt"] = iso_utc(watermark)
+        locked.metadata = metadata
+        locked.save(update_fields=["metadata", "updated_at"])
+        mapping.metadata = metadata
 
 
 def run_counters(result: SyncResult) -> dict:
@@ -584,9 +596,9 @@ def customer_values(record, *, business_id: str) -> dict:
     raw_id = record.get("id")
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
         raise InvalidRecord("record has no id")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+    if not isinstance(raw_id, str):
         raise InvalidRecord(f"id must be a string, got {json_type(raw_id)}")
-    values = {"sabito_customer_id": clean_string("id", str(raw_id), "sabito_customer_id")}
+    values = {"sabito_customer_id": clean_string("id", raw_id, "sabito_customer_id")}
     for key, field_name in SABITO_STRING_FIELDS.items():
         raw = record.get(key)
         if raw is None:

@@ -531,8 +531,20 @@ def test_non_json_body_is_response_error_naming_business_and_offset(sabito, sabi
     assert "<html><body>Bad gateway" in message
     assert len(message) < 300
     assert (caught.value.business_id, caught.value.offset, caught.value.retryable) == (BUSINESS, 200, False)
-    assert len(sabito.calls) == 1
-    assert sleeps == []
+    # A proxy's error page or a body cut short is usually gone on the next try:
+    # asked again with backoff, then reported.
+    assert len(sabito.calls) == 5
+    assert len(sleeps) == 4
+
+
+def test_a_malformed_body_once_is_retried_and_the_page_is_read(sabito, sabito_client, sleeps):
+    sabito.get(CUSTOMERS_URL, body='{"data": [{"id": "c1"}, {"id": "c')  # cut short
+    sabito.get(CUSTOMERS_URL, json=customers("c1", "c2"))
+
+    page = fetch_first_page(sabito_client)
+
+    assert [record["id"] for record in page.records] == ["c1", "c2"]
+    assert len(sleeps) == 1
 
 
 @pytest.mark.parametrize("body", [{"items": []}, {"data": None}, {"data": {"id": "c1"}}, [{"id": "c1"}]])
@@ -542,7 +554,7 @@ def test_body_without_data_list_is_response_error(sabito, sabito_client, body):
     with pytest.raises(SabitoResponseError, match=r'business biz-123 at offset 0 with JSON that has no "data" list'):
         fetch_first_page(sabito_client)
 
-    assert len(sabito.calls) == 1
+    assert len(sabito.calls) == 5  # asked again, like any malformed body, then reported
 
 
 def test_unexpected_4xx_is_response_error_without_retry(sabito, sabito_client):
