@@ -61,6 +61,10 @@ class Customer(models.Model):
     sabito_source_referral_id = models.CharField(max_length=100, blank=True, default="")
     sabito_source_type = models.CharField(max_length=50, blank=True, default="")
     sabito_business_id = models.CharField(max_length=100, blank=True, default="")
+    # Sabito's incremental feed cannot show deletions: a complete, successful full
+    # sync that no longer receives a linked customer sets this (nothing is deleted);
+    # the customer coming back clears it.
+    sabito_missing_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -150,6 +154,8 @@ class SyncRun(models.Model):
     updated = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
+    # Linked customers a complete full sync no longer received from Sabito.
+    marked_missing = models.PositiveIntegerField(default=0)
     error_details = models.JSONField(default=list, blank=True)
     error_message = models.TextField(blank=True, default="")
 

@@ -10,6 +10,7 @@ incremental watermark.
 from __future__ import annotations
 
 import logging
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -18,10 +19,9 @@ from typing import Callable, Iterable
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Q
-from django.db.models.functions import Lower
 from django.utils import timezone
 
+from . import bulk
 from .client import SabitoClient, SabitoError
 from .conf import SabitoSettings, load_sabito_settings
 from .models import Customer, SabitoMapping, SyncRun
@@ -34,8 +34,6 @@ LOG_PREFIX = "[Sabito Sync]"
 # A run keeps every error in its counters but stores the details of the first
 # ones only, so a feed of garbage cannot grow one row without bound.
 MAX_STORED_ERROR_DETAILS = 1000
-
-WRITE_BATCH_SIZE = 500
 
 # Sabito record key → Customer field, for the plain string fields of the guide's table.
 SABITO_STRING_FIELDS = {
@@ -56,7 +54,12 @@ SYNCED_FIELDS = (
     "sabito_customer_id",
     "how_did_you_hear",
     "sabito_business_id",
+    "sabito_missing_since",
 )
+synced_values = operator.itemgetter(*SYNCED_FIELDS)  # a record's values as a tuple, in that order
+SABITO_ID_POSITION = SYNCED_FIELDS.index("sabito_customer_id")
+
+MISSING_BATCH_SIZE = 1000
 
 
 class SyncAlreadyRunning(Exception):
@@ -87,6 +90,7 @@ class SyncResult:
     updated: int = 0
     skipped: int = 0
     errors: int = 0
+    marked_missing: int = 0
     error_details: list[dict] = field(default_factory=list)
     error: str | None = None
     # Whether trying again later may help (HTTP trouble, lost database connection),
@@ -106,6 +110,8 @@ class SyncResult:
             "errors": self.errors,
             "errorDetails": self.error_details,
         }
+        if self.marked_missing:
+            result["markedMissing"] = self.marked_missing
         if not self.success:
             result["error"] = self.error
         return result
@@ -196,6 +202,8 @@ def sync_mapping(
     if result.error is None:
         result.success = True
         watermark = run.started_at - timedelta(seconds=sabito.overlap_seconds)
+        if full_sync:
+            result.marked_missing = mark_missing_customers(mapping=mapping, returned_ids=seen_ids)
     else:
         watermark = None
     finish_run(run=run, mapping=mapping, result=result, watermark=watermark)
@@ -398,8 +406,35 @@ def run_counters(result: SyncResult) -> dict:
         "updated": result.updated,
         "skipped": result.skipped,
         "errors": result.errors,
+        "marked_missing": result.marked_missing,
         "error_details": result.error_details,
     }
+
+
+def mark_missing_customers(*, mapping: SabitoMapping, returned_ids: set[str]) -> int:
+    """After a complete, successful full sync: flag the mapping's linked customers
+    that Sabito no longer returned. Only such a run can tell (the incremental feed
+    never shows deletions), and the customers are kept: a CRM record may carry
+    history that matters more than Sabito's deletion."""
+    linked = (
+        Customer.objects.filter(
+            tenant_id=mapping.tenant_id,
+            sabito_business_id=mapping.sabito_business_id,
+            sabito_customer_id__isnull=False,
+            sabito_missing_since__isnull=True,
+        )
+        .values_list("pk", "sabito_customer_id")
+        .iterator(chunk_size=5000)
+    )
+    missing = [pk for pk, sabito_id in linked if sabito_id not in returned_ids]
+    now = timezone.now()
+    for start in range(0, len(missing), MISSING_BATCH_SIZE):
+        Customer.objects.filter(pk__in=missing[start : start + MISSING_BATCH_SIZE]).update(
+            sabito_missing_since=now, updated_at=now
+        )
+    if missing:
+        logger.info("%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, len(missing), mapping.business_name)
+    return len(missing)
 
 
 def iso_utc(moment: datetime) -> str:
@@ -411,10 +446,30 @@ def iso_utc(moment: datetime) -> str:
 
 @dataclass
 class PagePlan:
-    creates: list[Customer] = field(default_factory=list)
-    updates: list[Customer] = field(default_factory=list)
+    creates: list[StoredCustomer] = field(default_factory=list)
+    updates: list[StoredCustomer] = field(default_factory=list)
     skipped: int = 0
     errors: list[dict] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class StoredCustomer:
+    """A customer as a page sees it: its primary key (None until the page's insert
+    creates it) and its SYNCED_FIELDS values, in order. Most records of a re-sync
+    are skipped, and comparing two tuples costs far less than building a model
+    instance for every candidate."""
+
+    pk: object | None
+    values: tuple
+
+    @property
+    def sabito_customer_id(self) -> str | None:
+        return self.values[SABITO_ID_POSITION]
+
+    def __str__(self) -> str:
+        if self.pk is None:
+            return f"(created from Sabito id {self.sabito_customer_id} in this sync)"
+        return str(self.pk)
 
 
 def write_page(
@@ -429,6 +484,9 @@ def write_page(
             values = customer_values(record, business_id=mapping.sabito_business_id)
         except InvalidRecord as exc:
             page_errors.append(error_detail(record, str(exc)))
+            # Still a record Sabito has: its customer must not be marked missing.
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                seen_ids.add(record["id"].strip())
             continue
         # Overlapping or drifting pages may repeat a record: process it once per sync.
         if values["sabito_customer_id"] in seen_ids:
@@ -446,14 +504,18 @@ def write_page(
 
 
 def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
+    """The whole page in the same four statements, whatever it holds: find the
+    candidates, insert the new customers, update the changed ones, record progress."""
     with transaction.atomic():
         plan = plan_page(tenant_id=tenant_id, valid=valid)
         plan.errors = page_errors + plan.errors
         now = timezone.now()
-        for customer in plan.updates:
-            customer.updated_at = now
-        Customer.objects.bulk_update(plan.updates, [*SYNCED_FIELDS, "updated_at"], batch_size=WRITE_BATCH_SIZE)
-        Customer.objects.bulk_create(plan.creates, batch_size=WRITE_BATCH_SIZE)
+        bulk.insert_customers(
+            tenant_id=tenant_id, rows=[customer.values for customer in plan.creates], fields=SYNCED_FIELDS, now=now
+        )
+        bulk.update_customers(
+            rows=[(customer.pk, *customer.values) for customer in plan.updates], fields=SYNCED_FIELDS, now=now
+        )
         record_progress(run=run, result=result, plan=plan)
     return plan
 
@@ -463,24 +525,24 @@ def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -
         plan = plan_page(tenant_id=tenant_id, valid=valid)
         written = PagePlan(skipped=plan.skipped, errors=page_errors + plan.errors)
         now = timezone.now()
-        for customer, is_new in [(c, True) for c in plan.creates] + [(c, False) for c in plan.updates]:
+        for customer in plan.creates + plan.updates:
+            values = dict(zip(SYNCED_FIELDS, customer.values))
             try:
                 with transaction.atomic():
-                    if is_new:
-                        customer.save(force_insert=True)
+                    if customer.pk is None:
+                        Customer.objects.create(tenant_id=tenant_id, **values)
                     else:
-                        customer.updated_at = now
-                        customer.save(update_fields=[*SYNCED_FIELDS, "updated_at"])
+                        Customer.objects.filter(pk=customer.pk).update(**values, updated_at=now)
             except IntegrityError as exc:
                 written.errors.append(
                     {
-                        "sabitoCustomerId": customer.sabito_customer_id,
-                        "email": customer.email,
+                        "sabitoCustomerId": values["sabito_customer_id"],
+                        "email": values["email"],
                         "reason": f"conflicts with another customer of this tenant written meanwhile: {exc}",
                     }
                 )
                 continue
-            (written.creates if is_new else written.updates).append(customer)
+            (written.creates if customer.pk is None else written.updates).append(customer)
         record_progress(run=run, result=result, plan=written)
     return written
 
@@ -491,11 +553,15 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None
         mapping_id=result.mapping_id,
         business_id=result.business_id,
         business_name=result.business_name,
-        error_details=list(result.error_details),
+        error_details=list(result.error_details) if plan.errors else result.error_details,
     )
     apply_plan_to_result(plan, projected, base=result)
+    counters = run_counters(projected)
+    if len(projected.error_details) == len(result.error_details):
+        # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every page.
+        del counters["error_details"]
     still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-        heartbeat_at=timezone.now(), **run_counters(projected)
+        heartbeat_at=timezone.now(), **counters
     )
     if not still_ours:
         raise RunTakenOver()
@@ -527,16 +593,17 @@ def plan_page(*, tenant_id, valid: list[dict]) -> PagePlan:
             plan.errors.append(
                 error_detail_from_values(
                     values,
-                    f"Sabito id {sabito_id} belongs to customer {id_match.pk} but email {values['email']} "
-                    f"belongs to another customer ({email_match.pk}); not merging them",
+                    f"Sabito id {sabito_id} belongs to customer {id_match} but email {values['email']} "
+                    f"belongs to another customer {email_match}; not merging them",
                 )
             )
             continue
         # The Sabito id is tried first because emails change and are shared by
         # mistake; the id is the one thing Sabito promises stays the record's.
         customer = id_match or email_match
+        synced = synced_values(values)
         if customer is None:
-            customer = Customer(tenant_id=tenant_id, **values)
+            customer = StoredCustomer(pk=None, values=synced)
             plan.creates.append(customer)
             by_id[sabito_id] = customer
             if email_key:
@@ -551,40 +618,41 @@ def plan_page(*, tenant_id, valid: list[dict]) -> PagePlan:
                 )
             )
             continue
-        changed = [name for name in SYNCED_FIELDS if getattr(customer, name) != values[name]]
-        if not changed:
+        if customer.values == synced:
             plan.skipped += 1
             continue
-        for name in changed:
-            setattr(customer, name, values[name])
+        customer.values = synced
         # Keep the old email key too: its row still holds that email until the page
         # commits, so another record claiming it now must be a conflict, not a create.
         by_id[sabito_id] = customer
         if email_key:
             by_email.setdefault(email_key, customer)
-        if customer._state.adding:
+        if customer.pk is None:
             continue  # created earlier in this page; the insert carries the change
         plan.updates.append(customer)
     return plan
 
 
-def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, Customer], dict[str, Customer]]:
-    ids = [values["sabito_customer_id"] for values in valid]
-    emails = list({values["email"].lower() for values in valid if values["email"]})
-    if not ids:
-        return {}, {}
-    # Two index-friendly queries rather than one OR: each can use its own unique index.
-    by_id = {c.sabito_customer_id: c for c in Customer.objects.filter(tenant_id=tenant_id, sabito_customer_id__in=ids)}
-    by_email: dict[str, Customer] = {}
-    if emails:
-        for candidate in (
-            Customer.objects.annotate(email_lower=Lower("email"))
-            .filter(tenant_id=tenant_id, email_lower__in=emails)
-            .exclude(email="")
-        ):
-            # The same row may come back from both queries: use one object for it.
-            customer = by_id.get(candidate.sabito_customer_id, candidate) if candidate.sabito_customer_id else candidate
-            by_email[candidate.email_lower] = customer
+def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer]]:
+    """The tenant's customers the page's records may match, keyed by Sabito id and by
+    lowercased email, in one query; a customer found both ways is one object."""
+    rows = bulk.find_candidates(
+        tenant_id=tenant_id,
+        sabito_ids=[values["sabito_customer_id"] for values in valid],
+        email_keys=list({values["email"].lower() for values in valid if values["email"]}),
+        fields=SYNCED_FIELDS,
+    )
+    customers: dict[object, StoredCustomer] = {}
+    by_id: dict[str, StoredCustomer] = {}
+    by_email: dict[str, StoredCustomer] = {}
+    for pk, matched_by_id, email_key, *stored in rows:
+        customer = customers.get(pk)
+        if customer is None:
+            customer = customers[pk] = StoredCustomer(pk=pk, values=tuple(stored))
+        if matched_by_id:
+            by_id[customer.sabito_customer_id] = customer
+        else:
+            by_email[email_key] = customer
     return by_id, by_email
 
 
@@ -615,6 +683,7 @@ def customer_values(record, *, business_id: str) -> dict:
     values["country"] = values["country"] or Customer.DEFAULT_COUNTRY
     values["how_did_you_hear"] = Customer.HOW_DID_YOU_HEAR_SABITO
     values["sabito_business_id"] = business_id
+    values["sabito_missing_since"] = None  # Sabito has it (again)
     return values
 
 

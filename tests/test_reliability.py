@@ -33,11 +33,8 @@ def expected_customers(simulator, business_id) -> dict:
     return expected
 
 
-NOT_MISSING = {}  # until customers can be marked missing
-
-
 def stored_customers(mapping) -> dict:
-    customers = Customer.objects.filter(tenant=mapping.tenant, **NOT_MISSING)
+    customers = Customer.objects.filter(tenant=mapping.tenant, sabito_missing_since__isnull=True)
     return {customer.sabito_customer_id: tuple(getattr(customer, name) for name in SYNCED_FIELDS) for customer in customers}
 
 
@@ -246,3 +243,41 @@ def test_postgresql_connection_killed_mid_sync_fails_cleanly_and_the_next_run_re
     assert watermark(mapping) is None
     assert sync_mapping(mapping=mapping).success
     assert_tenant_matches_sabito(mapping, sabito_simulator)
+
+
+def test_customers_deleted_in_sabito_are_marked_missing_after_a_full_sync_never_deleted(mapping, sabito_simulator):
+    business_id = mapping.sabito_business_id
+    sync_mapping(mapping=mapping, full_sync=True)
+    deleted = set(sabito_simulator.delete(business_id, 4))
+
+    incremental = sync_mapping(mapping=mapping)
+    assert incremental.marked_missing == 0  # an incremental feed cannot tell
+    full = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert full.success and full.marked_missing == 4 and full.as_dict()["markedMissing"] == 4
+    missing = set(Customer.objects.filter(sabito_missing_since__isnull=False).values_list("sabito_customer_id", flat=True))
+    assert missing == deleted
+    assert Customer.objects.count() == len(sabito_simulator.customers(business_id)) + 4
+    assert SyncRun.objects.filter(full_sync=True).first().marked_missing == 4
+    assert_tenant_matches_sabito(mapping, sabito_simulator)
+
+
+def test_a_failed_full_sync_marks_nothing_missing(mapping, sabito_simulator):
+    sync_mapping(mapping=mapping, full_sync=True)
+    sabito_simulator.set_faults({"garbage_rate": 1.0})
+
+    failed = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert not failed.success
+    assert not Customer.objects.filter(sabito_missing_since__isnull=False).exists()
+
+
+def test_a_customer_back_in_sabito_is_no_longer_missing(mapping, sabito_simulator):
+    sync_mapping(mapping=mapping, full_sync=True)
+    customer = Customer.objects.filter(tenant=mapping.tenant).first()
+    Customer.objects.filter(pk=customer.pk).update(sabito_missing_since="2026-01-01T00:00:00Z")
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    customer.refresh_from_db()
+    assert customer.sabito_missing_since is None and result.updated == 1
