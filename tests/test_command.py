@@ -78,3 +78,31 @@ def test_malformed_mapping_id_is_exit_status_2(mapping):
         call_command("sabito_sync", "--mapping", "nope")
 
     assert error.value.returncode == 2
+
+
+def test_async_queues_one_task_per_mapping_after_commit_and_prints_the_ids(mapping, capsys, django_capture_on_commit_callbacks):
+    from unittest.mock import patch
+
+    other = SabitoMappingFactory(sabito_business_id="biz-2")
+    SabitoMappingFactory(sabito_business_id="biz-off", is_active=False)
+    with patch("sabito_sync.tasks.sync_mapping_task.apply_async") as apply_async:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            call_command("sabito_sync", "--async", "--full", "--json")
+
+    queued = json.loads(capsys.readouterr().out)
+    assert {item["businessId"] for item in queued} == {"biz-1", "biz-2"}
+    assert len(callbacks) == 2
+    sent = {(call.kwargs["args"][0], call.kwargs["task_id"]) for call in apply_async.call_args_list}
+    assert sent == {(item["mappingId"], item["taskId"]) for item in queued}
+    assert {call.kwargs["args"][1] for call in apply_async.call_args_list} == {True}
+    assert str(other.pk) in {item["mappingId"] for item in queued}
+    assert not Customer.objects.exists()  # nothing ran here
+
+
+def test_async_human_output_names_each_queued_sync(mapping, capsys, django_capture_on_commit_callbacks):
+    from unittest.mock import patch
+
+    with patch("sabito_sync.tasks.sync_mapping_task.apply_async"), django_capture_on_commit_callbacks(execute=True):
+        call_command("sabito_sync", "--async", "--mapping", str(mapping.pk))
+
+    assert "Queued incremental sync of iCreations Global: task " in capsys.readouterr().out
