@@ -78,3 +78,45 @@ def test_worker_killed_mid_sync_loses_nothing(worker_process, sabito_simulator):
     assert not Customer.objects.values("sabito_customer_id").annotate(n=Count("id")).filter(n__gt=1).exists()
     mapping.refresh_from_db()
     assert mapping.metadata["lastSyncedAt"] != OLD_WATERMARK
+
+
+@pytest.mark.e2e
+def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery_worker_thread, sabito_simulator, tmp_path):
+    from django_celery_beat.models import PeriodicTask
+
+    from sabito_sync.schedule import PERIODIC_TASK_NAME
+
+    mappings = [
+        SabitoMappingFactory(sabito_business_id=business_id, business_name=name)
+        for business_id, name in sabito_simulator.business_names.items()
+    ]
+    log = open(tmp_path / "beat.log", "w+")
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "nexpro", "beat", "--loglevel", "INFO", "-s", str(tmp_path / "beat-schedule")],
+        cwd=ROOT,
+        env=subprocess_env(SABITO_SYNC_INTERVAL="*/30 * * * *"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: SyncRun.objects.filter(trigger="startup").exclude(status="running").count() == len(mappings),
+            timeout=60,
+            message="the start-up sync of every mapping",
+        )
+        import time
+
+        time.sleep(2)  # nothing more arrives: once per start, not once per worker thread
+        assert SyncRun.objects.filter(trigger="startup").count() == len(mappings)
+        task = PeriodicTask.objects.get(name=PERIODIC_TASK_NAME)
+        assert (task.crontab.minute, task.crontab.hour, task.enabled) == ("*/30", "*", True)
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(timeout=20)
+        log.seek(0)
+        output = log.read()
+    assert "[Sabito Sync] Scheduler started: periodic sync on" in output
+    for mapping in mappings:
+        served = {record["id"] for record in sabito_simulator.customers(mapping.sabito_business_id)}
+        assert set(Customer.objects.filter(sabito_business_id=mapping.sabito_business_id).values_list("sabito_customer_id", flat=True)) == served
