@@ -198,7 +198,8 @@ def test_database_failing_mid_sync_fails_the_run_cleanly_and_the_next_run_recove
     inserts = []
 
     def fail_second_page_insert(execute, sql, params, many, context):
-        if sql.startswith('INSERT INTO "sabito_sync_customer"'):
+        statement = sql.lstrip().upper()
+        if "SABITO_SYNC_CUSTOMER" in statement and not statement.startswith("SELECT"):
             inserts.append(sql)
             if len(inserts) == 2:
                 raise OperationalError("server closed the connection unexpectedly")
