@@ -79,7 +79,7 @@ def counters(*, created, updated, skipped, errors, processed=None) -> str:
     return format_html(
         '<span class="sabito-counters">{} · <span class="{}">errors <b>{}</b></span></span>',
         format_html_join(" · ", "<span>{} <b>{}</b></span>", items),
-        "sabito-counters__errors" if errors else "sabito-counters__item",
+        "sabito-counters__errors" if errors else "",
         errors,
     )
 
@@ -91,7 +91,8 @@ def runs_url(mapping: SabitoMapping) -> str:
 def last_sync_result(mapping: SabitoMapping) -> dict:
     """`metadata["lastSyncResult"]`, or {} when there is none or it is not a dict
     (metadata is JSON anyone with database access can edit)."""
-    result = (mapping.metadata or {}).get("lastSyncResult") if isinstance(mapping.metadata, dict) else None
+    metadata = mapping.metadata
+    result = metadata.get("lastSyncResult") if isinstance(metadata, dict) else None
     return result if isinstance(result, dict) else {}
 
 
@@ -210,7 +211,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 @admin.register(SabitoMapping)
 class SabitoMappingAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
-    # The state first: it is what an operator scans the list for.
+    # The state right after the name: it is what an operator scans the list for.
     list_display = ["business", "sync_state", "last_sync", "last_result", "runs_link", "tenant", "active"]
     list_display_links = ["business"]
     list_filter = ["is_active", "tenant"]
@@ -280,6 +281,7 @@ class SabitoMappingAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
             return badge("succeeded", "Succeeded")
         return badge("failed", "Failed", title=str(result.get("error") or ""))
 
+    # syncedAt is always written as UTC ISO 8601 with milliseconds, so text order is time order.
     @admin.display(description="Last sync", ordering=KT("metadata__lastSyncResult__syncedAt"))
     def last_sync(self, mapping):
         synced_at = last_sync_result(mapping).get("syncedAt")

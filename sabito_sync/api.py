@@ -8,13 +8,14 @@ body: `{"success": false, "message": ..., "errors": {...}}`.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.http import JsonResponse
 from django.views import defaults
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from kombu.exceptions import OperationalError as BrokerUnavailable
@@ -58,8 +59,10 @@ from .serializers import (
     SyncStatusResponseSerializer,
     SyncStatusSerializer,
 )
-from .sync import SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
+from .sync import LOG_PREFIX, SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
 from .tasks import enqueue_mapping_sync, is_sync_running
+
+logger = logging.getLogger("sabito_sync.api")
 
 SYNC_THROTTLE_SCOPE = "sabito_sync"
 
@@ -95,7 +98,8 @@ def as_api_exception(exc: Exception) -> Exception:
             'Could not queue the sync: the task queue is unavailable. Try again later, or sync without "async".'
         )
     if isinstance(exc, SabitoSettingsError):
-        # The problems name settings and their values: for the operator's logs, not for API callers.
+        # The problems name settings and their values: for the operator's log, not for API callers.
+        logger.error("%s Sync requested over the API but the settings are invalid: %s", LOG_PREFIX, exc)
         return ServiceUnavailable("The Sabito sync is misconfigured on the server; an operator must fix its settings.")
     return exc
 
@@ -205,6 +209,16 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
             "description": "A DRF token: `Authorization: Bearer <token>`. "
             "Create one with `manage.py drf_create_token <username>`.",
         }
+
+
+class StrictInputSerializerScheme(OpenApiSerializerExtension):
+    """Request bodies reject fields they do not declare: say so in the schema."""
+
+    target_class = "sabito_sync.serializers.StrictInputSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        return {**auto_schema._map_basic_serializer(self.target, direction), "additionalProperties": False}
 
 
 TENANT_HEADER_PARAMETER = OpenApiParameter(
@@ -445,9 +459,8 @@ class MappingListApi(TenantAPIView):
             # The unique business id is the only constraint a valid input can break.
             # Which tenant holds it is none of this caller's business.
             business_id = params.validated_data["sabito_business_id"]
-            raise ValidationError(
-                {"sabitoBusinessId": [f"Sabito business {business_id!r} is already mapped; a business maps to one tenant only."]}
-            ) from None
+            message = f"Sabito business {business_id!r} is already mapped; a business maps to one tenant only."
+            raise ValidationError({"sabitoBusinessId": [message]}) from None
         return Response({"success": True, "data": MappingSerializer(mapping).data}, status=status.HTTP_201_CREATED)
 
 

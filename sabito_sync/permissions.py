@@ -57,9 +57,8 @@ class TenantPermission(BasePermission):
 def tenant_id_from_header(request) -> uuid.UUID:
     raw = request.headers.get(TENANT_HEADER, "").strip()
     if not raw:
-        raise ValidationError(
-            {TENANT_HEADER: [f"The {TENANT_HEADER} header is required: send the id (a UUID) of the tenant you act for."]}
-        )
+        message = f"The {TENANT_HEADER} header is required: send the id (a UUID) of the tenant you act for."
+        raise ValidationError({TENANT_HEADER: [message]})
     try:
         return uuid.UUID(raw)
     except ValueError:

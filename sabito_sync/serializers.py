@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -33,9 +34,24 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class StrictCharField(serializers.CharField):
-    """Only JSON strings: DRF's own field would turn 123 into "123"."""
+    """Only JSON strings (DRF's own field would turn 123 into "123"), with no NUL
+    (PostgreSQL cannot store it) and no whitespace at either end.
+
+    The rule is a regex rather than trimming so the schema can state it exactly:
+    trimming would accept strings the schema calls too long or blank."""
 
     default_error_messages = {"invalid": "Must be a JSON string."}
+    TEXT_PATTERN = r"^[^\s\x00]([^\x00]*[^\s\x00])?$"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+        self.validators.append(
+            RegexValidator(
+                self.TEXT_PATTERN,
+                message="Must not be blank, start or end with whitespace, or contain NUL characters.",
+            )
+        )
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
@@ -126,6 +142,11 @@ class SyncResultSerializer(serializers.Serializer):
     skipped = serializers.IntegerField()
     errors = serializers.IntegerField(help_text="Records that could not be synced; see errorDetails.")
     errorDetails = SyncErrorDetailSerializer(many=True)
+    markedMissing = serializers.IntegerField(
+        required=False,
+        help_text="Present only when non-zero, after a complete full sync: customers linked to this business "
+        "that Sabito no longer returned, now marked missing (kept, not deleted).",
+    )
     error = serializers.CharField(
         required=False,
         allow_null=True,
@@ -249,6 +270,9 @@ class SyncRunSerializer(serializers.Serializer):
     updated = serializers.IntegerField()
     skipped = serializers.IntegerField()
     errors = serializers.IntegerField()
+    markedMissing = serializers.IntegerField(
+        source="marked_missing", help_text="Customers this (full) run found gone from Sabito and marked missing."
+    )
     errorDetails = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField(help_text="Why the run failed or did not start; null if it did not.")
 

@@ -7,6 +7,7 @@ so pytest finds them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from django.core.cache import caches
@@ -112,7 +113,25 @@ def running_run(mapping, **fields) -> SyncRun:
     """A run that holds the mapping's lock right now (fresh heartbeat)."""
     now = timezone.now()
     return SyncRun.objects.create(
-        mapping=mapping, trigger=SyncRun.Trigger.BEAT, status=SyncRun.Status.RUNNING, started_at=now, heartbeat_at=now, **fields
+        mapping=mapping,
+        trigger=SyncRun.Trigger.BEAT,
+        status=SyncRun.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        **fields,
+    )
+
+
+def finished_run(mapping) -> SyncRun:
+    """A successful scheduled run of the mapping, in the past."""
+    started = timezone.now() - timedelta(hours=6)
+    return SyncRun.objects.create(
+        mapping=mapping,
+        trigger=SyncRun.Trigger.BEAT,
+        status=SyncRun.Status.SUCCEEDED,
+        started_at=started,
+        heartbeat_at=started,
+        finished_at=started + timedelta(seconds=2),
     )
 
 

@@ -10,7 +10,9 @@ SABITO_TEST_KEY = "test-key-5f0c2a"
 
 @pytest.fixture(autouse=True)
 def sabito_test_settings(settings):
-    """Point the sync at a fake Sabito and make retries immediate."""
+    """Point the sync at a fake Sabito, make retries immediate, and hash test
+    passwords cheaply (the default hasher costs ~0.3 s per login)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.SABITO_API_URL = SABITO_TEST_URL
     settings.SABITO_API_KEY = SABITO_TEST_KEY
     settings.SABITO_MAX_RETRIES = "2"

@@ -29,12 +29,6 @@ CHANGELIST = "admin:sabito_sync_sabitomapping_changelist"
 RUNS = "admin:sabito_sync_syncrun_changelist"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Every test logs a user in; the default hasher makes each one cost ~0.3 s.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def change_url(mapping):
     return reverse("admin:sabito_sync_sabitomapping_change", args=[mapping.pk])
 
@@ -460,6 +454,17 @@ def test_changelist_query_count_does_not_grow_with_the_number_of_mappings(admin_
     assert with_20 == with_3
 
 
+def test_changelist_sorts_by_last_sync_time(admin_client):
+    recent = synced(SabitoMappingFactory(business_name="A recent"), hours_ago=1)
+    old = synced(SabitoMappingFactory(business_name="B old"), hours_ago=30)
+    oldest = synced(SabitoMappingFactory(business_name="C oldest"), hours_ago=24 * 9)
+    column = list(admin.site.get_model_admin(SabitoMapping).list_display).index("last_sync") + 1
+
+    response = admin_client.get(reverse(CHANGELIST), {"o": f"-{column}"})
+
+    assert list(response.context["cl"].result_list) == [recent, old, oldest]
+
+
 def test_runs_link_lists_only_that_mappings_runs(admin_client, mapping):
     mine = make_run(mapping, error_message="mine")
     other = make_run(SabitoMappingFactory(), error_message="other")
@@ -512,6 +517,17 @@ def test_deleting_a_mapping_takes_its_runs_with_it(admin_client, mapping):
     assert response.status_code == 302
     assert not SabitoMapping.objects.exists()
     assert not SyncRun.objects.exists()
+
+
+def test_deleting_a_tenant_takes_its_mappings_and_their_runs_with_it(admin_client, mapping):
+    make_run(mapping)
+
+    response = admin_client.post(
+        reverse("admin:sabito_sync_tenant_delete", args=[mapping.tenant_id]), {"post": "yes"}
+    )
+
+    assert response.status_code == 302
+    assert not Tenant.objects.exists() and not SyncRun.objects.exists()
 
 
 # --- The run history -----------------------------------------------------------------------

@@ -4,8 +4,6 @@ call what, and bad input. Sabito is faked at the HTTP boundary (`fake_sabito`)."
 import uuid
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from kombu.exceptions import OperationalError
 
 from sabito_sync import tasks
@@ -16,6 +14,7 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     SYNC_ALL,
     admin,
     error_body,
+    finished_run,
     fresh_throttle_history,
     make_caller,
     mapping_url,
@@ -26,7 +25,7 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     tenant,
 )
 from tests.conftest import SABITO_TEST_KEY
-from tests.factories import CustomerFactory, SabitoMappingFactory, TenantFactory, sabito_record
+from tests.factories import SabitoMappingFactory, TenantFactory, sabito_record
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +142,26 @@ def test_no_answer_ever_contains_the_sabito_api_key(admin, mapping, fake_sabito)
     assert fake_sabito.requests[0]["X-API-Key"] == SABITO_TEST_KEY  # the key was really used
 
 
+def test_sync_result_reports_customers_marked_missing_after_a_full_sync(admin, mapping, fake_sabito):
+    fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2)]
+    admin.post(SYNC_ALL, {"fullSync": True})
+    fake_sabito.records["biz-a"] = [sabito_record(1)]
+
+    [item] = admin.post(SYNC_ALL, {"fullSync": True}).json()["data"]
+
+    assert item["markedMissing"] == 1
+
+
+def test_misconfigured_sabito_settings_answer_503_without_details(admin, mapping, fake_sabito, settings):
+    settings.SABITO_API_URL = "ftp://sabito.internal"
+
+    response = admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert response.status_code == 503
+    assert "misconfigured" in error_body(response)["message"]
+    assert "sabito.internal" not in response.content.decode()
+
+
 # --- POST /api/sabito/sync/<mappingId> ------------------------------------------------------
 
 
@@ -231,7 +250,9 @@ def test_async_sync_all_answers_202_with_a_task_per_active_mapping(
     assert fake_sabito.requests == [] and not SyncRun.objects.exists()
 
 
-def test_async_sync_sends_the_task_with_the_answered_id(admin, mapping, django_capture_on_commit_callbacks, monkeypatch):
+def test_async_sync_sends_the_task_with_the_answered_id(
+    admin, mapping, django_capture_on_commit_callbacks, monkeypatch
+):
     sent = []
     monkeypatch.setattr(tasks.sync_mapping_task, "apply_async", lambda **kwargs: sent.append(kwargs))
 
@@ -418,6 +439,8 @@ def test_create_mapping_for_an_already_mapped_business_answers_400(admin, mappin
         {"sabitoBusinessId": 123, "businessName": "Numeric id"},
         {"sabitoBusinessId": "x" * 101, "businessName": "Too long"},
         {"sabitoBusinessId": "biz\x00", "businessName": "NUL"},
+        {"sabitoBusinessId": " biz-x", "businessName": "Leading space"},
+        {"sabitoBusinessId": "biz-x", "businessName": "   "},
         {"sabitoBusinessId": "biz-x", "businessName": "X", "tenantId": str(uuid.uuid4())},
         {"sabitoBusinessId": "biz-x", "businessName": "X", "isActive": "yes"},
     ],
@@ -517,6 +540,7 @@ def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sab
         "updated",
         "skipped",
         "errors",
+        "markedMissing",
         "errorDetails",
         "error",
     ]
@@ -534,9 +558,7 @@ def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sab
 
 def test_runs_are_paginated(admin, mapping):
     for _ in range(5):
-        SyncRun.objects.create(
-            mapping=mapping, trigger="beat", status="succeeded", started_at="2025-12-14T12:00Z", heartbeat_at="2025-12-14T12:00Z"
-        )
+        finished_run(mapping)
 
     first = admin.get(runs_url(mapping), {"pageSize": 2}).json()
     last = admin.get(runs_url(mapping), {"pageSize": 2, "page": 3}).json()
@@ -553,7 +575,9 @@ def test_runs_page_past_the_last_answers_404(admin, mapping):
     error_body(response)
 
 
-@pytest.mark.parametrize("query", [{"page": "abc"}, {"page": "0"}, {"pageSize": "0"}, {"pageSize": "101"}, {"pageSize": "x"}])
+@pytest.mark.parametrize(
+    "query", [{"page": "abc"}, {"page": "0"}, {"page": "-1"}, {"pageSize": "0"}, {"pageSize": "101"}, {"pageSize": "x"}]
+)
 def test_runs_malformed_paging_answers_400(admin, mapping, query):
     response = admin.get(runs_url(mapping), query)
 
@@ -774,6 +798,20 @@ def test_wrong_method_answers_405_with_the_error_body(admin):
 
     assert response.status_code == 405
     error_body(response)
+
+
+def test_unhandled_error_on_an_api_path_answers_json_500(admin, monkeypatch):
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(SabitoMapping.objects, "filter", bug)
+    admin.client.raise_request_exception = False
+
+    response = admin.get(MAPPINGS)
+
+    assert response.status_code == 500
+    assert error_body(response)["message"].startswith("Internal server error")
+    assert "a bug" not in response.content.decode()
 
 
 def test_unknown_api_path_answers_json_404(admin):

@@ -12,6 +12,7 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     STATUS,
     SYNC_ALL,
     error_body,
+    finished_run,
     fresh_throttle_history,
     make_caller,
     mapping_url,
@@ -46,9 +47,7 @@ def a_mapping(tenant_a):
 @pytest.fixture
 def b_mapping(tenant_b, fake_sabito):
     mapping = SabitoMappingFactory(tenant=tenant_b, sabito_business_id="biz-b", business_name="B business")
-    SyncRun.objects.create(
-        mapping=mapping, trigger="beat", status="succeeded", started_at="2025-12-14T12:00Z", heartbeat_at="2025-12-14T12:00Z"
-    )
+    finished_run(mapping)
     return mapping
 
 
@@ -79,7 +78,9 @@ def test_mapping_list_shows_only_the_header_tenants_mappings(a_admin, a_mapping,
     ],
     ids=["retrieve", "update", "delete", "runs", "sync"],
 )
-def test_another_tenants_mapping_answers_exactly_like_a_missing_one(a_admin, b_mapping, fake_sabito, method, url_of, body):
+def test_another_tenants_mapping_answers_exactly_like_a_missing_one(
+    a_admin, b_mapping, fake_sabito, method, url_of, body
+):
     def call(target):
         args = (url_of(target),) if body is None else (url_of(target), body)
         return getattr(a_admin, method)(*args)

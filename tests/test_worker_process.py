@@ -24,7 +24,7 @@ OLD_WATERMARK = "2020-01-01T00:00:00.000Z"
 
 @pytest.fixture
 def worker_process(transactional_db, sabito_simulator, settings, tmp_path):
-    settings.SABITO_PAGE_SIZE = "10"
+    settings.SABITO_PAGE_SIZE = "5"
     log = open(tmp_path / "worker.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "nexpro", "worker", "--pool", "solo", "--loglevel", "INFO", "-n", "kill-test@%h"],
@@ -44,13 +44,14 @@ def worker_process(transactional_db, sabito_simulator, settings, tmp_path):
 
 @pytest.mark.e2e
 def test_worker_killed_mid_sync_loses_nothing(worker_process, sabito_simulator):
-    sabito_simulator.set_faults({"slow_seconds": 0.4})
+    # 12+ pages of half a second each: ample time to kill the worker mid-run.
+    sabito_simulator.set_faults({"slow_seconds": 0.5})
     business_id = sabito_simulator.business_ids[0]
     mapping = SabitoMappingFactory(sabito_business_id=business_id, metadata={"lastSyncedAt": OLD_WATERMARK})
 
     sync_mapping_task.apply_async(args=[str(mapping.pk), False, "beat"])
     run = wait_for(
-        lambda: SyncRun.objects.filter(mapping=mapping, status="running", customers_processed__gte=10).first(),
+        lambda: SyncRun.objects.filter(mapping=mapping, status="running", customers_processed__gte=5).first(),
         timeout=60,
         message="the worker to write its first page",
     )
