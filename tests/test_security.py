@@ -102,3 +102,35 @@ def test_api_key_appears_in_no_log_result_admin_page_or_api_response(fake_sabito
     everything += repr(list(SyncRun.objects.values())) + b"".join(pages).decode()
     assert "[redacted]" in everything  # the echoed key was there to leak, and was scrubbed
     assert SABITO_TEST_KEY not in everything
+
+
+@pytest.mark.django_db
+def test_a_tenant_admin_cannot_use_staff_only_admin_paths(client, django_capture_on_commit_callbacks):
+    from unittest.mock import patch
+
+    from django.urls import reverse
+    from rest_framework.authtoken.models import Token
+
+    from .factories import MembershipFactory
+
+    membership = MembershipFactory(role="admin")
+    mapping = SabitoMappingFactory(tenant=membership.tenant)
+    client.force_login(membership.user)  # a tenant admin, but not platform staff
+    token = Token.objects.create(user=membership.user)
+    paths = [
+        reverse("admin:index"),
+        reverse("admin:sabito_sync_sabitomapping_changelist"),
+        reverse("admin:sabito_sync_sabitomapping_change", args=[mapping.pk]),
+        reverse("admin:sabito_sync_syncrun_changelist"),
+    ]
+
+    with patch("sabito_sync.tasks.sync_mapping_task.apply_async") as apply_async:
+        with django_capture_on_commit_callbacks(execute=True):
+            pressed = client.post(reverse("admin:sabito_sync_sabitomapping_sync_full", args=[mapping.pk]))
+            with_token = client.get(paths[1], HTTP_AUTHORIZATION=f"Bearer {token.key}")
+            pages = [client.get(path) for path in paths]
+
+    for response in [pressed, with_token, *pages]:
+        assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
+    apply_async.assert_not_called()
+    assert not SyncRun.objects.exists()
