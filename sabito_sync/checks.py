@@ -24,6 +24,8 @@ def check_sabito_settings(app_configs=None, **kwargs):
                 id="sabito_sync.E002",
             )
         )
+    if (problem := throttle_rate_problem()) is not None:
+        messages.append(Error(problem, hint="Use a rate like 30/minute, 500/hour or 10/second.", id="sabito_sync.E003"))
     if sabito.overlap_seconds == 0:
         messages.append(
             Warning(
@@ -34,3 +36,17 @@ def check_sabito_settings(app_configs=None, **kwargs):
             )
         )
     return messages
+
+
+def throttle_rate_problem() -> str | None:
+    from django.conf import settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    rate = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {}).get("sabito_sync")
+    if rate is None:
+        return None
+    try:
+        SimpleRateThrottle.parse_rate(None, rate)
+    except (ValueError, KeyError, IndexError, TypeError):
+        return f"SABITO_SYNC_THROTTLE={rate!r} is not a rate."
+    return None

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import operator
+import queue
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
@@ -23,7 +26,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import bulk
-from .client import SabitoClient, SabitoError
+from .client import CustomerPage, SabitoClient, SabitoError
 from .conf import SabitoSettings, load_sabito_settings
 from .models import Customer, SabitoMapping, SyncRun
 
@@ -35,6 +38,11 @@ LOG_PREFIX = "[Sabito Sync]"
 # A run keeps every error in its counters but stores the details of the first
 # ones only, so a feed of garbage cannot grow one row without bound.
 MAX_STORED_ERROR_DETAILS = 1000
+
+# Pages fetched and validated ahead of the one being written; the thread doing it
+# gets this long to notice a stop (it may be inside a request) before it is left behind.
+PREFETCH_PAGES = 2
+PREFETCH_STOP_WAIT_SECONDS = 5.0
 
 # Sabito record key → Customer field, for the plain string fields of the guide's table.
 SABITO_STRING_FIELDS = {
@@ -208,11 +216,14 @@ def sync_mapping(
     client = client or sabito_client(sabito)
     seen_ids: set[str] = set()
     try:
-        for page in client.iter_customer_pages(business_id=mapping.sabito_business_id, updated_after=updated_after):
-            logger.info("%s Found %d customers to sync (offset %d)", LOG_PREFIX, len(page.records), page.offset)
-            write_page(run=run, mapping=mapping, records=page.records, seen_ids=seen_ids, result=result)
-            if on_page is not None:
-                on_page(result)
+        with prefetched_pages(client, business_id=mapping.sabito_business_id, updated_after=updated_after) as pages:
+            for page in pages:
+                logger.info("%s Found %d customers to sync (offset %d)", LOG_PREFIX, len(page.records), page.offset)
+                write_page(
+                    run=run, mapping=mapping, records=page.records, checked=page.checked, seen_ids=seen_ids, result=result
+                )
+                if on_page is not None:
+                    on_page(result)
     except SabitoError as exc:
         result.error, result.retryable = str(exc), exc.retryable
     except RunTakenOver:
@@ -472,6 +483,97 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(dt_timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# --- Fetching ahead: the next pages arrive while this one is written ---------------------
+
+
+@dataclass
+class CheckedPage:
+    """A page of Sabito records, each already turned into its Customer values (a dict)
+    or the InvalidRecord saying why it cannot be."""
+
+    offset: int
+    records: list
+    checked: list
+
+
+@contextmanager
+def prefetched_pages(client: SabitoClient, *, business_id: str, updated_after: datetime | None):
+    """Sabito's pages in order, fetched and validated by a background thread up to
+    PREFETCH_PAGES ahead of the page being written.
+
+    Writing a page is mostly waiting for the database, fetching one mostly waiting
+    for Sabito; done one after the other a sync takes the sum of both, done side by
+    side only the longer. The queue between them is bounded, so memory stays a few
+    pages whatever the feed's length. An error while fetching (a SabitoError, say)
+    is raised here, in the caller's thread, when the caller reaches that page."""
+    pages = client.iter_customer_pages(business_id=business_id, updated_after=updated_after)
+    prefetcher = PagePrefetcher(pages, check=lambda records: check_records(records, business_id=business_id))
+    try:
+        yield prefetcher
+    finally:
+        prefetcher.stop()
+
+
+class PagePrefetcher:
+    PAGE, END, ERROR = "page", "end", "error"
+
+    def __init__(self, pages: Iterator[CustomerPage], *, check: Callable[[list], list], depth: int = PREFETCH_PAGES):
+        self._pages = pages
+        self._check = check
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._fetch, name="sabito-prefetch", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[CheckedPage]:
+        while True:
+            kind, item = self._queue.get()
+            if kind == self.END:
+                return
+            if kind == self.ERROR:
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        """Stop fetching (the caller is done, or failed) and wait briefly for the thread,
+        which finishes its current request at most: it is a daemon, it never blocks exit."""
+        self._stopping.set()
+        self._thread.join(timeout=PREFETCH_STOP_WAIT_SECONDS)
+
+    def _fetch(self) -> None:
+        try:
+            for page in self._pages:
+                checked = CheckedPage(offset=page.offset, records=page.records, checked=self._check(page.records))
+                if not self._put((self.PAGE, checked)):
+                    return
+            self._put((self.END, None))
+        except BaseException as exc:  # handed over and raised in the caller's thread
+            self._put((self.ERROR, exc))
+        finally:
+            close = getattr(self._pages, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def check_records(records: list, *, business_id: str) -> list:
+    checked: list = []
+    for record in records:
+        try:
+            checked.append(customer_values(record, business_id=business_id))
+        except InvalidRecord as exc:
+            checked.append(exc)
+    return checked
+
+
 # --- One page: validate, match, write ----------------------------------------------------
 
 
@@ -504,17 +606,24 @@ class StoredCustomer:
 
 
 def write_page(
-    *, run: SyncRun, mapping: SabitoMapping, records: list, seen_ids: set[str], result: SyncResult
+    *,
+    run: SyncRun,
+    mapping: SabitoMapping,
+    records: list,
+    seen_ids: set[str],
+    result: SyncResult,
+    checked: list | None = None,
 ) -> None:
-    """Validate, match and write one page in one transaction, together with the
-    run's counters and heartbeat, so the run always describes what is committed."""
+    """Validate (unless `checked` holds the records' values already), match and write
+    one page in one transaction, together with the run's counters and heartbeat, so
+    the run always describes what is committed."""
+    if checked is None:
+        checked = check_records(records, business_id=mapping.sabito_business_id)
     valid: list[dict] = []
     page_errors: list[dict] = []
-    for record in records:
-        try:
-            values = customer_values(record, business_id=mapping.sabito_business_id)
-        except InvalidRecord as exc:
-            page_errors.append(error_detail(record, str(exc)))
+    for record, values in zip(records, checked):
+        if isinstance(values, InvalidRecord):
+            page_errors.append(error_detail(record, str(values)))
             # Still a record Sabito has: its customer must not be marked missing.
             if isinstance(record, dict) and isinstance(record.get("id"), str):
                 seen_ids.add(record["id"].strip())

@@ -108,6 +108,9 @@ def test_docs_page_is_served(client):
 
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+    # Its assets come from this server (the sidecar package), never from a CDN.
+    assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in response.content
+    assert b"cdn" not in response.content.lower()
 
 
 # --- Schemathesis -----------------------------------------------------------------------------

@@ -83,3 +83,12 @@ def test_manage_py_check_fails_at_start_up_on_a_bad_interval(tmp_path):
 
     assert completed.returncode != 0
     assert "sabito_sync.E001" in completed.stderr and "SABITO_SYNC_INTERVAL" in completed.stderr
+
+
+@pytest.mark.parametrize("rate", ["lots", "30/fortnight", "x/minute"])
+def test_a_bad_sync_throttle_rate_is_a_start_up_error(settings, rate):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"sabito_sync": rate}}
+
+    [(check_id, text)] = check_messages()
+
+    assert check_id == "sabito_sync.E003" and rate in text

@@ -176,3 +176,21 @@ def test_task_for_a_deleted_mapping_reports_it_without_failing():
 
     assert result == {"success": False, "error": "No Sabito mapping with id 00000000-0000-0000-0000-000000000000"}
     assert not SabitoMapping.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_stale_run_does_not_count_as_running(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sabito_sync.tasks import is_sync_running
+
+    settings.SABITO_STALE_RUN_AFTER = "60"
+    mapping = SabitoMappingFactory()
+    run = SyncRun.objects.create(mapping=mapping, trigger="beat", started_at=timezone.now(), heartbeat_at=timezone.now())
+    assert is_sync_running(mapping)
+
+    SyncRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+
+    assert not is_sync_running(mapping)
