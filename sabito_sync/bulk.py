@@ -1,10 +1,11 @@
-"""A page's customer reads and writes, in the same three statements whatever the page holds.
+"""A page's customer reads and writes, in the same statements whatever the page holds.
 
 The sync engine decides, per page, which customers to create, update or leave alone;
 this module turns that decision into SQL without building a model instance per row:
-one statement finds the tenant's candidate customers, one inserts the new ones, one
-updates the changed ones. Each runs even when it has nothing to do (a no-op costs a
-fraction of a millisecond), so every page costs the same queries.
+one statement finds the tenant's candidate customers, and one (PostgreSQL: a
+statement with a data-modifying CTE) or two (SQLite) insert the new ones and update
+the changed ones. They run even when there is nothing to do (a no-op costs a fraction
+of a millisecond), so every page costs the same queries.
 
 The keys and rows travel as one JSON parameter per statement, not one placeholder per
 value: PostgreSQL reads it with `json_to_recordset`, SQLite with `json_each`. Encoding
@@ -24,24 +25,45 @@ from datetime import datetime
 
 from django.db import connection
 
-from .models import Customer
+from .models import Customer, SyncRun
 
 
-def find_candidates(*, tenant_id, sabito_ids: list[str], email_keys: list[str], fields: Sequence[str]) -> list[tuple]:
-    """The tenant's customers whose Sabito id is in `sabito_ids` or whose lowercased
-    email is in `email_keys`, as rows `(pk, matched_by_id, lower(email), *fields)`.
-    A customer matched both ways comes back twice, once per way."""
-    return page_sql(connection.vendor, tuple(fields)).find(tenant_id, sabito_ids, email_keys)
+def find_candidates(*, tenant_id, keys: list[tuple[str, str]], fields: Sequence[str]) -> list[tuple]:
+    """The tenant's customers that records with these `(sabito_id, lowercased email)`
+    keys may match, as rows `(pk, matched_by_id, lower(email), *fields)`: by Sabito id,
+    and by email (an empty email matches nothing). A customer found by a record's
+    email may be left out when it is linked to that same record's Sabito id: the id
+    lookup returns it anyway."""
+    return page_sql(connection.vendor, tuple(fields)).find(tenant_id, keys)
 
 
-def insert_customers(*, tenant_id, rows: list[tuple], fields: Sequence[str], now: datetime) -> None:
-    """One new customer of the tenant per row of `fields` values, each with a new random id."""
-    page_sql(connection.vendor, tuple(fields)).insert(tenant_id, rows, now)
+def write_customers(
+    *, tenant_id, creates: list[tuple], updates: list[tuple], fields: Sequence[str], now: datetime
+) -> None:
+    """Insert one new customer of the tenant per row of `fields` values in `creates`
+    (each with a new random id), and set `fields` and updated_at of the existing
+    customers in `updates`, one row `(pk, *values)` each."""
+    page_sql(connection.vendor, tuple(fields)).write(tenant_id, creates, updates, now)
 
 
-def update_customers(*, rows: list[tuple], fields: Sequence[str], now: datetime) -> None:
-    """Set `fields` and updated_at of existing customers, one row `(pk, *values)` each."""
-    page_sql(connection.vendor, tuple(fields)).update(rows, now)
+def record_run_progress(*, run_id, values: dict) -> bool:
+    """Set `values` (field name → value) on the run if it is still running; False if it
+    no longer is (it was taken over). The ORM's update() would build this statement
+    afresh for every page, which costs more than running it."""
+    sql = _run_progress_sql(connection.vendor, tuple(values))
+    params = [SyncRun._meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    params += [SyncRun._meta.pk.get_db_prep_value(run_id, connection), SyncRun.Status.RUNNING]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount > 0
+
+
+@functools.cache
+def _run_progress_sql(vendor: str, fields: tuple[str, ...]) -> str:
+    meta, quote = SyncRun._meta, connection.ops.quote_name
+    assignments = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in fields)
+    pk, status = quote(meta.pk.column), quote(meta.get_field("status").column)
+    return f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {pk} = %s AND {status} = %s"
 
 
 @functools.cache
@@ -72,21 +94,11 @@ class PageSQL:
         self.not_text = [f for f in self.fields if f.get_internal_type() not in ("CharField", "TextField")]
         self.converters = self._converters()
 
-    def find(self, tenant_id, sabito_ids: list[str], email_keys: list[str]) -> list[tuple]:
+    def find(self, tenant_id, keys: list[tuple[str, str]]) -> list[tuple]:
         with connection.cursor() as cursor:
-            cursor.execute(self.find_sql, self.find_params(_db_value("tenant", tenant_id), sabito_ids, email_keys))
+            cursor.execute(self.find_sql, self.find_params(_db_value("tenant", tenant_id), keys))
             rows = cursor.fetchall()
         return [self._converted(row) for row in rows] if self.converters else rows
-
-    def insert(self, tenant_id, rows: list[tuple], now: datetime) -> None:
-        stamp = connection.ops.adapt_datetimefield_value(now)
-        with connection.cursor() as cursor:
-            cursor.execute(self.insert_sql, [_db_value("tenant", tenant_id), stamp, stamp, self.insert_json(rows)])
-
-    def update(self, rows: list[tuple], now: datetime) -> None:
-        stamp = connection.ops.adapt_datetimefield_value(now)
-        with connection.cursor() as cursor:
-            cursor.execute(self.update_sql, [stamp, self.update_json(rows)])
 
     def _converters(self) -> list:
         """The conversions the ORM applies to what the driver returns for these columns
@@ -111,48 +123,62 @@ class PostgreSQLPageSQL(PageSQL):
     def __init__(self, fields: tuple[str, ...]):
         super().__init__(fields)
         record = ", ".join(f"{column} {f.db_type(connection)}" for column, f in zip(self.columns, self.fields))
-        # The tenant comes in as a column of the key list, not as a constant, so the
-        # planner cannot consult the tenant's statistics. After a large first load those
-        # say the tenant has next to no customers, and the planner would scan all of them
-        # through the plain tenant index for every page (slower and slower as the load
-        # goes on). As a join key it probes the unique (tenant, Sabito id) and
-        # (lower(email), tenant) indexes once per key, whatever the statistics say.
+        # Each key probes the unique (tenant, Sabito id) and (lower(email), tenant)
+        # indexes once, whatever the planner's statistics say. They are often wrong
+        # here: after a large first load they say the tenant has next to no customers
+        # (and a plan through the plain tenant index then reads all of them for every
+        # page), on a young table they make a scan of the whole table look cheaper than
+        # a hundred probes. So the tenant comes in as a column of the key list, not as a
+        # constant the planner could look up, and each lookup is a LATERAL subquery with
+        # LIMIT 1 (the index is unique: one row at most), which the planner runs once
+        # per key rather than turning the lot into a hash join over a table scan.
+        #
+        # The email half leaves out a customer linked to the record's own Sabito id:
+        # the id half returns it already, and on a re-sync that is every customer.
+        lookup = (
+            f"SELECT c.{self.pk}, lower(c.{self.email}) AS email_key, {self.selected}"
+            f" FROM {self.table} AS c WHERE c.{self.tenant} = k.tenant_id"
+        )
         self.find_sql = f"""
-            SELECT c.{self.pk}, true, lower(c.{self.email}), {self.selected}
-            FROM json_to_recordset(%s::json) AS k(tenant_id uuid, sabito_id text)
-            JOIN {self.table} AS c ON c.{self.tenant} = k.tenant_id AND c.{self.sabito_id} = k.sabito_id
+            WITH k AS MATERIALIZED (
+                SELECT * FROM json_to_recordset(%s::json) AS k(tenant_id uuid, sabito_id text, email_key text)
+            )
+            SELECT c.{self.pk}, true, c.email_key, {self.selected} FROM k CROSS JOIN LATERAL (
+                {lookup} AND c.{self.sabito_id} = k.sabito_id LIMIT 1
+            ) AS c
             UNION ALL
-            SELECT c.{self.pk}, false, lower(c.{self.email}), {self.selected}
-            FROM json_to_recordset(%s::json) AS k(tenant_id uuid, email_key text)
-            JOIN {self.table} AS c
-              ON c.{self.tenant} = k.tenant_id AND lower(c.{self.email}) = k.email_key AND c.{self.email} <> ''
+            SELECT c.{self.pk}, false, c.email_key, {self.selected} FROM k CROSS JOIN LATERAL (
+                {lookup} AND lower(c.{self.email}) = k.email_key AND c.{self.email} <> ''
+                AND c.{self.sabito_id} IS DISTINCT FROM k.sabito_id LIMIT 1
+            ) AS c
         """
         values = ", ".join(f"k.{column}" for column in self.columns)
-        self.insert_sql = f"""
-            INSERT INTO {self.table} ({self.insert_columns})
-            SELECT gen_random_uuid(), %s, {values}, %s, %s FROM json_to_recordset(%s::json) AS k({record})
-        """
         assignments = ", ".join(f"{column} = k.{column}" for column in self.columns)
-        self.update_sql = f"""
+        self.write_sql = f"""
+            WITH created AS (
+                INSERT INTO {self.table} ({self.insert_columns})
+                SELECT gen_random_uuid(), %s, {values}, %s, %s FROM json_to_recordset(%s::json) AS k({record})
+            )
             UPDATE {self.table} AS c SET {assignments}, {self.updated_at} = %s
             FROM json_to_recordset(%s::json) AS k(pk uuid, {record})
             WHERE c.{self.pk} = k.pk
         """
 
-    def find_params(self, tenant, sabito_ids: list[str], email_keys: list[str]) -> list[str]:
+    def find_params(self, tenant, keys: list[tuple[str, str]]) -> list[str]:
         tenant = str(tenant)
         return [
-            json.dumps([{"tenant_id": tenant, "sabito_id": sabito_id} for sabito_id in sabito_ids]),
-            json.dumps([{"tenant_id": tenant, "email_key": email_key} for email_key in email_keys]),
+            json.dumps(
+                [{"tenant_id": tenant, "sabito_id": sabito_id, "email_key": email_key or None} for sabito_id, email_key in keys]
+            )
         ]
 
-    def insert_json(self, rows: list[tuple]) -> str:
-        keys = self.keys
-        return json.dumps([dict(zip(keys, row)) for row in rows], default=_json_value)
-
-    def update_json(self, rows: list[tuple]) -> str:
+    def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> None:
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        created = json.dumps([dict(zip(self.keys, row)) for row in creates], default=_json_value)
         keys = ["pk", *self.keys]
-        return json.dumps([dict(zip(keys, row)) for row in rows], default=_json_value)
+        changed = json.dumps([dict(zip(keys, row)) for row in updates], default=_json_value)
+        with connection.cursor() as cursor:
+            cursor.execute(self.write_sql, [_db_value("tenant", tenant_id), stamp, stamp, created, stamp, changed])
 
 
 class SQLitePageSQL(PageSQL):
@@ -182,14 +208,17 @@ class SQLitePageSQL(PageSQL):
             FROM json_each(%s) AS k WHERE {self.table}.{self.pk} = json_extract(k.value, '$[0]')
         """
 
-    def find_params(self, tenant, sabito_ids: list[str], email_keys: list[str]) -> list:
-        return [tenant, json.dumps(sabito_ids), tenant, json.dumps(email_keys)]
+    def find_params(self, tenant, keys: list[tuple[str, str]]) -> list:
+        email_keys = list({email_key for _, email_key in keys if email_key})
+        return [tenant, json.dumps([sabito_id for sabito_id, _ in keys]), tenant, json.dumps(email_keys)]
 
-    def insert_json(self, rows: list[tuple]) -> str:
-        return self._json([[uuid.uuid4().hex, *row] for row in rows])
-
-    def update_json(self, rows: list[tuple]) -> str:
-        return self._json([list(row) for row in rows])
+    def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> None:
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        created = self._json([[uuid.uuid4().hex, *row] for row in creates])
+        changed = self._json([list(row) for row in updates])
+        with connection.cursor() as cursor:
+            cursor.execute(self.insert_sql, [_db_value("tenant", tenant_id), stamp, stamp, created])
+            cursor.execute(self.update_sql, [stamp, changed])
 
     def _json(self, rows: list[list]) -> str:
         """Rows `[pk, *values]`, each value as Django stores it on SQLite (a datetime as text)."""

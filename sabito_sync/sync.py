@@ -644,17 +644,17 @@ def write_page(
 
 
 def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
-    """The whole page in the same four statements, whatever it holds: find the
-    candidates, insert the new customers, update the changed ones, record progress."""
+    """The whole page in the same statements, whatever it holds: find the candidates,
+    write the new and changed customers, record the run's progress."""
     with transaction.atomic():
         plan = plan_page(tenant_id=tenant_id, valid=valid)
         plan.errors = page_errors + plan.errors
-        now = timezone.now()
-        bulk.insert_customers(
-            tenant_id=tenant_id, rows=[customer.values for customer in plan.creates], fields=SYNCED_FIELDS, now=now
-        )
-        bulk.update_customers(
-            rows=[(customer.pk, *customer.values) for customer in plan.updates], fields=SYNCED_FIELDS, now=now
+        bulk.write_customers(
+            tenant_id=tenant_id,
+            creates=[customer.values for customer in plan.creates],
+            updates=[(customer.pk, *customer.values) for customer in plan.updates],
+            fields=SYNCED_FIELDS,
+            now=timezone.now(),
         )
         record_progress(run=run, result=result, plan=plan)
     return plan
@@ -700,10 +700,7 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None
     if len(projected.error_details) == len(result.error_details):
         # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every page.
         del counters["error_details"]
-    still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-        heartbeat_at=timezone.now(), **counters
-    )
-    if not still_ours:
+    if not bulk.record_run_progress(run_id=run.pk, values={"heartbeat_at": timezone.now(), **counters}):
         raise RunTakenOver()
 
 
@@ -778,8 +775,7 @@ def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCu
     lowercased email, in one query; a customer found both ways is one object."""
     rows = bulk.find_candidates(
         tenant_id=tenant_id,
-        sabito_ids=[values["sabito_customer_id"] for values in valid],
-        email_keys=list({values["email"].lower() for values in valid if values["email"]}),
+        keys=[(values["sabito_customer_id"], values["email"].lower()) for values in valid],
         fields=SYNCED_FIELDS,
     )
     customers: dict[object, StoredCustomer] = {}
