@@ -32,7 +32,6 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,11 +65,21 @@ TARGETS = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark the Sabito sync against its limit and a naive baseline.")
-    parser.add_argument("--quick", action="store_true", help="N=500 and a small fan-out/status run: checks it runs (CI)")
+    parser.add_argument(
+        "--quick", action="store_true", help="N=500 and a small fan-out/status run: checks it runs (CI)"
+    )
     parser.add_argument("--sizes", help="comma-separated N values (default: 10000,100000; quick: 500)")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
-    parser.add_argument("--database", default="nexpro_bench", help="database to drop and recreate (default: nexpro_bench)")
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/14", help="Redis URL for the fan-out (default: db 14)")
+    parser.add_argument(
+        "--database", default="nexpro_bench", help="database to drop and recreate (default: nexpro_bench)"
+    )
+    parser.add_argument(
+        "--broker", default="redis://127.0.0.1:6379/14", help="Redis URL for the fan-out (default: db 14)"
+    )
+    parser.add_argument(
+        "--baseline-sample", type=int, default=BASELINE_SAMPLE,
+        help=f"records the naive baseline really writes before its cost is extrapolated (default: {BASELINE_SAMPLE:,})",
+    )
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--skip-status", action="store_true")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: benchmarks/results/<timestamp>.json)")
@@ -89,7 +98,8 @@ def run_child(name: str, params: dict) -> int:
     import django
 
     django.setup()
-    scenario = {"limit": child_limit, "baseline": child_baseline, "sync": child_sync}[name]
+    children = {"limit": child_limit, "baseline": child_baseline, "sync": child_sync, "copy_floor": child_copy_floor}
+    scenario = children[name]
     result = scenario(params)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result), flush=True)
@@ -102,12 +112,13 @@ def child_limit(params: dict) -> dict:
 
     records = pages = 0
     with sabito_client() as client:
-        started = time.perf_counter()
+        started, process_start = time.perf_counter(), time.process_time()
         for page in client.iter_customer_pages(business_id=params["business_id"]):
             records += len(page.records)
             pages += 1
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "records": records, "pages": pages}
+    cpu = time.process_time() - process_start
+    return {"seconds": seconds, "records": records, "pages": pages, "process_cpu_seconds": cpu}
 
 
 def child_baseline(params: dict) -> dict:
@@ -161,7 +172,7 @@ def child_sync(params: dict) -> dict:
 
     mapping = SabitoMapping.objects.select_related("tenant").get(pk=params["mapping_id"])
     marks: list[int] = []
-    with counted_queries() as queries:
+    with counted_queries() as queries, cpu_seconds() as cpu:
         started = time.perf_counter()
         result = sync_mapping(
             mapping=mapping, full_sync=params["full_sync"], on_page=lambda _result: marks.append(queries.count)
@@ -182,7 +193,64 @@ def child_sync(params: dict) -> dict:
         "pages": len(marks),
         "queries": queries.count,
         "queries_per_page": per_page,
+        **cpu,
     }
+
+
+def child_copy_floor(params: dict) -> dict:
+    """The least PostgreSQL can do to store the N customers: the records fetched and
+    validated beforehand, then one COPY in one transaction, no lookups at all. Not a
+    way to sync (no matching, no counters); the floor under any way to sync."""
+    import uuid
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from sabito_sync.models import Customer, Tenant
+    from sabito_sync.sync import SYNCED_FIELDS, customer_values, sabito_client, synced_values
+
+    with sabito_client() as client:
+        rows = [
+            synced_values(customer_values(record, business_id=params["business_id"]))
+            for page in client.iter_customer_pages(business_id=params["business_id"])
+            for record in page.records
+        ]
+    tenant = Tenant.objects.create(name=f"COPY floor {params['size']}", slug=f"copy-floor-{params['size']}")
+    meta = Customer._meta
+    names = ("id", "tenant", *SYNCED_FIELDS, "created_at", "updated_at")
+    columns = ", ".join(meta.get_field(name).column for name in names)
+    now = timezone.now()
+    with cpu_seconds() as cpu:
+        started = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            with cursor.cursor.copy(f"COPY {meta.db_table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((uuid.uuid4(), tenant.pk, *row, now, now))
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "records": len(rows), **cpu}
+
+
+@contextmanager
+def cpu_seconds():
+    """CPU time of this process and of its PostgreSQL backend over the block, the two
+    halves of a sync's work (the simulator's share is the limit's)."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
+    figures: dict = {}
+    process_start, backend_start = time.process_time(), process_cpu(backend)
+    try:
+        yield figures
+    finally:
+        figures["process_cpu_seconds"] = time.process_time() - process_start
+        figures["database_cpu_seconds"] = process_cpu(backend) - backend_start
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process on this machine, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class QueryCounter:
@@ -244,7 +312,8 @@ class Benchmark:
         }
         say(f"Benchmark {'(quick) ' if self.quick else ''}on {report['machine']['summary']}; log: {self.log_path}")
         if report["machine"]["load_average_1m"] > 0.5:
-            say(f"  note: load average {report['machine']['load_average_1m']:.2f}; other work on this machine skews timings")
+            load = report["machine"]["load_average_1m"]
+            say(f"  note: load average {load:.2f}; other work on this machine skews timings")
         for size in self.sizes:
             report["sizes"][str(size)] = self.measure_size(size)
         if not self.options.skip_fanout:
@@ -329,10 +398,12 @@ class Benchmark:
             figures["limit"] = limit
             say(f"  limit: {limit['seconds']:.2f} s (rounds {limit['rounds_seconds']})")
 
-            sample = min(size, BASELINE_SAMPLE)
+            sample = min(size, self.options.baseline_sample)
             baseline_tenant = Tenant.objects.create(name=f"Baseline {size}", slug=f"baseline-{size}")
             baseline = self.child(
-                "baseline", {"tenant_id": str(baseline_tenant.pk), "business_id": business_id, "sample": sample}, env=env
+                "baseline",
+                {"tenant_id": str(baseline_tenant.pk), "business_id": business_id, "sample": sample},
+                env=env,
             )
             baseline["measured_records"] = baseline["records"]
             baseline["extrapolated"] = sample < size
@@ -351,9 +422,12 @@ class Benchmark:
             figures["resync"] = self.child("sync", {"mapping_id": str(mapping.pk), "full_sync": True}, env=env)
             say(f"  unchanged re-sync: {figures['resync']['seconds']:.2f} s")
             edited = simulator.edit(business_id, size // 100)
+            simulator.warm_up(business_id)  # the edit made it sort its index again
             figures["incremental"] = self.child("sync", {"mapping_id": str(mapping.pk), "full_sync": False}, env=env)
             figures["incremental"]["edited"] = edited
             say(f"  incremental ({edited:,} edited): {figures['incremental']['seconds']:.2f} s")
+            figures["copy_floor"] = self.child("copy_floor", {"business_id": business_id, "size": size}, env=env)
+            say(f"  PostgreSQL floor (one COPY): {figures['copy_floor']['seconds']:.2f} s")
             figures["simulator"]["stats"] = simulator.stats()
         check_counts(size, figures)
         return figures
@@ -462,7 +536,11 @@ class Benchmark:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "nexpro.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
              "--access-logfile", "/dev/null", "--error-logfile", "-"],
-            cwd=ROOT, env={**self.env, "LOG_LEVEL": "WARNING"}, stdout=self.log, stderr=self.log, start_new_session=True,
+            cwd=ROOT,
+            env={**self.env, "LOG_LEVEL": "WARNING"},
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
         )
         try:
             url = f"http://127.0.0.1:{port}/api/sabito/sync/status"
@@ -494,7 +572,8 @@ class Benchmark:
             "queries": queries,
             "constant_queries": len(set(queries.values())) == 1,
         }
-        say(f"  p95 {figures['latency_ms']['p95']:.1f} ms, {figures['requests_per_second']:.0f} req/s, queries {queries}")
+        p95, rate = figures["latency_ms"]["p95"], figures["requests_per_second"]
+        say(f"  p95 {p95:.1f} ms, {rate:.0f} req/s, queries {queries}")
         return figures
 
     def status_fixtures(self, mapping_count: int) -> tuple[str, str, str]:
@@ -737,36 +816,50 @@ def verdict(value: float, relation: str, bound: float, unit: str) -> dict:
     return {"value": round(value, 3), "bound": f"{relation} {bound:g}{unit}", "met": met}
 
 
+SCENARIOS = (
+    ("limit", "limit: fetch + parse, no database"),
+    ("baseline", "naive baseline: lookup + save() per record"),
+    ("full", "project: full sync, all new"),
+    ("resync", "project: unchanged re-sync"),
+    ("incremental", "project: incremental, 1% changed"),
+    ("copy_floor", "PostgreSQL floor: one COPY, no lookups"),
+)
+
+
 def render_table(report: dict) -> str:
-    header = ("N", "scenario", "wall s", "records/s", "queries/page", "peak RSS MB", "vs limit", "baseline/this")
+    header = (
+        "N", "scenario", "wall s", "records/s", "SQL/page", "CPU s sync+DB", "peak RSS MB", "vs limit", "baseline/this"
+    )
     rows = []
     for size, figures in report["sizes"].items():
         limit = figures["limit"]["seconds"]
         baseline = figures["baseline"]["seconds"]
-        for key, label in (("limit", "limit (fetch + parse)"), ("baseline", "naive baseline"),
-                           ("full", "project: full sync"), ("resync", "project: unchanged re-sync"),
-                           ("incremental", "project: incremental 1%")):
+        for key, label in SCENARIOS:
             row = figures[key]
             seconds = row["seconds"]
             if key == "baseline" and row["extrapolated"]:
-                label += f" (extrapolated from {row['measured_records']:,})"
-            records = int(size) if key != "incremental" else row["records"]
-            per_page = row.get("queries_per_page")
+                label += f" (extrapolated from the first {row['measured_records']:,})"
+            records = row["edited"] if key == "incremental" else int(size)
             if key == "baseline":
                 per_page = f"~{row['queries'] / max(1, row['measured_records']) * PAGE_SIZE:.0f}"
-            elif key == "limit":
-                per_page = "0"
+            elif key in ("full", "resync", "incremental"):
+                per_page = ",".join(str(count) for count in row["queries_per_page"]) or "-"
             else:
-                per_page = ",".join(str(n) for n in per_page) or "-"
+                per_page = ""
+            cpu = ""
+            if "database_cpu_seconds" in row:
+                cpu = f"{row['process_cpu_seconds']:.2f}+{row['database_cpu_seconds']:.2f}"
+            elif "process_cpu_seconds" in row:
+                cpu = f"{row['process_cpu_seconds']:.2f}"
             rows.append((
-                f"{int(size):,}", label, f"{seconds:.2f}", f"{records / seconds:,.0f}", per_page,
+                f"{int(size):,}", label, f"{seconds:.2f}", f"{records / seconds:,.0f}", per_page, cpu,
                 f"{row['peak_rss_mb']:.0f}",
-                "" if key in ("limit", "baseline", "incremental") else f"{seconds / limit:.2f}x",
-                "" if key != "full" else f"{baseline / seconds:.1f}x",
+                f"{seconds / limit:.2f}x" if key in ("full", "resync", "copy_floor") else "",
+                f"{baseline / seconds:.1f}x" if key == "full" else "",
             ))
         simulator = figures["simulator"]
-        rows.append((f"{int(size):,}", "simulator alone (no parsing)", f"{simulator['seconds']:.2f}",
-                     f"{simulator['records_per_second']:,.0f}", "", "", "", ""))
+        rows.append((f"{int(size):,}", "simulator alone: raw client, no parsing", f"{simulator['seconds']:.2f}",
+                     f"{simulator['records_per_second']:,.0f}", "", "", "", "", ""))
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(header, widths))]
     lines.append("-+-".join("-" * width for width in widths))
@@ -776,9 +869,10 @@ def render_table(report: dict) -> str:
         lines.append("")
         lines.append(
             f"Fan-out: {fanout['mappings']} mappings x {fanout['customers_per_mapping']} customers, Celery prefork x2, "
-            f"Redis: {fanout['seconds']:.1f} s wall, {fanout['worker_seconds_per_mapping'] * 1000:.0f} ms worker time per "
-            f"mapping (sync {fanout['mean_run_seconds'] * 1000:.0f} ms + overhead "
-            f"{fanout['overhead_seconds_per_mapping'] * 1000:.0f} ms); {fanout['succeeded']} succeeded, {fanout['failed']} failed"
+            f"Redis: {fanout['seconds']:.1f} s wall, {fanout['worker_seconds_per_mapping'] * 1000:.0f} ms worker time "
+            f"per mapping (sync {fanout['mean_run_seconds'] * 1000:.0f} ms + overhead "
+            f"{fanout['overhead_seconds_per_mapping'] * 1000:.0f} ms); "
+            f"{fanout['succeeded']} succeeded, {fanout['failed']} failed"
         )
     status = report.get("status")
     if status and "latency_ms" in status:
@@ -789,6 +883,8 @@ def render_table(report: dict) -> str:
             f"queries per request {status['queries']}"
         )
     lines.append("")
+    if report["quick"]:
+        lines.append("Quick mode: the targets are for N = 100,000; shown for information only.")
     for name, target in report["targets"].items():
         value = target["value"]
         bound = target.get("bound", "")

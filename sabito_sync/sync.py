@@ -220,7 +220,12 @@ def sync_mapping(
             for page in pages:
                 logger.info("%s Found %d customers to sync (offset %d)", LOG_PREFIX, len(page.records), page.offset)
                 write_page(
-                    run=run, mapping=mapping, records=page.records, checked=page.checked, seen_ids=seen_ids, result=result
+                    run=run,
+                    mapping=mapping,
+                    records=page.records,
+                    checked=page.checked,
+                    seen_ids=seen_ids,
+                    result=result,
                 )
                 if on_page is not None:
                     on_page(result)
@@ -515,6 +520,9 @@ def prefetched_pages(client: SabitoClient, *, business_id: str, updated_after: d
 
 
 class PagePrefetcher:
+    """Runs a page iterator in a daemon thread, at most `depth` pages ahead of the
+    caller, who iterates the prefetcher to get the pages in order."""
+
     PAGE, END, ERROR = "page", "end", "error"
 
     def __init__(self, pages: Iterator[CustomerPage], *, check: Callable[[list], list], depth: int = PREFETCH_PAGES):
@@ -565,6 +573,7 @@ class PagePrefetcher:
 
 
 def check_records(records: list, *, business_id: str) -> list:
+    """Each record's Customer values, or the InvalidRecord saying why it has none."""
     checked: list = []
     for record in records:
         try:
@@ -649,13 +658,16 @@ def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePla
     with transaction.atomic():
         plan = plan_page(tenant_id=tenant_id, valid=valid)
         plan.errors = page_errors + plan.errors
-        bulk.write_customers(
+        updated = bulk.write_customers(
             tenant_id=tenant_id,
             creates=[customer.values for customer in plan.creates],
             updates=[(customer.pk, *customer.values) for customer in plan.updates],
             fields=SYNCED_FIELDS,
             now=timezone.now(),
         )
+        if updated != len(plan.updates):
+            # A customer was deleted after we looked; the counters must not claim it.
+            raise IntegrityError(f"{len(plan.updates) - updated} customers to update were deleted meanwhile")
         record_progress(run=run, result=result, plan=plan)
     return plan
 
@@ -671,8 +683,8 @@ def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -
                 with transaction.atomic():
                     if customer.pk is None:
                         Customer.objects.create(tenant_id=tenant_id, **values)
-                    else:
-                        Customer.objects.filter(pk=customer.pk).update(**values, updated_at=now)
+                    elif not Customer.objects.filter(pk=customer.pk).update(**values, updated_at=now):
+                        raise IntegrityError(f"customer {customer.pk} was deleted meanwhile")
             except IntegrityError as exc:
                 written.errors.append(
                     {
@@ -778,17 +790,19 @@ def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCu
         keys=[(values["sabito_customer_id"], values["email"].lower()) for values in valid],
         fields=SYNCED_FIELDS,
     )
-    customers: dict[object, StoredCustomer] = {}
     by_id: dict[str, StoredCustomer] = {}
     by_email: dict[str, StoredCustomer] = {}
-    for pk, matched_by_id, email_key, *stored in rows:
-        customer = customers.get(pk)
-        if customer is None:
-            customer = customers[pk] = StoredCustomer(pk=pk, values=tuple(stored))
+    for pk, matched_by_id, _email_key, *stored in rows:
         if matched_by_id:
+            customer = StoredCustomer(pk=pk, values=tuple(stored))
             by_id[customer.sabito_customer_id] = customer
-        else:
-            by_email[email_key] = customer
+    for pk, matched_by_id, email_key, *stored in rows:
+        if not matched_by_id:
+            # The Sabito id is unique in the tenant, so the customer it maps to, if
+            # any, is this very row.
+            sabito_id = stored[SABITO_ID_POSITION]
+            customer = by_id.get(sabito_id) if sabito_id is not None else None
+            by_email[email_key] = customer or StoredCustomer(pk=pk, values=tuple(stored))
     return by_id, by_email
 
 

@@ -1,0 +1,115 @@
+"""How a page reaches the database: fetched ahead while the previous one is written,
+and redone record by record when someone else changed the tenant's customers between
+the page's lookup and its write."""
+
+import threading
+import time
+
+import pytest
+
+from sabito_sync import bulk, sync
+from sabito_sync.models import Customer
+from sabito_sync.sync import sync_mapping
+
+from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def mapping():
+    return SabitoMappingFactory(sabito_business_id="biz-w")
+
+
+def serve(fake_sabito, mapping, records):
+    fake_sabito.records[mapping.sabito_business_id] = records
+
+
+def lookup_sees(monkeypatch, rows_for_first_lookup):
+    """The page's lookup returns these rows once (what it saw before someone else's
+    write landed), then looks for real."""
+    real = bulk.find_candidates
+    calls = []
+
+    def find_candidates(**kwargs):
+        calls.append(kwargs)
+        return rows_for_first_lookup(kwargs) if len(calls) == 1 else real(**kwargs)
+
+    monkeypatch.setattr(bulk, "find_candidates", find_candidates)
+    return calls
+
+
+def test_a_customer_created_meanwhile_is_matched_not_duplicated(fake_sabito, mapping, monkeypatch):
+    serve(fake_sabito, mapping, [sabito_record(1), sabito_record(2)])
+    CustomerFactory(tenant=mapping.tenant, email="person1@example.com", name="Added by a person")
+    calls = lookup_sees(monkeypatch, lambda kwargs: [])
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert len(calls) == 2  # the bulk write failed on the unique email, the page was redone
+    assert (result.created, result.updated, result.errors) == (1, 1, 0)
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == 2
+    assert Customer.objects.get(email="person1@example.com").sabito_customer_id == "cust-1"
+
+
+def test_a_customer_deleted_meanwhile_is_created_again(fake_sabito, mapping, monkeypatch):
+    serve(fake_sabito, mapping, [sabito_record(1, name="New name")])
+    gone = CustomerFactory(tenant=mapping.tenant, sabito_customer_id="cust-1", email="person1@example.com")
+    seen_before_the_delete = bulk.find_candidates(
+        tenant_id=mapping.tenant_id, keys=[("cust-1", "person1@example.com")], fields=sync.SYNCED_FIELDS
+    )
+    gone.delete()
+    lookup_sees(monkeypatch, lambda kwargs: seen_before_the_delete)
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert (result.created, result.updated, result.errors) == (1, 0, 0)
+    assert Customer.objects.get(tenant=mapping.tenant).name == "New name"
+
+
+def test_the_next_page_is_fetched_while_the_current_one_is_written(fake_sabito, mapping, settings, monkeypatch):
+    settings.SABITO_PAGE_SIZE = "2"
+    serve(fake_sabito, mapping, [sabito_record(n) for n in range(6)])
+    real_write_page = sync.write_page
+    requests_during_first_write = []
+
+    def slow_first_write(**kwargs):
+        if not requests_during_first_write:
+            deadline = time.monotonic() + 5
+            while len(fake_sabito.requests) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            requests_during_first_write.append(len(fake_sabito.requests))
+        return real_write_page(**kwargs)
+
+    monkeypatch.setattr(sync, "write_page", slow_first_write)
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert result.success and result.created == 6
+    assert requests_during_first_write[0] >= 2
+
+
+def test_no_fetching_thread_outlives_a_failed_sync(fake_sabito, mapping, settings):
+    settings.SABITO_PAGE_SIZE = "2"
+    serve(fake_sabito, mapping, [sabito_record(n) for n in range(4)])
+    fake_sabito.bodies_at_offset[1] = '{"unexpected": true}'
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert not result.success and result.created == 2
+    assert not [thread for thread in threading.enumerate() if thread.name == "sabito-prefetch"]
+
+
+def test_no_fetching_thread_outlives_a_write_that_failed(fake_sabito, mapping, settings, monkeypatch):
+    settings.SABITO_PAGE_SIZE = "2"
+    serve(fake_sabito, mapping, [sabito_record(n) for n in range(20)])
+
+    def failing_write(**kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(sync, "write_page", failing_write)
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert not result.success and "disk on fire" in result.error
+    assert not [thread for thread in threading.enumerate() if thread.name == "sabito-prefetch"]

@@ -1,0 +1,99 @@
+"""Writing a page costs the same SQL statements whatever the page holds: never one per record."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from sabito_sync.models import Customer, SyncRun
+from sabito_sync.sync import SyncResult, write_page
+
+from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
+
+pytestmark = pytest.mark.django_db
+
+# Find the candidates, write the customers (one statement with a data-modifying CTE
+# on PostgreSQL, an INSERT and an UPDATE on SQLite), record the run's progress; plus
+# the SAVEPOINT and RELEASE of the page's transaction inside the test's own.
+STATEMENTS_PER_PAGE = 3 + 2 if connection.vendor == "postgresql" else 4 + 2
+PAGE = 100
+
+
+@pytest.fixture
+def page_writer():
+    mapping = SabitoMappingFactory(sabito_business_id="biz-q")
+    now = timezone.now()
+    run = SyncRun.objects.create(mapping=mapping, trigger="cli", status="running", started_at=now, heartbeat_at=now)
+
+    def write(records):
+        """One page as sync_mapping writes it; returns that page's counters."""
+        result = SyncResult(mapping_id=str(mapping.pk), business_id="biz-q", business_name=mapping.business_name)
+        write_page(run=run, mapping=mapping, records=records, seen_ids=set(), result=result)
+        return result
+
+    write.mapping = mapping
+    return write
+
+
+def existing(page_writer, numbers):
+    page_writer([sabito_record(n) for n in numbers])
+
+
+def test_a_page_of_new_records(page_writer, django_assert_num_queries):
+    with django_assert_num_queries(STATEMENTS_PER_PAGE):
+        result = page_writer([sabito_record(n) for n in range(PAGE)])
+
+    assert result.created == PAGE
+
+
+def test_a_page_of_unchanged_records(page_writer, django_assert_num_queries):
+    existing(page_writer, range(PAGE))
+
+    with django_assert_num_queries(STATEMENTS_PER_PAGE):
+        result = page_writer([sabito_record(n) for n in range(PAGE)])
+
+    assert result.skipped == PAGE
+
+
+def test_a_page_of_changed_records(page_writer, django_assert_num_queries):
+    existing(page_writer, range(PAGE))
+
+    with django_assert_num_queries(STATEMENTS_PER_PAGE):
+        result = page_writer([sabito_record(n, name=f"Renamed {n}") for n in range(PAGE)])
+
+    assert result.updated == PAGE
+    assert Customer.objects.filter(name__startswith="Renamed").count() == PAGE
+
+
+def test_a_mixed_page_with_errors_and_email_matches(page_writer, django_assert_num_queries):
+    existing(page_writer, range(40))
+    for n in range(200, 210):  # customers a person created, matched by email and linked
+        CustomerFactory(tenant=page_writer.mapping.tenant, email=f"person{n}@example.com")
+    records = (
+        [sabito_record(n) for n in range(20)]  # unchanged
+        + [sabito_record(n, phone="+44 20 7946 0000") for n in range(20, 40)]  # changed
+        + [sabito_record(n) for n in range(100, 155)]  # new
+        + [sabito_record(n) for n in range(200, 210)]  # matched by email
+        + [{"email": "no-id@example.com"}, sabito_record(999, email="PERSON100@example.com")]  # invalid, conflict
+    )
+
+    with django_assert_num_queries(STATEMENTS_PER_PAGE):
+        result = page_writer(records)
+
+    assert (result.skipped, result.updated, result.created, result.errors) == (20, 20 + 10, 55, 2)
+
+
+def test_the_statements_do_not_grow_with_the_page(page_writer):
+    with CaptureQueriesContext(connection) as small:
+        page_writer([sabito_record(n) for n in range(10)])
+    with CaptureQueriesContext(connection) as large:
+        page_writer([sabito_record(n) for n in range(10, 1010)])
+
+    assert len(small) == len(large) == STATEMENTS_PER_PAGE
+
+
+def test_a_page_that_only_holds_invalid_records(page_writer, django_assert_num_queries):
+    with django_assert_num_queries(STATEMENTS_PER_PAGE):
+        result = page_writer([{"id": None}, "not a record"])
+
+    assert result.errors == 2
