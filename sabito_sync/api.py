@@ -57,7 +57,7 @@ from .serializers import (
     SyncRunPageResponseSerializer,
     SyncRunSerializer,
     SyncStatusResponseSerializer,
-    SyncStatusSerializer,
+    sync_status_items,
 )
 from .sync import LOG_PREFIX, SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
 from .tasks import enqueue_mapping_sync, is_sync_running
@@ -425,7 +425,7 @@ class SyncStatusApi(TenantAPIView):
     def get(self, request):
         running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
         mappings = self.tenant_mappings().annotate(sync_running=Exists(running))
-        return Response({"success": True, "data": SyncStatusSerializer(mappings, many=True).data})
+        return Response({"success": True, "data": sync_status_items(mappings)})
 
 
 class MappingListApi(TenantAPIView):

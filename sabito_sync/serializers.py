@@ -9,6 +9,7 @@ once per shape and also describe it in the OpenAPI schema.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timezone as dt_timezone
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
@@ -229,6 +230,42 @@ class SyncStatusSerializer(MappingMetadataFieldsMixin):
         "syncRunning",
         "isActive",
     )
+
+
+def iso_datetime(moment) -> str:
+    """What DRF's DateTimeField renders for an aware UTC datetime, without its
+    per-call settings lookups."""
+    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+STATUS_COLUMNS = ("pk", "sabito_business_id", "business_name", "tenant__name", "metadata", "updated_at", "sync_running", "is_active")
+
+
+def sync_status_items(mappings) -> list[dict]:
+    """`SyncStatusSerializer(mappings, many=True).data`, built from plain rows.
+
+    The status endpoint is polled, and for a tenant with 1,000 mappings the
+    serializer's per-field machinery and the model instances cost ~80 ms of CPU
+    per request; this is the same output (a test holds the two equal) for a
+    fraction of that. `mappings` must be annotated with `sync_running`."""
+    items = []
+    for pk, business_id, name, tenant_name, metadata, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
+        metadata = metadata if isinstance(metadata, dict) else {}
+        last_synced_at, last_result = metadata.get("lastSyncedAt"), metadata.get("lastSyncResult")
+        items.append(
+            {
+                "id": str(pk),
+                "sabitoBusinessId": business_id,
+                "businessName": name,
+                "tenantName": tenant_name,
+                "lastSyncAt": last_synced_at if isinstance(last_synced_at, str) else None,
+                "lastSyncResult": last_result if isinstance(last_result, dict) else None,
+                "lastUpdated": iso_datetime(updated_at),
+                "syncRunning": running,
+                "isActive": active,
+            }
+        )
+    return items
 
 
 class MappingSerializer(MappingMetadataFieldsMixin):

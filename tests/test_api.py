@@ -850,3 +850,22 @@ def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, 
 
     assert admin.get(STATUS).status_code == 200
     assert other_admin.post(SYNC_ALL, {"fullSync": False}).status_code == 200
+
+
+def test_status_items_equal_the_status_serializers_output(tenant, mapping):
+    from django.db.models import Exists, OuterRef
+
+    from sabito_sync.models import SabitoMapping, SyncRun
+    from sabito_sync.serializers import SyncStatusSerializer, sync_status_items
+
+    SabitoMappingFactory(tenant=tenant, metadata={"lastSyncedAt": 17, "lastSyncResult": ["hand", "edited"]})
+    SabitoMappingFactory(tenant=tenant, metadata=["not", "a", "dict"], is_active=False)
+    synced = SabitoMappingFactory(tenant=tenant)
+    synced.metadata = {"lastSyncedAt": "2026-11-24T12:00:00.000Z", "lastSyncResult": {"success": True, "created": 5}}
+    synced.save()
+    SyncRun.objects.create(mapping=mapping, trigger="beat", started_at=mapping.created_at, heartbeat_at=mapping.created_at)
+    running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
+    mappings = SabitoMapping.objects.filter(tenant=tenant).select_related("tenant").annotate(sync_running=Exists(running))
+
+    assert sync_status_items(mappings) == SyncStatusSerializer(mappings, many=True).data
+    assert [item["syncRunning"] for item in sync_status_items(mappings)].count(True) == 1
