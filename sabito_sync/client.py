@@ -80,15 +80,16 @@ class CustomerPage:
     records: list[Any]
 
 
-def format_updated_after(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds, e.g. "2025-12-14T12:00:00.000Z".
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. "2025-12-14T12:00:00.000Z": Sabito's
+    `updatedAfter`, and so also the stored watermark that becomes it.
 
     Microseconds are truncated, not rounded: rounding up could move the filter
     past a record updated in that same millisecond and skip it for good.
     """
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(
-            f"updated_after must be timezone-aware; got naive {moment.isoformat()} "
+            f"timestamps must be timezone-aware; got naive {moment.isoformat()} "
             "whose meaning depends on the server's clock"
         )
     utc = moment.astimezone(timezone.utc)
@@ -286,7 +287,7 @@ class SabitoClient:
     ) -> CustomerPage:
         params: dict[str, str | int] = {"businessId": business_id, "limit": limit, "offset": offset}
         if updated_after is not None:
-            params["updatedAfter"] = format_updated_after(updated_after)
+            params["updatedAfter"] = format_timestamp(updated_after)
         return CustomerPage(offset=offset, records=self._fetch_records(params, business_id=business_id, offset=offset))
 
     def _fetch_records(self, params: dict[str, str | int], *, business_id: str, offset: int) -> list[Any]:

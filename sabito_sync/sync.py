@@ -17,7 +17,6 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
 from typing import Callable, Iterable, Iterator
 
 from django.core.exceptions import ValidationError
@@ -26,7 +25,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import bulk
-from .client import CustomerPage, SabitoClient, SabitoError
+from .client import CustomerPage, SabitoClient, SabitoError, format_timestamp
 from .conf import SabitoSettings, load_sabito_settings
 from .models import Customer, SabitoMapping, SyncRun
 
@@ -207,7 +206,7 @@ def sync_mapping(
     elif updated_after is None:
         kind = "incremental, first sync: fetching everything"
     else:
-        kind = f"incremental, updated after {iso_utc(updated_after)}"
+        kind = f"incremental, updated after {format_timestamp(updated_after)}"
     logger.info(
         "%s Starting sync for business: %s (%s) [%s]", LOG_PREFIX, mapping.business_name, mapping.sabito_business_id, kind
     )
@@ -434,13 +433,13 @@ def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, 
             "updated": result.updated,
             "skipped": result.skipped,
             "errors": result.errors,
-            "syncedAt": iso_utc(finished_at),
+            "syncedAt": format_timestamp(finished_at),
         }
         if not result.success:
             summary["error"] = result.error
         metadata["lastSyncResult"] = summary
         if watermark is not None:
-            metadata["lastSyncedAt"] = iso_utc(watermark)
+            metadata["lastSyncedAt"] = format_timestamp(watermark)
         locked.metadata = metadata
         locked.save(update_fields=["metadata", "updated_at"])
         mapping.metadata = metadata
@@ -483,9 +482,6 @@ def mark_missing_customers(*, mapping: SabitoMapping, returned_ids: set[str]) ->
         logger.info("%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, len(missing), mapping.business_name)
     return len(missing)
 
-
-def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(dt_timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --- Fetching ahead: the next pages arrive while this one is written ---------------------

@@ -21,7 +21,7 @@ from sabito_sync.client import (
     SabitoError,
     SabitoResponseError,
     SabitoUnavailableError,
-    format_updated_after,
+    format_timestamp,
 )
 
 BASE_URL = "https://sabito.test"
@@ -148,15 +148,15 @@ def test_updated_after_omitted_on_full_fetch(sabito, sabito_client):
     assert list(sabito_client.iter_customer_pages(business_id=BUSINESS)) == []
 
 
-def test_format_updated_after_truncates_to_milliseconds_with_z():
+def test_format_timestamp_truncates_to_milliseconds_with_z():
     moment = datetime(2025, 12, 14, 12, 0, 0, 999999, tzinfo=timezone.utc)
 
-    assert format_updated_after(moment) == "2025-12-14T12:00:00.999Z"
+    assert format_timestamp(moment) == "2025-12-14T12:00:00.999Z"
 
 
-def test_format_updated_after_rejects_naive_datetime():
+def test_format_timestamp_rejects_naive_datetime():
     with pytest.raises(ValueError, match="timezone-aware"):
-        format_updated_after(datetime(2025, 12, 14, 12, 0))
+        format_timestamp(datetime(2025, 12, 14, 12, 0))
 
 
 def test_every_request_has_a_timeout(sabito, make_client):
