@@ -8,12 +8,12 @@ body: `{"success": false, "message": ..., "errors": {...}}`.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
@@ -30,6 +30,7 @@ from rest_framework.exceptions import (
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -57,8 +58,8 @@ from .serializers import (
     SyncRunPageResponseSerializer,
     SyncRunSerializer,
     SyncStatusResponseSerializer,
-    sync_status_items,
 )
+from .status import sync_status_json
 from .sync import LOG_PREFIX, SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
 from .tasks import enqueue_mapping_sync, is_sync_running
 
@@ -423,9 +424,10 @@ class SyncStatusApi(TenantAPIView):
         responses={200: SyncStatusResponseSerializer},
     )
     def get(self, request):
-        running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
-        mappings = self.tenant_mappings().annotate(sync_running=Exists(running))
-        return Response({"success": True, "data": sync_status_items(mappings)})
+        body = sync_status_json(tenant=request.tenant)
+        if isinstance(request.accepted_renderer, JSONRenderer):
+            return HttpResponse(body, content_type="application/json")
+        return Response(json.loads(body))  # the browsable API (DEBUG)
 
 
 class MappingListApi(TenantAPIView):

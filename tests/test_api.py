@@ -361,8 +361,9 @@ def test_status_runs_the_same_queries_for_any_number_of_mappings(admin, tenant, 
         if n % 2:
             running_run(mapping)
 
-    # The token with its user, the membership with its tenant, the mappings with their running flag.
-    with django_assert_num_queries(3):
+    # The token with its user, the membership with its tenant, the cache key's
+    # fingerprint, the mappings with their running flag.
+    with django_assert_num_queries(4):
         response = admin.get(STATUS)
 
     assert len(response.json()["data"]) == count

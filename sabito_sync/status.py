@@ -1,0 +1,99 @@
+"""The tenant's sync status list (`GET /api/sabito/sync/status`), answered from a cache.
+
+Dashboards poll this endpoint, often many at once, and for a tenant with 1,000
+mappings building the list costs ~25 ms of CPU (most of it decoding each mapping's
+metadata). So the rendered answer is cached under a fingerprint of everything it
+shows, read by one cheap aggregate query on every request:
+
+- the tenant's name (every item carries it);
+- how many mappings the tenant has and the latest `updated_at` among them: every
+  write the project makes to a mapping (API, admin, a sync recording its outcome)
+  moves `updated_at`, which the list shows as `lastUpdated` anyway; a deleted
+  mapping changes the count;
+- how many of the mappings have a running sync and the latest start among those
+  runs: a run starting or finishing moves one of them (a finish also writes the
+  mapping in the same transaction).
+
+A change is therefore visible on the very next request. The entries also expire
+after `STATUS_CACHE_SECONDS`, which bounds what the fingerprint could miss: a
+mapping edited with a bare `QuerySet.update()` that leaves `updated_at` alone, or
+two hosts whose clocks disagree so that a newer write carries an older time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Exists, OuterRef
+from rest_framework.renderers import JSONRenderer
+
+from .models import SabitoMapping, SyncRun, Tenant
+from .serializers import sync_status_items
+
+logger = logging.getLogger(__name__)
+
+STATUS_CACHE_SECONDS = 10
+
+
+def tenant_status_mappings(*, tenant: Tenant):
+    """The tenant's mappings, each annotated with `sync_running`."""
+    return SabitoMapping.objects.filter(tenant=tenant).annotate(sync_running=Exists(running_run()))
+
+
+def running_run():
+    """The mapping's running run (at most one: the run lock), for a subquery."""
+    return SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
+
+
+def sync_status_json(*, tenant: Tenant) -> bytes:
+    """The endpoint's body, `{"success": true, "data": [...]}`, rendered as JSON."""
+    key = status_cache_key(tenant=tenant)
+    try:
+        body = cache.get(key)
+    except Exception:  # a cache server that is down must not take the endpoint with it
+        logger.warning("Status cache unavailable; answering without it", exc_info=True)
+        return render_status(tenant=tenant)
+    if body is None:
+        # Read after the fingerprint: a change landing in between is then in the
+        # body stored under the older key, never the reverse.
+        body = render_status(tenant=tenant)
+        try:
+            cache.set(key, body, STATUS_CACHE_SECONDS)
+        except Exception:
+            logger.warning("Status cache unavailable; answer not stored", exc_info=True)
+    return body
+
+
+def render_status(*, tenant: Tenant) -> bytes:
+    return JSONRenderer().render({"success": True, "data": sync_status_items(tenant_status_mappings(tenant=tenant))})
+
+
+def status_cache_key(*, tenant: Tenant) -> str:
+    with connection.cursor() as cursor:
+        tenant_id = Tenant._meta.pk.get_db_prep_value(tenant.pk, connection)  # SQLite keeps UUIDs as hex text
+        cursor.execute(fingerprint_sql(), {"tenant": tenant_id, "running": SyncRun.Status.RUNNING})
+        fingerprint = (tenant.name, *cursor.fetchone())
+    digest = hashlib.sha256(repr(fingerprint).encode()).hexdigest()
+    return f"sabito_sync:status:{tenant.pk}:{digest}"
+
+
+@functools.cache
+def fingerprint_sql() -> str:
+    """One statement of plain SQL (PostgreSQL and SQLite): the ORM spends ~2 ms
+    compiling the equivalent aggregate with subqueries, more than the cached
+    answer saves for a small tenant. The running runs are reached through their
+    partial index (a handful of rows), not the history."""
+    quote = connection.ops.quote_name
+    mapping, run = quote(SabitoMapping._meta.db_table), quote(SyncRun._meta.db_table)
+    return f"""
+        SELECT mappings.total, mappings.last_updated, runs.running, runs.last_started
+        FROM (SELECT COUNT(*) AS total, MAX(updated_at) AS last_updated FROM {mapping}
+              WHERE tenant_id = %(tenant)s) AS mappings,
+             (SELECT COUNT(*) AS running, MAX(run.started_at) AS last_started
+              FROM {run} AS run JOIN {mapping} AS run_mapping ON run_mapping.id = run.mapping_id
+              WHERE run.status = %(running)s AND run_mapping.tenant_id = %(tenant)s) AS runs
+    """
