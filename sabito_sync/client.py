@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -134,6 +135,25 @@ def _record_ids(records: list[Any]) -> list[Any]:
     return [_record_key(record) for record in records]
 
 
+def environment_session(base_url: str) -> requests.Session:
+    """A session that reads the environment once: the proxy for `base_url`
+    (`HTTP(S)_PROXY`, `ALL_PROXY`, `NO_PROXY`) and the CA bundle
+    (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`), as requests would.
+
+    Left to itself requests reads them again, twice per request, walking the
+    whole environment and looking for a .netrc each time: a third of this client's
+    CPU on a fast feed. A client lives for one sync, so reading them when it is
+    made is as current as anyone needs. (Credentials from a .netrc are not
+    wanted anyway: Sabito is authenticated by X-API-Key.)"""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
+
+
 class SabitoClient:
     def __init__(
         self,
@@ -171,7 +191,7 @@ class SabitoClient:
         # A session handed in belongs to the caller, who may share it; only
         # close what this client opened.
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else environment_session(self._base_url)
         self._sleep = sleep
 
     def __repr__(self) -> str:

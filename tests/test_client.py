@@ -659,3 +659,64 @@ def test_a_borrowed_session_is_left_open_for_its_owner():
     SabitoClient(base_url=BASE_URL, api_key=API_KEY, session=session).close()
 
     assert session.closed is False
+
+
+# --- The environment: proxies and CA bundle, read once per client -----------------------------
+
+
+@pytest.fixture
+def live_simulator():
+    from sabito_sync.simulator import SabitoSimulator
+
+    simulator = SabitoSimulator(customers_per_business=5, businesses=1, seed=3, api_key=API_KEY).start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def clean_proxy_environment(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the probe is closed
+
+
+def test_requests_go_through_the_proxy_the_environment_names(live_simulator, clean_proxy_environment):
+    clean_proxy_environment.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    business = live_simulator.business_ids[0]
+
+    with SabitoClient(base_url=live_simulator.url, api_key=API_KEY, max_retries=0) as client:
+        with pytest.raises(SabitoUnavailableError, match="after 1 attempts"):
+            list(client.iter_customer_pages(business_id=business))
+
+    assert live_simulator.stats["customerRequests"] == 0  # nothing reached Sabito directly
+
+
+def test_no_proxy_lets_requests_reach_sabito_directly(live_simulator, clean_proxy_environment):
+    clean_proxy_environment.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    clean_proxy_environment.setenv("NO_PROXY", "127.0.0.1,localhost")
+    business = live_simulator.business_ids[0]
+
+    with SabitoClient(base_url=live_simulator.url, api_key=API_KEY, max_retries=0) as client:
+        records = [record for page in client.iter_customer_pages(business_id=business) for record in page.records]
+
+    assert len(records) == 5
+
+
+def test_the_ca_bundle_the_environment_names_is_used(clean_proxy_environment, tmp_path):
+    bundle = tmp_path / "corporate-ca.pem"
+    bundle.write_text("")
+    clean_proxy_environment.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+
+    with SabitoClient(base_url="https://sabito.example", api_key=API_KEY) as client:
+        # An empty bundle verifies nothing, so the TLS handshake would fail; the
+        # setting itself is what a user configures, and what requests would use.
+        assert client._session.verify == str(bundle)
