@@ -44,7 +44,8 @@ def write_customers(
     """Insert one new customer of the tenant per row of `fields` values in `creates`
     (each with a new random id), and set `fields` and updated_at of the existing
     customers in `updates`, one row `(pk, *values)` each. Returns how many customers
-    were updated: fewer than `updates` if some were deleted meanwhile."""
+    were updated: fewer than `updates` if some were deleted meanwhile (or, were a
+    key ever wrong, belong to another tenant: those are never touched)."""
     return page_sql(connection.vendor, tuple(fields)).write(tenant_id, creates, updates, now)
 
 
@@ -176,7 +177,7 @@ class PostgreSQLPageSQL(PageSQL):
             )
             UPDATE {self.table} AS c SET {assignments}, {self.updated_at} = %s
             FROM ({_json_rows([("pk", "uuid"), *typed])}) AS k
-            WHERE c.{self.pk} = k.pk
+            WHERE c.{self.pk} = k.pk AND c.{self.tenant} = %s
         """
 
     def find_params(self, tenant, keys: list[tuple[str, str]]) -> list[str]:
@@ -187,7 +188,8 @@ class PostgreSQLPageSQL(PageSQL):
         stamp = connection.ops.adapt_datetimefield_value(now)
         created, changed = json.dumps(creates, default=_json_value), json.dumps(updates, default=_json_value)
         with connection.cursor() as cursor:
-            cursor.execute(self.write_sql, [_db_value("tenant", tenant_id), stamp, stamp, created, stamp, changed])
+            tenant = _db_value("tenant", tenant_id)
+            cursor.execute(self.write_sql, [tenant, stamp, stamp, created, stamp, changed, tenant])
             return cursor.rowcount  # the UPDATE's: the CTE's INSERT does not count
 
 
@@ -224,7 +226,8 @@ class SQLitePageSQL(PageSQL):
         )
         self.update_sql = f"""
             UPDATE {self.table} SET {assignments}, {self.updated_at} = %s
-            FROM json_each(%s) AS k WHERE {self.table}.{self.pk} = json_extract(k.value, '$[0]')
+            FROM json_each(%s) AS k
+            WHERE {self.table}.{self.pk} = json_extract(k.value, '$[0]') AND {self.table}.{self.tenant} = %s
         """
 
     def find_params(self, tenant, keys: list[tuple[str, str]]) -> list:
@@ -236,8 +239,9 @@ class SQLitePageSQL(PageSQL):
         created = self._json([[uuid.uuid4().hex, *row] for row in creates])
         changed = self._json([list(row) for row in updates])
         with connection.cursor() as cursor:
-            cursor.execute(self.insert_sql, [_db_value("tenant", tenant_id), stamp, stamp, created])
-            cursor.execute(self.update_sql, [stamp, changed])
+            tenant = _db_value("tenant", tenant_id)
+            cursor.execute(self.insert_sql, [tenant, stamp, stamp, created])
+            cursor.execute(self.update_sql, [stamp, changed, tenant])
             return cursor.rowcount
 
     def _json(self, rows: list[list]) -> str:

@@ -679,7 +679,7 @@ def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -
                 with transaction.atomic():
                     if customer.pk is None:
                         Customer.objects.create(tenant_id=tenant_id, **values)
-                    elif not Customer.objects.filter(pk=customer.pk).update(**values, updated_at=now):
+                    elif not Customer.objects.filter(pk=customer.pk, tenant_id=tenant_id).update(**values, updated_at=now):
                         raise IntegrityError(f"customer {customer.pk} was deleted meanwhile")
             except IntegrityError as exc:
                 written.errors.append(

@@ -67,6 +67,24 @@ def test_a_customer_deleted_meanwhile_is_created_again(fake_sabito, mapping, mon
     assert Customer.objects.get(tenant=mapping.tenant).name == "New name"
 
 
+def test_a_write_never_reaches_another_tenants_customer(fake_sabito, mapping, monkeypatch):
+    serve(fake_sabito, mapping, [sabito_record(1, name="New name")])
+    elsewhere = CustomerFactory(sabito_customer_id="cust-1", email="person1@example.com", name="Other tenant's")
+    # A lookup that (wrongly) hands back the other tenant's row: defence in depth
+    # below the tenant-scoped lookup, the write itself is scoped to the tenant.
+    wrong_rows = bulk.find_candidates(
+        tenant_id=elsewhere.tenant_id, keys=[("cust-1", "person1@example.com")], fields=sync.SYNCED_FIELDS
+    )
+    lookup_sees(monkeypatch, lambda kwargs: wrong_rows)
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    elsewhere.refresh_from_db()
+    assert elsewhere.name == "Other tenant's"
+    assert (result.created, result.updated, result.errors) == (1, 0, 0)
+    assert Customer.objects.get(tenant=mapping.tenant).name == "New name"
+
+
 def test_the_next_page_is_fetched_while_the_current_one_is_written(fake_sabito, mapping, settings, monkeypatch):
     settings.SABITO_PAGE_SIZE = "2"
     serve(fake_sabito, mapping, [sabito_record(n) for n in range(6)])
