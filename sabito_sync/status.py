@@ -85,8 +85,8 @@ def status_cache_key(*, tenant: Tenant) -> str:
 def fingerprint_sql() -> str:
     """One statement of plain SQL (PostgreSQL and SQLite): the ORM spends ~2 ms
     compiling the equivalent aggregate with subqueries, more than the cached
-    answer saves for a small tenant. The running runs are reached through their
-    partial index (a handful of rows), not the history."""
+    answer saves for a small tenant. Runs are selected by status, which the
+    partial index of running runs covers: a handful of rows, not the history."""
     quote = connection.ops.quote_name
     mapping, run = quote(SabitoMapping._meta.db_table), quote(SyncRun._meta.db_table)
     return f"""
