@@ -844,6 +844,24 @@ def test_sync_endpoints_answer_429_after_the_rate(admin, mapping, fake_sabito, s
     assert SyncRun.objects.count() == 2
 
 
+def test_syncs_still_start_when_the_throttles_cache_server_is_down(admin, mapping, fake_sabito, caplog):
+    from django.test import override_settings
+
+    fake_sabito.records["biz-a"] = [sabito_record(1)]
+    # A real Redis client pointed at a port where nothing listens.
+    unreachable = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:9/0",
+        "OPTIONS": {"socket_connect_timeout": 1},
+    }
+    with override_settings(CACHES={"default": unreachable}):
+        response = admin.post(sync_one_url(mapping), {"fullSync": True})
+
+    assert response.status_code == 200
+    assert response.json()["data"][0]["created"] == 1
+    assert "throttle skipped: the cache is unavailable" in caplog.text
+
+
 def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, mapping, fake_sabito, sync_rate_of_two):
     other_admin = make_caller(tenant)
     for _ in range(2):
