@@ -19,6 +19,15 @@ from sabito_sync.models import Membership, SyncRun, Tenant
 
 from .factories import MembershipFactory, TenantFactory, UserFactory
 
+# A real Redis client pointed at a port where nothing listens: the cache server is down.
+UNREACHABLE_CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:9/0",
+        "OPTIONS": {"socket_connect_timeout": 1},
+    }
+}
+
 SYNC_ALL = "/api/sabito/sync"
 STATUS = "/api/sabito/sync/status"
 MAPPINGS = "/api/sabito/mappings"

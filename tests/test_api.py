@@ -12,6 +12,7 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     MAPPINGS,
     STATUS,
     SYNC_ALL,
+    UNREACHABLE_CACHES,
     admin,
     error_body,
     finished_run,
@@ -848,13 +849,7 @@ def test_syncs_still_start_when_the_throttles_cache_server_is_down(admin, mappin
     from django.test import override_settings
 
     fake_sabito.records["biz-a"] = [sabito_record(1)]
-    # A real Redis client pointed at a port where nothing listens.
-    unreachable = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": "redis://127.0.0.1:9/0",
-        "OPTIONS": {"socket_connect_timeout": 1},
-    }
-    with override_settings(CACHES={"default": unreachable}):
+    with override_settings(CACHES=UNREACHABLE_CACHES):
         response = admin.post(sync_one_url(mapping), {"fullSync": True})
 
     assert response.status_code == 200

@@ -14,6 +14,7 @@ from sabito_sync.sync import sync_mapping
 from tests.api_fixtures import (  # noqa: F401 (fixtures)
     MAPPINGS,
     STATUS,
+    UNREACHABLE_CACHES,
     admin,
     fresh_throttle_history,
     make_caller,
@@ -125,13 +126,7 @@ def test_a_change_the_fingerprint_cannot_see_shows_once_the_entry_expires(admin,
 
 
 def test_status_answers_when_the_cache_server_is_down(admin, mapping):
-    # A real Redis client pointed at a port where nothing listens.
-    unreachable = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": "redis://127.0.0.1:9/0",
-        "OPTIONS": {"socket_connect_timeout": 1},
-    }
-    with override_settings(CACHES={"default": unreachable}):
+    with override_settings(CACHES=UNREACHABLE_CACHES):
         assert status_items(admin)["biz-a"]["businessName"] == "Alpha"
 
 
