@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count
 from django.db.models.fields.json import KT
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
@@ -249,8 +249,7 @@ class SabitoMappingAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         # One query for the whole list: the running state is a subquery, the
         # last result lives in the mapping's own metadata.
-        running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
-        return super().get_queryset(request).annotate(sync_running=Exists(running))
+        return super().get_queryset(request).with_sync_running()
 
     def save_model(self, request, obj, form, change):
         if not change:

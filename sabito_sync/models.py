@@ -6,7 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 
 
@@ -90,6 +90,14 @@ class Customer(models.Model):
         return self.name or self.email or str(self.id)
 
 
+class SabitoMappingQuerySet(models.QuerySet):
+    def with_sync_running(self):
+        """Each mapping annotated with `sync_running`: whether a run of it is running
+        now (the row that holds its run lock), in the same query."""
+        running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
+        return self.annotate(sync_running=Exists(running))
+
+
 class SabitoMapping(models.Model):
     """One Sabito business whose customers are kept in step with one NEXPro tenant.
 
@@ -105,6 +113,8 @@ class SabitoMapping(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SabitoMappingQuerySet.as_manager()
 
     class Meta:
         ordering = ["business_name"]

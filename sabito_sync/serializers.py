@@ -247,7 +247,7 @@ def sync_status_items(mappings) -> list[dict]:
     The status endpoint is polled, and for a tenant with 1,000 mappings the
     serializer's per-field machinery and the model instances cost ~80 ms of CPU
     per request; this is the same output (a test holds the two equal) for a
-    fraction of that. `mappings` must be annotated with `sync_running`."""
+    fraction of that. `mappings` must come `with_sync_running()`."""
     items = []
     for pk, business_id, name, tenant_name, metadata, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
         metadata = metadata if isinstance(metadata, dict) else {}

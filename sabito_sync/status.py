@@ -28,7 +28,6 @@ import logging
 
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Exists, OuterRef
 from rest_framework.renderers import JSONRenderer
 
 from .models import SabitoMapping, SyncRun, Tenant
@@ -37,16 +36,6 @@ from .serializers import sync_status_items
 logger = logging.getLogger(__name__)
 
 STATUS_CACHE_SECONDS = 10
-
-
-def tenant_status_mappings(*, tenant: Tenant):
-    """The tenant's mappings, each annotated with `sync_running`."""
-    return SabitoMapping.objects.filter(tenant=tenant).annotate(sync_running=Exists(running_run()))
-
-
-def running_run():
-    """The mapping's running run (at most one: the run lock), for a subquery."""
-    return SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
 
 
 def sync_status_json(*, tenant: Tenant) -> bytes:
@@ -69,7 +58,8 @@ def sync_status_json(*, tenant: Tenant) -> bytes:
 
 
 def render_status(*, tenant: Tenant) -> bytes:
-    return JSONRenderer().render({"success": True, "data": sync_status_items(tenant_status_mappings(tenant=tenant))})
+    mappings = SabitoMapping.objects.filter(tenant=tenant).with_sync_running()
+    return JSONRenderer().render({"success": True, "data": sync_status_items(mappings)})
 
 
 def status_cache_key(*, tenant: Tenant) -> str:

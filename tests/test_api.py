@@ -867,8 +867,6 @@ def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, 
 
 
 def test_status_items_equal_the_status_serializers_output(tenant, mapping):
-    from django.db.models import Exists, OuterRef
-
     from sabito_sync.models import SabitoMapping, SyncRun
     from sabito_sync.serializers import SyncStatusSerializer, sync_status_items
 
@@ -878,8 +876,7 @@ def test_status_items_equal_the_status_serializers_output(tenant, mapping):
     synced.metadata = {"lastSyncedAt": "2026-11-24T12:00:00.000Z", "lastSyncResult": {"success": True, "created": 5}}
     synced.save()
     SyncRun.objects.create(mapping=mapping, trigger="beat", started_at=mapping.created_at, heartbeat_at=mapping.created_at)
-    running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
-    mappings = SabitoMapping.objects.filter(tenant=tenant).select_related("tenant").annotate(sync_running=Exists(running))
+    mappings = SabitoMapping.objects.filter(tenant=tenant).select_related("tenant").with_sync_running()
 
     assert sync_status_items(mappings) == SyncStatusSerializer(mappings, many=True).data
     assert [item["syncRunning"] for item in sync_status_items(mappings)].count(True) == 1
