@@ -326,11 +326,27 @@ SYNC_DESCRIPTION = (
 )
 
 
-class SyncAllApi(TenantAPIView):
+class SyncTriggerApi(TenantAPIView):
+    """The endpoints that start syncs: tenant admins only, rate limited."""
+
     permission_classes = [*TenantAPIView.permission_classes, IsTenantAdmin]
     throttle_classes = [SyncTriggerThrottle]
     throttle_scope = SYNC_THROTTLE_SCOPE
 
+    def sync_options(self) -> tuple[bool, bool]:
+        """(full_sync, run_async) from the validated body."""
+        params = SyncInputSerializer(data=self.input_data())
+        params.is_valid(raise_exception=True)
+        return params.validated_data["full_sync"], params.validated_data["run_async"]
+
+
+SYNC_QUEUED_RESPONSES = {
+    202: OpenApiResponse(SyncQueuedResponseSerializer, description='Queued ("async": true).'),
+    503: error_response('"async": true but the task queue is unavailable, or the sync is misconfigured.'),
+}
+
+
+class SyncAllApi(SyncTriggerApi):
     @tenant_operation(
         operation_id="sync_all",
         summary="Sync all of the tenant's active mappings",
@@ -342,28 +358,21 @@ class SyncAllApi(TenantAPIView):
         request=SyncInputSerializer,
         responses={
             200: OpenApiResponse(SyncResponseSerializer, description="The syncs ran; one result per mapping."),
-            202: OpenApiResponse(SyncQueuedResponseSerializer, description='Queued ("async": true).'),
-            503: error_response('"async": true but the task queue is unavailable, or the sync is misconfigured.'),
+            **SYNC_QUEUED_RESPONSES,
         },
         admin_only=True,
         throttled=True,
     )
     def post(self, request):
-        params = SyncInputSerializer(data=self.input_data())
-        params.is_valid(raise_exception=True)
-        full_sync = params.validated_data["full_sync"]
+        full_sync, run_async = self.sync_options()
         mappings = list(self.tenant_mappings().filter(is_active=True))
-        if params.validated_data["run_async"]:
+        if run_async:
             return queued_response(mappings, full_sync=full_sync)
         results = sync_all_mappings(full_sync=full_sync, trigger=SyncRun.Trigger.API, mappings=mappings)
         return sync_response(results)
 
 
-class SyncMappingApi(TenantAPIView):
-    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdmin]
-    throttle_classes = [SyncTriggerThrottle]
-    throttle_scope = SYNC_THROTTLE_SCOPE
-
+class SyncMappingApi(SyncTriggerApi):
     @tenant_operation(
         operation_id="sync_mapping",
         summary="Sync one mapping",
@@ -373,8 +382,7 @@ class SyncMappingApi(TenantAPIView):
         request=SyncInputSerializer,
         responses={
             200: OpenApiResponse(SyncResponseSerializer, description="The sync ran (successfully or not)."),
-            202: OpenApiResponse(SyncQueuedResponseSerializer, description='Queued ("async": true).'),
-            503: error_response('"async": true but the task queue is unavailable, or the sync is misconfigured.'),
+            **SYNC_QUEUED_RESPONSES,
         },
         admin_only=True,
         mapping_in_path=True,
@@ -383,10 +391,8 @@ class SyncMappingApi(TenantAPIView):
     )
     def post(self, request, mappingId):
         mapping = self.get_mapping(mappingId)
-        params = SyncInputSerializer(data=self.input_data())
-        params.is_valid(raise_exception=True)
-        full_sync = params.validated_data["full_sync"]
-        if params.validated_data["run_async"]:
+        full_sync, run_async = self.sync_options()
+        if run_async:
             if is_sync_running(mapping):
                 raise SyncAlreadyRunning(mapping, None)
             return queued_response([mapping], full_sync=full_sync)
