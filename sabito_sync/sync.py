@@ -322,6 +322,12 @@ def log_all_completed(results: list[SyncResult]) -> None:
 # --- The run: lock, heartbeat, result ---------------------------------------------------
 
 
+def stale_heartbeat_cutoff(sabito: SabitoSettings) -> datetime:
+    """A running run whose heartbeat is older than this belongs to a worker that
+    died: it no longer holds its mapping, and the next sync takes it over."""
+    return timezone.now() - timedelta(seconds=sabito.stale_run_after_seconds)
+
+
 def start_run(
     *,
     mapping: SabitoMapping,
@@ -334,7 +340,7 @@ def start_run(
     running runs is the lock: the insert fails while another run holds the mapping,
     whichever process or host it runs on. A holder whose heartbeat is older than the
     stale limit belonged to a worker that died; it is marked failed and taken over."""
-    stale_before = timezone.now() - timedelta(seconds=sabito.stale_run_after_seconds)
+    stale_before = stale_heartbeat_cutoff(sabito)
     for _attempt in range(3):
         now = timezone.now()
         try:

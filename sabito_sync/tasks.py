@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 
 from celery import shared_task
 from django.db import transaction
-from django.utils import timezone
 
 from .conf import load_sabito_settings
 from .models import SabitoMapping, SyncRun
-from .sync import LOG_PREFIX, SyncAlreadyRunning, already_running_result, sync_mapping
+from .sync import LOG_PREFIX, SyncAlreadyRunning, already_running_result, stale_heartbeat_cutoff, sync_mapping
 
 logger = logging.getLogger("sabito_sync.tasks")
 
@@ -71,5 +69,5 @@ def enqueue_mapping_syncs(*, mappings, full_sync: bool, trigger: str) -> list[st
 def is_sync_running(mapping: SabitoMapping) -> bool:
     """Whether a live run holds the mapping. A run whose heartbeat went stale
     belongs to a dead worker: the next sync takes it over, so it does not count."""
-    stale_before = timezone.now() - timedelta(seconds=load_sabito_settings().stale_run_after_seconds)
+    stale_before = stale_heartbeat_cutoff(load_sabito_settings())
     return SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING, heartbeat_at__gte=stale_before).exists()
