@@ -168,6 +168,9 @@ class SyncRun(models.Model):
     marked_missing = models.PositiveIntegerField(default=0)
     error_details = models.JSONField(default=list, blank=True)
     error_message = models.TextField(blank=True, default="")
+    # Why this run is what it is, when that is not obvious from its trigger: for
+    # example the first run after the mapping was re-pointed at another business.
+    note = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-started_at"]
