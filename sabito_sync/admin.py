@@ -1,8 +1,11 @@
 """The Django admin: set up tenants and mappings, press "sync now", read the history.
 
-The sync buttons and actions are thin interfaces like the task and the command:
-they queue the sync through `tasks.enqueue_mapping_sync` and report with a message;
-the sync itself never runs inside the request (it can take minutes).
+The admin is the platform operators': Django's model permissions decide what each
+may see and do (`is_staff` only lets them log in). The sync buttons and actions, and
+saving or deleting a mapping, are thin interfaces over the mapping service
+(`mappings`), like the API and the command: they queue syncs through
+`request_sync` and report with a message; the sync itself never runs inside the
+request (it can take minutes).
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import quote, unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.db.models.fields.json import KT
 from django.http import Http404, HttpResponseRedirect
@@ -23,9 +28,10 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
-from kombu.exceptions import OperationalError as BrokerError
 
-from . import tasks
+from . import mappings as mapping_service
+from .access import ActionRefused
+from .mappings import SyncIsRunning, SyncQueueUnavailable
 from .models import Customer, Membership, SabitoMapping, SyncRun, Tenant
 
 admin.site.site_header = "NEXPro administration"
@@ -96,16 +102,59 @@ def last_sync_result(mapping: SabitoMapping) -> dict:
     return result if isinstance(result, dict) else {}
 
 
-class KeepSyncHistoryOnDeleteMixin:
-    """Runs cannot be deleted one by one (they are the audit trail), which would make
+class MappingDeletionMixin:
+    """Deleting mappings, directly or with the tenant that holds them, is refused
+    while any of them syncs (`mappings.ensure_no_sync_running`), on the delete page
+    and in the bulk action alike.
+
+    Runs cannot be deleted one by one (they are the audit trail), which would make
     Django refuse to delete a mapping or tenant that has any ("your account doesn't
     have permission to delete: sync runs"). Whoever may delete the mapping may take
     its history with it."""
+
+    def mappings_deleted_with(self, objs) -> list[SabitoMapping]:
+        raise NotImplementedError
+
+    def deletion_refusal(self, objs) -> str | None:
+        try:
+            mapping_service.ensure_no_sync_running(
+                self.mappings_deleted_with(objs), to=f"delete the {self.opts.verbose_name} (pause the mapping meanwhile)"
+            )
+        except SyncIsRunning as exc:
+            return str(exc)
+        return None
 
     def get_deleted_objects(self, objs, request):
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
         perms_needed.discard(SyncRun._meta.verbose_name)
         return deleted, model_count, perms_needed, protected
+
+    def delete_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        refusal = obj is not None and self.has_delete_permission(request, obj) and self.deletion_refusal([obj])
+        if refusal:
+            self.message_user(request, refusal, messages.ERROR)
+            change_url = reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                args=[quote(obj.pk)],
+                current_app=self.admin_site.name,
+            )
+            return HttpResponseRedirect(change_url)
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (type(self).delete_selected_unless_syncing, name, description)
+        return actions
+
+    def delete_selected_unless_syncing(self, request, queryset):
+        refusal = self.deletion_refusal(queryset)
+        if refusal:
+            self.message_user(request, refusal, messages.ERROR)
+            return None
+        return delete_selected(self, request, queryset)
 
 
 # --- Tenants and memberships ---------------------------------------------------------
@@ -127,7 +176,7 @@ class SabitoMappingInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
+class TenantAdmin(MappingDeletionMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "member_count", "mapping_count", "created_at"]
     # Explicit, because the counts' GROUP BY drops the model's default ordering.
     ordering = ["name"]
@@ -145,6 +194,9 @@ class TenantAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
                 mapping_total=Count("sabito_mappings", distinct=True),
             )
         )
+
+    def mappings_deleted_with(self, tenants) -> list[SabitoMapping]:
+        return list(SabitoMapping.objects.filter(tenant__in=[tenant.pk for tenant in tenants]))
 
     @admin.display(description="Members", ordering="member_total")
     def member_count(self, tenant):
@@ -209,8 +261,28 @@ class CustomerAdmin(admin.ModelAdmin):
 # --- Sabito mappings -------------------------------------------------------------------
 
 
+class SabitoMappingForm(forms.ModelForm):
+    """Re-pointing a mapping (another business or tenant) waits for its running sync;
+    said here so the operator sees it on the form (the service refuses it anyway)."""
+
+    class Meta:
+        model = SabitoMapping
+        fields = ["business_name", "sabito_business_id", "tenant", "is_active"]
+
+    def clean(self):
+        cleaned = super().clean()
+        repointed = {"sabito_business_id", "tenant"} & set(self.changed_data)
+        if self.instance.pk and repointed:
+            try:
+                mapping_service.ensure_no_sync_running([self.instance], to="change its Sabito business or tenant")
+            except SyncIsRunning as exc:
+                raise ValidationError(str(exc)) from None
+        return cleaned
+
+
 @admin.register(SabitoMapping)
-class SabitoMappingAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
+class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
+    form = SabitoMappingForm
     # The state right after the name: it is what an operator scans the list for.
     list_display = ["business", "sync_state", "last_sync", "last_result", "runs_link", "tenant", "active"]
     list_display_links = ["business"]
@@ -249,15 +321,39 @@ class SabitoMappingAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         # One query for the whole list: the running state is a subquery, the
         # last result lives in the mapping's own metadata.
-        return super().get_queryset(request).with_sync_running()
+        return mapping_service.with_sync_running(super().get_queryset(request))
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.save()
-        elif form.changed_data:
-            # A worker may have written the watermark since this form was loaded:
-            # save only what the operator changed, never a stale copy of metadata.
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        try:
+            if not change:
+                created = mapping_service.create_mapping(
+                    actor=request.user,
+                    tenant=obj.tenant,
+                    sabito_business_id=obj.sabito_business_id,
+                    business_name=obj.business_name,
+                    is_active=obj.is_active,
+                )
+                obj.pk, obj._state.adding = created.pk, False
+            elif form.changed_data:
+                # The service compares with the stored row and writes only what changed,
+                # never a stale copy of metadata (a worker may have written the watermark
+                # since this form was loaded); re-pointing resets the watermark.
+                mapping_service.update_mapping(
+                    actor=request.user,
+                    mapping=SabitoMapping.objects.select_related("tenant").get(pk=obj.pk),
+                    business_name=obj.business_name,
+                    is_active=obj.is_active,
+                    sabito_business_id=obj.sabito_business_id,
+                    tenant_id=obj.tenant_id,
+                )
+        except ActionRefused as exc:
+            raise PermissionDenied(str(exc)) from None
+
+    def mappings_deleted_with(self, mappings) -> list[SabitoMapping]:
+        return list(mappings)
+
+    def delete_model(self, request, obj):
+        mapping_service.delete_mapping(actor=request.user, mapping=obj)
 
     # -- columns and read-only fields
 
@@ -385,29 +481,25 @@ class SabitoMappingAdmin(KeepSyncHistoryOnDeleteMixin, admin.ModelAdmin):
         return add_preserved_filters({"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}, url)
 
     def queue_syncs(self, request, mappings, *, full_sync: bool) -> int:
-        """Queue a sync of every mapping not already running and say what happened;
-        returns how many mappings were considered. The check here only spares the
-        operator a pointless run: the run lock in the service is what guarantees one
-        run per mapping, and a sync queued twice is refused there and recorded."""
+        """Queue a sync of every mapping not already running (`mappings.request_sync`)
+        and say what happened; returns how many mappings were considered."""
         mappings = list(mappings)
         kind = "Full" if full_sync else "Incremental"
-        running = [mapping for mapping in mappings if mapping.sync_running]
-        queued = []
-        for mapping in mappings:
-            if mapping.sync_running:
-                continue
-            try:
-                tasks.enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=SyncRun.Trigger.ADMIN)
-            except BrokerError as exc:
-                self.message_user(
-                    request,
-                    f"Could not queue the {kind.lower()} sync of {mapping.business_name}: the task queue is "
-                    f"unreachable ({exc}). Check that the Celery broker is running; "
-                    f"{len(queued)} of {len(mappings) - len(running)} syncs were queued.",
-                    messages.ERROR,
-                )
-                break
-            queued.append(mapping)
+        try:
+            outcome = mapping_service.request_sync(
+                actor=request.user, mappings=mappings, full_sync=full_sync, trigger=SyncRun.Trigger.ADMIN
+            )
+        except ActionRefused as exc:
+            raise PermissionDenied(str(exc)) from None
+        except SyncQueueUnavailable as exc:
+            outcome = exc.request
+            self.message_user(
+                request,
+                f"{exc} Check that the Celery broker is running; {len(outcome.queued)} of "
+                f"{len(mappings) - len(outcome.already_running)} syncs were queued.",
+                messages.ERROR,
+            )
+        queued, running = [item.mapping for item in outcome.queued], outcome.already_running
 
         if len(queued) == 1:
             self.message_user(request, f"{kind} sync queued for {queued[0].business_name}", messages.SUCCESS)

@@ -12,7 +12,6 @@ import json
 import logging
 import uuid
 
-from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
@@ -24,6 +23,7 @@ from rest_framework.exceptions import (
     APIException,
     NotFound,
     ParseError,
+    PermissionDenied,
     UnsupportedMediaType,
     ValidationError,
 )
@@ -35,15 +35,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import mappings as mapping_service
+from .access import Action, ActionRefused
 from .conf import SabitoSettingsError
+from .mappings import BusinessAlreadyMapped, NoSuchTenant, SyncIsRunning, SyncQueueUnavailable
 from .models import SabitoMapping, SyncRun
-from .permissions import (
-    TENANT_HEADER,
-    IsTenantAdmin,
-    IsTenantAdminOrReadOnly,
-    SyncTriggerThrottle,
-    TenantPermission,
-)
+from .permissions import TENANT_HEADER, ActionPermission, SyncTriggerThrottle, TenantPermission
 from .serializers import (
     ErrorResponseSerializer,
     MappingCreateInputSerializer,
@@ -60,8 +57,7 @@ from .serializers import (
     SyncStatusResponseSerializer,
 )
 from .status import sync_status_json
-from .sync import LOG_PREFIX, SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
-from .tasks import enqueue_mapping_sync, is_sync_running
+from .sync import LOG_PREFIX, SyncAlreadyRunning, SyncResult
 
 logger = logging.getLogger("sabito_sync.api")
 
@@ -85,16 +81,23 @@ class ServiceUnavailable(APIException):
 def api_exception_handler(exc, context):
     """DRF's handler with the application's own errors mapped to HTTP, and every
     error body in one shape. Anything unexpected still raises (and is logged) as a 500."""
-    response = drf_exception_handler(as_api_exception(exc), context)
+    exc = as_api_exception(exc)
+    response = drf_exception_handler(exc, context)
     if response is not None:
         response.data = error_body(response.data, is_validation=isinstance(exc, ValidationError))
     return response
 
 
 def as_api_exception(exc: Exception) -> Exception:
-    if isinstance(exc, SyncAlreadyRunning):
+    if isinstance(exc, (SyncAlreadyRunning, SyncIsRunning)):
         return Conflict(str(exc))
-    if isinstance(exc, BrokerUnavailable):
+    if isinstance(exc, ActionRefused):
+        return PermissionDenied(str(exc))
+    if isinstance(exc, BusinessAlreadyMapped):
+        return ValidationError({"sabitoBusinessId": [str(exc)]})
+    if isinstance(exc, NoSuchTenant):
+        return ValidationError({"tenantId": [str(exc)]})
+    if isinstance(exc, (BrokerUnavailable, SyncQueueUnavailable)):
         return ServiceUnavailable(
             'Could not queue the sync: the task queue is unavailable. Try again later, or sync without "async".'
         )
@@ -227,8 +230,9 @@ TENANT_HEADER_PARAMETER = OpenApiParameter(
     OpenApiTypes.UUID,
     OpenApiParameter.HEADER,
     required=True,
-    description="The tenant to act for. The caller must be a member of it (staff users: any tenant). "
-    "Everything the request reads or changes is limited to this tenant.",
+    description="The tenant to act for. The caller must be a member of it, or a platform operator (a user "
+    "with a sabito_sync mapping permission; superusers): any tenant. Everything the request reads or changes "
+    "is limited to this tenant.",
 )
 MAPPING_ID_PARAMETER = OpenApiParameter(
     "mappingId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The mapping's id."
@@ -248,7 +252,7 @@ def tenant_operation(
     description: str = "",
     request=None,
     parameters: tuple = (),
-    admin_only: bool = False,
+    action: Action = Action.READ,
     mapping_in_path: bool = False,
     throttled: bool = False,
     conflict: str | None = None,
@@ -263,9 +267,7 @@ def tenant_operation(
             + "."
         ),
         401: error_response("No token, an unknown token, or the token of a deactivated user."),
-        403: error_response(
-            "Not a member of the tenant" + (", or a member who is not an admin of it." if admin_only else ".")
-        ),
+        403: error_response(f"Not a member of the tenant nor a platform operator, or: {action.value.refusal}"),
     }
     if mapping_in_path:
         errors[404] = error_response("No mapping with this id in this tenant (another tenant's id answers the same).")
@@ -292,8 +294,10 @@ def tenant_operation(
 # Authenticated and tenant-scoped: `TenantPermission` sets `request.tenant` before
 # any handler runs. (A comment: a docstring would become every operation's description.)
 class TenantAPIView(APIView):
-    permission_classes = [IsAuthenticated, TenantPermission]
+    permission_classes = [IsAuthenticated, TenantPermission, ActionPermission]
     parser_classes = [JSONBodyParser]
+    # The `access.Action` each method needs, checked by `ActionPermission`.
+    actions_by_method: dict[str, Action] = {}
 
     def tenant_mappings(self):
         return SabitoMapping.objects.filter(tenant=self.request.tenant).select_related("tenant")
@@ -327,9 +331,9 @@ SYNC_DESCRIPTION = (
 
 
 class SyncTriggerApi(TenantAPIView):
-    """The endpoints that start syncs: tenant admins only, rate limited."""
+    """The endpoints that start syncs: tenant admins and operators, rate limited."""
 
-    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdmin]
+    actions_by_method = {"POST": Action.MANAGE}
     throttle_classes = [SyncTriggerThrottle]
     throttle_scope = SYNC_THROTTLE_SCOPE
 
@@ -360,15 +364,17 @@ class SyncAllApi(SyncTriggerApi):
             200: OpenApiResponse(SyncResponseSerializer, description="The syncs ran; one result per mapping."),
             **SYNC_QUEUED_RESPONSES,
         },
-        admin_only=True,
+        action=Action.MANAGE,
         throttled=True,
     )
     def post(self, request):
         full_sync, run_async = self.sync_options()
         mappings = list(self.tenant_mappings().filter(is_active=True))
         if run_async:
-            return queued_response(mappings, full_sync=full_sync)
-        results = sync_all_mappings(full_sync=full_sync, trigger=SyncRun.Trigger.API, mappings=mappings)
+            return queued_response(request, mappings, full_sync=full_sync)
+        results = mapping_service.sync_all_now(
+            actor=request.user, mappings=mappings, full_sync=full_sync, trigger=SyncRun.Trigger.API
+        )
         return sync_response(results)
 
 
@@ -384,7 +390,7 @@ class SyncMappingApi(SyncTriggerApi):
             200: OpenApiResponse(SyncResponseSerializer, description="The sync ran (successfully or not)."),
             **SYNC_QUEUED_RESPONSES,
         },
-        admin_only=True,
+        action=Action.MANAGE,
         mapping_in_path=True,
         throttled=True,
         conflict="A sync of this mapping is already running.",
@@ -393,10 +399,10 @@ class SyncMappingApi(SyncTriggerApi):
         mapping = self.get_mapping(mappingId)
         full_sync, run_async = self.sync_options()
         if run_async:
-            if is_sync_running(mapping):
-                raise SyncAlreadyRunning(mapping, None)
-            return queued_response([mapping], full_sync=full_sync)
-        result = sync_mapping(mapping=mapping, full_sync=full_sync, trigger=SyncRun.Trigger.API)
+            return queued_response(request, [mapping], full_sync=full_sync, refuse_running=True)
+        result = mapping_service.sync_now(
+            actor=request.user, mapping=mapping, full_sync=full_sync, trigger=SyncRun.Trigger.API
+        )
         return sync_response([result])
 
 
@@ -409,19 +415,28 @@ def sync_response(results: list[SyncResult]) -> Response:
     return Response({"success": not failed, "message": message, "data": [result.as_dict() for result in results]})
 
 
-def queued_response(mappings: list[SabitoMapping], *, full_sync: bool) -> Response:
+def queued_response(request, mappings: list[SabitoMapping], *, full_sync: bool, refuse_running: bool = False) -> Response:
+    """Queue the syncs; a mapping already syncing is not queued again (409 when it
+    is the only one asked for, named in the message otherwise)."""
+    outcome = mapping_service.request_sync(
+        actor=request.user, mappings=mappings, full_sync=full_sync, trigger=SyncRun.Trigger.API
+    )
+    if refuse_running and outcome.already_running:
+        raise SyncAlreadyRunning(outcome.already_running[0], None)
     queued = [
-        {
-            "mappingId": str(mapping.pk),
-            "businessId": mapping.sabito_business_id,
-            "taskId": enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=SyncRun.Trigger.API),
-        }
-        for mapping in mappings
+        {"mappingId": str(item.mapping.pk), "businessId": item.mapping.sabito_business_id, "taskId": item.task_id}
+        for item in outcome.queued
     ]
-    return Response({"success": True, "message": "Sync queued", "data": queued}, status=status.HTTP_202_ACCEPTED)
+    message = "Sync queued"
+    if outcome.already_running:
+        names = ", ".join(mapping.business_name for mapping in outcome.already_running)
+        message += f"; not queued, a sync is already running: {names}"
+    return Response({"success": True, "message": message, "data": queued}, status=status.HTTP_202_ACCEPTED)
 
 
 class SyncStatusApi(TenantAPIView):
+    actions_by_method = {"GET": Action.READ}
+
     @tenant_operation(
         operation_id="sync_status",
         summary="Sync status of the tenant's mappings",
@@ -437,7 +452,7 @@ class SyncStatusApi(TenantAPIView):
 
 
 class MappingListApi(TenantAPIView):
-    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdminOrReadOnly]
+    actions_by_method = {"GET": Action.READ, "POST": Action.CONNECT}
 
     @tenant_operation(
         operation_id="mappings_list",
@@ -450,30 +465,26 @@ class MappingListApi(TenantAPIView):
 
     @tenant_operation(
         operation_id="mappings_create",
-        summary="Map a Sabito business to the tenant (admins)",
-        description="A Sabito business can be mapped to one tenant only.",
+        summary="Connect a Sabito business to the tenant (platform operators)",
+        description="Needs the sabito_sync.add_sabitomapping permission (superusers have it); no tenant role is "
+        "enough, since one Sabito API key reads every business. The operator needs no membership of the tenant. "
+        "A Sabito business can be mapped to one tenant only.",
         tags=["mappings"],
         request=MappingCreateInputSerializer,
         responses={201: MappingResponseSerializer},
-        admin_only=True,
+        action=Action.CONNECT,
     )
     def post(self, request):
         params = MappingCreateInputSerializer(data=self.input_data())
         params.is_valid(raise_exception=True)
-        try:
-            with transaction.atomic():
-                mapping = SabitoMapping.objects.create(tenant=request.tenant, **params.validated_data)
-        except IntegrityError:
-            # The unique business id is the only constraint a valid input can break.
-            # Which tenant holds it is none of this caller's business.
-            business_id = params.validated_data["sabito_business_id"]
-            message = f"Sabito business {business_id!r} is already mapped; a business maps to one tenant only."
-            raise ValidationError({"sabitoBusinessId": [message]}) from None
+        mapping = mapping_service.create_mapping(actor=request.user, tenant=request.tenant, **params.validated_data)
         return Response({"success": True, "data": MappingSerializer(mapping).data}, status=status.HTTP_201_CREATED)
 
 
 class MappingDetailApi(TenantAPIView):
-    permission_classes = [*TenantAPIView.permission_classes, IsTenantAdminOrReadOnly]
+    # PATCH: the service checks each change (renaming and pausing are the tenant
+    # admins', re-pointing the operators').
+    actions_by_method = {"GET": Action.READ, "DELETE": Action.DELETE}
 
     @tenant_operation(
         operation_id="mappings_retrieve",
@@ -487,48 +498,43 @@ class MappingDetailApi(TenantAPIView):
 
     @tenant_operation(
         operation_id="mappings_update",
-        summary="Rename or (de)activate a mapping (admins)",
-        description="Only `businessName` and `isActive` can change; the Sabito business id and tenant cannot.",
+        summary="Rename, pause or resume a mapping (tenant admins); re-point it (platform operators)",
+        description="Tenant admins (and operators with sabito_sync.change_sabitomapping) may change "
+        "`businessName` and `isActive`. Changing `sabitoBusinessId` or `tenantId` needs that permission: it "
+        "resets the incremental watermark, so the next sync fetches every customer, and is refused while a sync "
+        "of the mapping runs.",
         tags=["mappings"],
         request=MappingUpdateInputSerializer,
         responses={200: MappingResponseSerializer},
-        admin_only=True,
+        action=Action.MANAGE,
         mapping_in_path=True,
+        conflict="A sync of this mapping is running (re-pointing only).",
     )
     def patch(self, request, mappingId):
         mapping = self.get_mapping(mappingId)
         params = MappingUpdateInputSerializer(data=self.input_data())
         params.is_valid(raise_exception=True)
-        changes = params.validated_data
-        for name, value in changes.items():
-            setattr(mapping, name, value)
-        if changes:
-            # Never `metadata`: a sync finishing meanwhile writes it, and must not be undone.
-            mapping.save(update_fields=[*changes, "updated_at"])
+        mapping = mapping_service.update_mapping(actor=request.user, mapping=mapping, **params.validated_data)
         return Response({"success": True, "data": MappingSerializer(mapping).data})
 
     @tenant_operation(
         operation_id="mappings_delete",
-        summary="Delete a mapping and its run history (admins)",
-        description="Customers already synced stay. Refused while a sync of the mapping is running.",
+        summary="Delete a mapping and its run history (platform operators)",
+        description="Needs the sabito_sync.delete_sabitomapping permission. Customers already synced stay in the "
+        "tenant. Refused while a sync of the mapping is running.",
         tags=["mappings"],
         responses={200: MessageResponseSerializer},
-        admin_only=True,
+        action=Action.DELETE,
         mapping_in_path=True,
         conflict="A sync of this mapping is running.",
     )
     def delete(self, request, mappingId):
-        mapping = self.get_mapping(mappingId)
-        if is_sync_running(mapping):
-            raise Conflict(
-                f"A sync of {mapping.business_name} is running; delete the mapping once it has finished "
-                "(deactivate it meanwhile to keep it out of scheduled syncs)."
-            )
-        mapping.delete()
+        mapping_service.delete_mapping(actor=request.user, mapping=self.get_mapping(mappingId))
         return Response({"success": True, "message": "Mapping deleted"})
 
 
 class MappingRunsApi(TenantAPIView):
+    actions_by_method = {"GET": Action.READ}
     pagination_class = RunHistoryPagination
 
     @tenant_operation(

@@ -91,11 +91,11 @@ class Customer(models.Model):
 
 
 class SabitoMappingQuerySet(models.QuerySet):
-    def with_sync_running(self):
-        """Each mapping annotated with `sync_running`: whether a run of it is running
-        now (the row that holds its run lock), in the same query."""
-        running = SyncRun.objects.filter(mapping=OuterRef("pk"), status=SyncRun.Status.RUNNING)
-        return self.annotate(sync_running=Exists(running))
+    def with_sync_running(self, *, live_runs: models.QuerySet):
+        """Each mapping annotated with `sync_running`: whether one of `live_runs`
+        (the runs that count as holding their mapping's lock; `mappings.live_runs`
+        says which) is a run of it, in the same query."""
+        return self.annotate(sync_running=Exists(live_runs.filter(mapping=OuterRef("pk"))))
 
 
 class SabitoMapping(models.Model):

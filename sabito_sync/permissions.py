@@ -12,10 +12,11 @@ import uuid
 
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.permissions import BasePermission
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
+from . import access
 from .models import Membership, Tenant
 
 logger = logging.getLogger(__name__)
@@ -31,29 +32,39 @@ class BearerTokenAuthentication(TokenAuthentication):
 
 
 class TenantPermission(BasePermission):
-    """Resolves the tenant named in `X-Tenant-ID` and lets the caller in only if
-    they belong to it. Sets `request.tenant` and `request.tenant_role`; every view
-    scopes its querysets by `request.tenant`.
-
-    Staff users are platform operators: they may act, as admins, on any existing
-    tenant they name."""
-
-    message = "You do not have access to this tenant."
+    """Resolves the tenant named in `X-Tenant-ID`, lets in its members and platform
+    operators (`access.is_platform_operator`), and sets `request.tenant` and
+    `request.tenant_role` (None for an operator without a membership); every view
+    scopes its querysets by `request.tenant`. What the caller may do there is
+    `ActionPermission`'s to decide."""
 
     def has_permission(self, request, view) -> bool:
         tenant_id = tenant_id_from_header(request)
         user = request.user
-        if user.is_staff:
-            tenant = Tenant.objects.filter(pk=tenant_id).first()
-            role = Membership.Role.ADMIN
+        membership = Membership.objects.select_related("tenant").filter(user=user, tenant_id=tenant_id).first()
+        if membership is not None:
+            tenant, role = membership.tenant, membership.role
+        elif access.is_platform_operator(user):
+            tenant, role = Tenant.objects.filter(pk=tenant_id).first(), None
+            if tenant is None:
+                raise PermissionDenied(f"There is no tenant {tenant_id}.")
         else:
-            membership = Membership.objects.select_related("tenant").filter(user=user, tenant_id=tenant_id).first()
-            tenant, role = (membership.tenant, membership.role) if membership else (None, None)
-        if tenant is None:
             # The same answer for "no such tenant" and "not yours": tenant ids are not probeable.
             raise PermissionDenied(f"You are not a member of tenant {tenant_id}.")
         request.tenant = tenant
         request.tenant_role = role
+        return True
+
+
+class ActionPermission(BasePermission):
+    """After `TenantPermission`: the caller may do the view's `actions[method]`
+    (an `access.Action`) in the tenant, or gets a 403 that says who may. Checked
+    before the body is read, so a refused request changes nothing and learns nothing."""
+
+    def has_permission(self, request, view) -> bool:
+        action = view.actions_by_method.get(request.method)
+        if action is not None and not access.may(request.user, action, tenant=request.tenant, role=request.tenant_role):
+            raise PermissionDenied(action.value.refusal)
         return True
 
 
@@ -66,23 +77,6 @@ def tenant_id_from_header(request) -> uuid.UUID:
         return uuid.UUID(raw)
     except ValueError:
         raise ValidationError({TENANT_HEADER: [f"{raw[:100]!r} is not a valid tenant id; expected a UUID."]}) from None
-
-
-class IsTenantAdmin(BasePermission):
-    """Tenant admins only (after `TenantPermission`): triggering syncs and
-    managing mappings."""
-
-    message = "Only admins of this tenant may do this."
-
-    def has_permission(self, request, view) -> bool:
-        return getattr(request, "tenant_role", None) == Membership.Role.ADMIN
-
-
-class IsTenantAdminOrReadOnly(IsTenantAdmin):
-    """Members read; admins also write."""
-
-    def has_permission(self, request, view) -> bool:
-        return request.method in SAFE_METHODS or super().has_permission(request, view)
 
 
 class SyncTriggerThrottle(ScopedRateThrottle):

@@ -60,19 +60,14 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-# Rejects fields it does not declare. `fixed_fields` names known fields that may
-# not be sent here, with the reason. (Comments, not docstrings, on these bases:
+# Rejects fields it does not declare. (A comment, not a docstring, on this base:
 # drf-spectacular would show a docstring in every subclass's schema.)
 class StrictInputSerializer(serializers.Serializer):
-    fixed_fields: dict[str, str] = {}
-
     def to_internal_value(self, data):
         if isinstance(data, Mapping):
             unknown = sorted(name for name in data if name not in self.fields)
             if unknown:
-                raise serializers.ValidationError(
-                    {name: [self.fixed_fields.get(name, "Unknown field.")] for name in unknown}
-                )
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
 
 
@@ -102,7 +97,7 @@ class MappingCreateInputSerializer(StrictInputSerializer):
     sabitoBusinessId = StrictCharField(
         source="sabito_business_id",
         max_length=100,
-        help_text="Sabito's business id. One business maps to one tenant only; it cannot be changed later.",
+        help_text="Sabito's business id. One business maps to one tenant only.",
     )
     businessName = StrictCharField(source="business_name", max_length=200)
     isActive = StrictBooleanField(
@@ -114,13 +109,25 @@ class MappingCreateInputSerializer(StrictInputSerializer):
 
 
 class MappingUpdateInputSerializer(StrictInputSerializer):
-    fixed_fields = {
-        "sabitoBusinessId": "The Sabito business id cannot be changed; delete this mapping and create a new one.",
-        "tenantId": "A mapping cannot be moved to another tenant.",
-    }
-
     businessName = StrictCharField(source="business_name", max_length=200, required=False)
-    isActive = StrictBooleanField(source="is_active", required=False)
+    isActive = StrictBooleanField(
+        source="is_active",
+        required=False,
+        help_text="false pauses the mapping (left out of scheduled and sync-all runs); true resumes it.",
+    )
+    sabitoBusinessId = StrictCharField(
+        source="sabito_business_id",
+        max_length=100,
+        required=False,
+        help_text="Platform operators only: re-point the mapping at another Sabito business. Resets the "
+        "incremental watermark, so the next sync fetches every customer. Refused while a sync runs.",
+    )
+    tenantId = serializers.UUIDField(
+        source="tenant_id",
+        required=False,
+        help_text="Platform operators only: move the mapping to another tenant. Customers already synced stay "
+        "in the old tenant; the watermark is reset. Refused while a sync runs.",
+    )
 
 
 # --- Sync results ---------------------------------------------------------------------------
@@ -247,7 +254,7 @@ def sync_status_items(mappings) -> list[dict]:
     The status endpoint is polled, and for a tenant with 1,000 mappings the
     serializer's per-field machinery and the model instances cost ~80 ms of CPU
     per request; this is the same output (a test holds the two equal) for a
-    fraction of that. `mappings` must come `with_sync_running()`."""
+    fraction of that. `mappings` must come through `mappings.with_sync_running`."""
     items = []
     for pk, business_id, name, tenant_name, metadata, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
         metadata = metadata if isinstance(metadata, dict) else {}

@@ -30,6 +30,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.renderers import JSONRenderer
 
+from .mappings import with_sync_running
 from .models import SabitoMapping, SyncRun, Tenant
 from .serializers import sync_status_items
 
@@ -58,7 +59,7 @@ def sync_status_json(*, tenant: Tenant) -> bytes:
 
 
 def render_status(*, tenant: Tenant) -> bytes:
-    mappings = SabitoMapping.objects.filter(tenant=tenant).with_sync_running()
+    mappings = with_sync_running(SabitoMapping.objects.filter(tenant=tenant))
     return JSONRenderer().render({"success": True, "data": sync_status_items(mappings)})
 
 

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from .conf import load_sabito_settings
 from .models import SabitoMapping, SyncRun
-from .sync import LOG_PREFIX, SyncAlreadyRunning, already_running_result, stale_heartbeat_cutoff, sync_mapping
+from .sync import LOG_PREFIX, SyncAlreadyRunning, already_running_result, sync_mapping
 
 logger = logging.getLogger("sabito_sync.tasks")
 
@@ -65,9 +65,3 @@ def enqueue_mapping_sync(*, mapping: SabitoMapping, full_sync: bool, trigger: st
 def enqueue_mapping_syncs(*, mappings, full_sync: bool, trigger: str) -> list[str]:
     return [enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=trigger) for mapping in mappings]
 
-
-def is_sync_running(mapping: SabitoMapping) -> bool:
-    """Whether a live run holds the mapping. A run whose heartbeat went stale
-    belongs to a dead worker: the next sync takes it over, so it does not count."""
-    stale_before = stale_heartbeat_cutoff(load_sabito_settings())
-    return SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING, heartbeat_at__gte=stale_before).exists()

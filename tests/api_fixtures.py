@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.cache import caches
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -77,21 +78,39 @@ class Caller:
         return self.client.delete(path, **extra)
 
 
+OPERATOR_PERMISSIONS = ("view_sabitomapping", "add_sabitomapping", "change_sabitomapping", "delete_sabitomapping")
+
+
+def grant(user, *codenames: str) -> None:
+    """Give `user` these sabito_sync permissions (and forget its cached ones)."""
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="sabito_sync", codename__in=codenames))
+    for cache in ("_perm_cache", "_user_perm_cache"):
+        user.__dict__.pop(cache, None)
+
+
 @pytest.fixture
 def make_caller(db):
-    """`make_caller(tenant, role="admin"|"member"|None, staff=False)`: a new user with a
-    token, a membership of `tenant` in `role` (None: no membership), acting for `tenant`."""
+    """`make_caller(tenant, role="admin"|"member"|None, staff=False, permissions=())`: a
+    new user with a token, a membership of `tenant` in `role` (None: no membership) and
+    the given sabito_sync model permissions, acting for `tenant`."""
 
-    def make(tenant=None, *, role=Membership.Role.ADMIN, staff=False, **user_fields) -> Caller:
+    def make(tenant=None, *, role=Membership.Role.ADMIN, staff=False, permissions=(), **user_fields) -> Caller:
         tenant = tenant or TenantFactory()
         # No password: API callers use tokens, and hashing one costs ~0.3 s per user.
         user = UserFactory(is_staff=staff, password=None, **user_fields)
         if role is not None:
             MembershipFactory(user=user, tenant=tenant, role=role)
+        grant(user, *permissions)
         token = Token.objects.create(user=user)
         return Caller(user=user, token=token, tenant=None, client=APIClient()).acting_for(tenant)
 
     return make
+
+
+@pytest.fixture
+def operator(make_caller, tenant) -> Caller:
+    """A platform operator: every sabito_sync mapping permission, no membership, not staff."""
+    return make_caller(tenant, role=None, permissions=OPERATOR_PERMISSIONS)
 
 
 @pytest.fixture

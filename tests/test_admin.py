@@ -52,7 +52,8 @@ def make_run(mapping, *, status=SyncRun.Status.SUCCEEDED, started_ago=timedelta(
         trigger=fields.pop("trigger", SyncRun.Trigger.BEAT),
         status=status,
         started_at=started_at,
-        heartbeat_at=started_at,
+        # A running run is a live one (its worker touched it just now) unless a test says otherwise.
+        heartbeat_at=fields.pop("heartbeat_at", started_at if finished else timezone.now()),
         finished_at=fields.pop("finished_at", started_at + timedelta(seconds=12.5) if finished else None),
         **fields,
     )

@@ -17,6 +17,7 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     UNREACHABLE_CACHES,
     admin,
     fresh_throttle_history,
+    grant,
     make_caller,
     mapping_url,
     running_run,
@@ -69,6 +70,7 @@ def test_one_mapping_stopping_as_another_starts_shows_at_once(admin, tenant, map
 
 
 def test_mapping_changes_through_the_api_show_at_once(admin, mapping):
+    grant(admin.user, "add_sabitomapping", "delete_sabitomapping")
     assert status_items(admin)["biz-a"]["businessName"] == "Alpha"
 
     admin.patch(mapping_url(mapping), {"businessName": "Alpha Two", "isActive": False})

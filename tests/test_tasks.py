@@ -184,13 +184,13 @@ def test_a_stale_run_does_not_count_as_running(settings):
 
     from django.utils import timezone
 
-    from sabito_sync.tasks import is_sync_running
+    from sabito_sync.mappings import is_sync_running
 
     settings.SABITO_STALE_RUN_AFTER = "60"
     mapping = SabitoMappingFactory()
     run = SyncRun.objects.create(mapping=mapping, trigger="beat", started_at=timezone.now(), heartbeat_at=timezone.now())
-    assert is_sync_running(mapping)
+    assert is_sync_running(mapping=mapping)
 
     SyncRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
 
-    assert not is_sync_running(mapping)
+    assert not is_sync_running(mapping=mapping)

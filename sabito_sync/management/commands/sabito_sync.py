@@ -11,9 +11,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
+from sabito_sync.mappings import request_sync, sync_all_now, sync_now
 from sabito_sync.models import SabitoMapping, SyncRun
-from sabito_sync.sync import SyncAlreadyRunning, already_running_result, sync_all_mappings, sync_mapping
-from sabito_sync.tasks import enqueue_mapping_syncs
+from sabito_sync.sync import SyncAlreadyRunning, already_running_result
 
 
 class Command(BaseCommand):
@@ -44,11 +44,13 @@ class Command(BaseCommand):
         if mapping:
             selected = self.selected_mapping(mapping)
             try:
-                results = [sync_mapping(mapping=selected, full_sync=full, trigger=SyncRun.Trigger.CLI, on_page=self.progress)]
+                results = [
+                    sync_now(actor=None, mapping=selected, full_sync=full, trigger=SyncRun.Trigger.CLI, on_page=self.progress)
+                ]
             except SyncAlreadyRunning as exc:
                 results = [already_running_result(exc)]
         else:
-            results = sync_all_mappings(full_sync=full, trigger=SyncRun.Trigger.CLI)
+            results = sync_all_now(actor=None, mappings=None, full_sync=full, trigger=SyncRun.Trigger.CLI)
 
         self.report(results)
         if not all(result.success for result in results):
@@ -57,15 +59,20 @@ class Command(BaseCommand):
     def enqueue(self, *, full: bool, mapping: str | None) -> None:
         mappings = [self.selected_mapping(mapping)] if mapping else list(SabitoMapping.objects.filter(is_active=True))
         with transaction.atomic():
-            task_ids = enqueue_mapping_syncs(mappings=mappings, full_sync=full, trigger=SyncRun.Trigger.CLI)
+            outcome = request_sync(actor=None, mappings=mappings, full_sync=full, trigger=SyncRun.Trigger.CLI)
         if self.as_json:
-            queued = [{"mappingId": str(m.pk), "businessId": m.sabito_business_id, "taskId": t} for m, t in zip(mappings, task_ids)]
+            queued = [
+                {"mappingId": str(item.mapping.pk), "businessId": item.mapping.sabito_business_id, "taskId": item.task_id}
+                for item in outcome.queued
+            ]
             self.stdout.write(json_module.dumps(queued, indent=2))
             return
         if not mappings:
             self.stdout.write("No active Sabito mappings to sync.")
-        for selected, task_id in zip(mappings, task_ids):
-            self.stdout.write(f"Queued {'full' if full else 'incremental'} sync of {selected.business_name}: task {task_id}")
+        for item in outcome.queued:
+            self.stdout.write(f"Queued {'full' if full else 'incremental'} sync of {item.mapping.business_name}: task {item.task_id}")
+        for running in outcome.already_running:
+            self.stdout.write(f"Not queued, a sync is already running: {running.business_name}")
 
     def selected_mapping(self, mapping_id: str) -> SabitoMapping:
         try:

@@ -1,0 +1,111 @@
+"""Who may do what with Sabito mappings: one definition for the API, the admin,
+the mapping service and the documentation's table.
+
+Two kinds of people act on mappings:
+
+- Tenant roles (`Membership`) act only inside their own tenant: members read;
+  tenant admins also rename a mapping, pause or resume it and trigger its syncs.
+- Platform operators act through Django's model permissions on `SabitoMapping`
+  (superusers hold them all), in any tenant. Connecting a business (creating a
+  mapping), re-pointing a mapping at another business or tenant, and deleting one
+  need them and no tenant role is enough: a single Sabito API key reads every
+  business, so whoever may connect a business may read its customers.
+
+`is_staff` grants nothing here: it only lets a user log into the admin, where the
+model permissions decide again.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .models import Membership, Tenant
+
+APP_LABEL = "sabito_sync"
+
+
+@dataclass(frozen=True)
+class Rule:
+    # Tenant roles that may do it inside their own tenant.
+    roles: frozenset[str]
+    # Any one of these model permissions lets an operator do it in any tenant.
+    permissions: tuple[str, ...]
+    # The refusal, saying who may.
+    refusal: str
+
+
+class Action(enum.Enum):
+    READ = Rule(
+        roles=frozenset({Membership.Role.ADMIN, Membership.Role.MEMBER}),
+        permissions=(f"{APP_LABEL}.view_sabitomapping", f"{APP_LABEL}.change_sabitomapping"),
+        refusal="Only members of this tenant, or platform operators with the sabito_sync.view_sabitomapping "
+        "permission, may read its Sabito mappings and syncs.",
+    )
+    MANAGE = Rule(
+        roles=frozenset({Membership.Role.ADMIN}),
+        permissions=(f"{APP_LABEL}.change_sabitomapping",),
+        refusal="Only admins of this tenant, or platform operators with the sabito_sync.change_sabitomapping "
+        "permission, may rename, pause, resume or sync its Sabito mappings.",
+    )
+    CONNECT = Rule(
+        roles=frozenset(),
+        permissions=(f"{APP_LABEL}.add_sabitomapping",),
+        refusal="Only platform operators with the sabito_sync.add_sabitomapping permission may connect a Sabito "
+        "business to a tenant; ask one to create the mapping.",
+    )
+    REPOINT = Rule(
+        roles=frozenset(),
+        permissions=(f"{APP_LABEL}.change_sabitomapping",),
+        refusal="Only platform operators with the sabito_sync.change_sabitomapping permission may change a "
+        "mapping's Sabito business or tenant.",
+    )
+    DELETE = Rule(
+        roles=frozenset(),
+        permissions=(f"{APP_LABEL}.delete_sabitomapping",),
+        refusal="Only platform operators with the sabito_sync.delete_sabitomapping permission may delete a "
+        "Sabito mapping.",
+    )
+
+
+class ActionRefused(Exception):
+    """The actor may not do this; the message says who may."""
+
+
+# Holding any of these makes a user a platform operator, who may name any tenant
+# (each action still checks its own permission).
+OPERATOR_PERMISSIONS = tuple(
+    f"{APP_LABEL}.{verb}_sabitomapping" for verb in ("view", "add", "change", "delete")
+)
+
+# Passed as `role` when the caller has not looked the role up yet.
+UNKNOWN = object()
+
+
+def tenant_role(user, tenant: Tenant | None) -> str | None:
+    """The user's role in the tenant, or None without a membership."""
+    if tenant is None or not getattr(user, "is_authenticated", False):
+        return None
+    return Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
+
+
+def is_platform_operator(user) -> bool:
+    return any(user.has_perm(permission) for permission in OPERATOR_PERMISSIONS)
+
+
+def may(user, action: Action, *, tenant: Tenant | None, role=UNKNOWN) -> bool:
+    """Whether `user` may do `action` in `tenant`. `role` is the user's role there
+    when already known (None: not a member), to spare a query."""
+    rule = action.value
+    if role is UNKNOWN:
+        role = tenant_role(user, tenant)
+    if role in rule.roles:
+        return True
+    return any(user.has_perm(permission) for permission in rule.permissions)
+
+
+def ensure_may(actor, action: Action, *, tenant: Tenant | None, role=UNKNOWN) -> None:
+    """Raise `ActionRefused` unless `actor` may do `action` in `tenant`. An actor of
+    None is the platform itself (management commands, scheduled tasks): trusted."""
+    if actor is not None and not may(actor, action, tenant=tenant, role=role):
+        raise ActionRefused(action.value.refusal)
