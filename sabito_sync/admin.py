@@ -30,7 +30,8 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from . import mappings as mapping_service
-from .access import ActionRefused
+from . import access
+from .access import Action, ActionRefused
 from .mappings import SyncIsRunning, SyncQueueUnavailable
 from .models import Customer, Membership, SabitoMapping, SyncRun, Tenant
 
@@ -573,6 +574,11 @@ class SyncRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_view_permission(self, request, obj=None):
+        # A mapping's runs are its history: whoever may read mappings may read them,
+        # as in the API.
+        return super().has_view_permission(request, obj) or access.may(request.user, Action.READ, tenant=None, role=None)
 
     def has_change_permission(self, request, obj=None):
         return False
