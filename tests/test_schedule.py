@@ -1,12 +1,6 @@
 """The periodic sync row: created from the settings, then the operator's in the admin
 until SABITO_SYNC_INTERVAL or SABITO_SYNC_ENABLED changes."""
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from django.core.management import call_command
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
@@ -14,9 +8,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from sabito_sync.models import AppliedSchedule
 from sabito_sync.schedule import PERIODIC_TASK_NAME, ensure_periodic_sync_schedule
 
-from .conftest import subprocess_env, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import beat_process, wait_for
 
 
 def run_migrate():
@@ -155,24 +147,9 @@ def test_pause_made_in_the_admin_survives_a_real_beat_start(transactional_db, se
     settings.SABITO_SYNC_ENABLED = "true"
     ensure_periodic_sync_schedule()
     pause_in_admin(PeriodicTask.objects.get(name=PERIODIC_TASK_NAME))
-    log_path = tmp_path / "beat.log"
-    log = open(log_path, "w+")
-    # subprocess_env gives beat this test run's own database and broker (folder or Redis).
-    beat = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "nexpro", "beat", "--loglevel", "INFO", "-s", str(tmp_path / "beat-schedule")],
-        cwd=ROOT,
-        env=subprocess_env(SABITO_SYNC_INTERVAL="0 */6 * * *", SABITO_SYNC_ENABLED="true", SABITO_SYNC_ON_STARTUP="false"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with beat_process(tmp_path, SABITO_SYNC_INTERVAL="0 */6 * * *", SABITO_SYNC_ENABLED="true", SABITO_SYNC_ON_STARTUP="false") as log_path:
         wait_for(lambda: "Scheduler started" in log_path.read_text(), timeout=60, message="beat to start")
         assert PeriodicTask.objects.get(name=PERIODIC_TASK_NAME).enabled is False
-    finally:
-        os.killpg(beat.pid, signal.SIGTERM)
-        beat.wait(timeout=20)
-        log.seek(0)
-        output = log.read()
+    output = log_path.read_text()
     assert "[Sabito Sync] Periodic sync left as it is in the admin (disabled)" in output
     assert "[Sabito Sync] Scheduler started: periodic sync off" in output
