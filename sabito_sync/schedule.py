@@ -4,7 +4,7 @@ The schedule is a `PeriodicTask` row under one stable name that this app creates
 from SABITO_SYNC_INTERVAL and SABITO_SYNC_ENABLED, after `migrate` and when beat
 starts. From then on the row is the operator's: a pause or an edit in the admin
 stands, and only a change of one of those settings is written to it again. It never
-touches other rows.
+touches other periodic tasks.
 """
 
 from __future__ import annotations
