@@ -192,3 +192,19 @@ class SyncRun(models.Model):
     @property
     def duration(self):
         return (self.finished_at - self.started_at) if self.finished_at else None
+
+
+class AppliedSchedule(models.Model):
+    """The SABITO_SYNC_INTERVAL and SABITO_SYNC_ENABLED last written to a periodic task
+    row, by that row's name. `migrate` and beat start compare the settings with this,
+    not with the row, so an operator's pause or edit in the admin stands until one of
+    the settings itself changes."""
+
+    periodic_task_name = models.CharField(max_length=200, unique=True)
+    sync_interval = models.CharField(max_length=200)
+    sync_enabled = models.BooleanField()
+    applied_at = models.DateTimeField()
+
+    def __str__(self):
+        state = "enabled" if self.sync_enabled else "disabled"
+        return f"{self.periodic_task_name}: cron '{self.sync_interval}', {state}, applied {self.applied_at:%Y-%m-%d %H:%M:%S}"

@@ -1,8 +1,10 @@
 """The periodic sync as a django-celery-beat row, and the start-up sync.
 
-The schedule is a `PeriodicTask` row (operators see and pause it in the admin)
-that this app creates or updates from SABITO_SYNC_INTERVAL under one stable name,
-after `migrate` and when beat starts. It never touches other rows.
+The schedule is a `PeriodicTask` row under one stable name that this app creates
+from SABITO_SYNC_INTERVAL and SABITO_SYNC_ENABLED, after `migrate` and when beat
+starts. From then on the row is the operator's: a pause or an edit in the admin
+stands, and only a change of one of those settings is written to it again. It never
+touches other periodic tasks.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import logging
 
 from celery.signals import beat_init
 from django.db import transaction
+from django.utils import timezone
 
-from .conf import SabitoSettingsError, load_sabito_settings
+from .conf import SabitoSettings, SabitoSettingsError, load_sabito_settings
+from .models import AppliedSchedule, SyncRun
 from .sync import LOG_PREFIX
 
 logger = logging.getLogger("sabito_sync.schedule")
@@ -23,43 +27,97 @@ SYNC_ALL_TASK = "sabito_sync.sync_all_mappings"
 
 
 def ensure_periodic_sync_schedule():
-    """Create or update the periodic sync row from the settings; returns it."""
+    """Create the periodic sync row, or write to it the settings that changed since
+    they were last applied; returns the row.
+
+    The settings are compared with what was last applied (`AppliedSchedule`), not
+    with the row, so the row's state in the admin is never mistaken for a change of
+    settings. Only what a changed setting controls is written: a paused row stays
+    paused when the interval changes."""
     from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
     sabito = load_sabito_settings()
-    minute, hour, day_of_month, month_of_year, day_of_week = sabito.sync_interval.split()
     with transaction.atomic():
-        crontab, _ = CrontabSchedule.objects.get_or_create(
-            minute=minute,
-            hour=hour,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
-            day_of_week=day_of_week,
-            timezone="UTC",
+        task = PeriodicTask.objects.select_for_update().filter(name=PERIODIC_TASK_NAME).first()
+        applied = AppliedSchedule.objects.filter(periodic_task_name=PERIODIC_TASK_NAME).first()
+        replaced_crontab_id = None
+        if task is None:
+            task = PeriodicTask(
+                name=PERIODIC_TASK_NAME,
+                task=SYNC_ALL_TASK,
+                crontab=crontab_for(sabito.sync_interval),
+                enabled=sabito.sync_enabled,
+                kwargs=json.dumps({"full_sync": False, "trigger": SyncRun.Trigger.BEAT}),
+            )
+            how = "created" if applied is None else "recreated (the row had been deleted)"
+            outcome = f"{how}: cron '{sabito.sync_interval}' (UTC), {state(sabito.sync_enabled)}"
+        elif applied is None:
+            # A row written before the applied settings were recorded may hold a pause
+            # made in the admin: keep it, and take the settings as applied from now on.
+            outcome = f"kept as it is in the admin ({state(task.enabled)}); settings recorded as applied"
+        else:
+            changes = []
+            if applied.sync_interval != sabito.sync_interval:
+                replaced_crontab_id = task.crontab_id
+                task.crontab = crontab_for(sabito.sync_interval)
+                task.interval = task.solar = task.clocked = None  # a row has one schedule
+                changes.append(f"SABITO_SYNC_INTERVAL '{applied.sync_interval}' -> '{sabito.sync_interval}'")
+            if applied.sync_enabled != sabito.sync_enabled:
+                task.enabled = sabito.sync_enabled
+                changes.append(f"SABITO_SYNC_ENABLED {flag(applied.sync_enabled)} -> {flag(sabito.sync_enabled)}")
+            if not changes:
+                logger.info(
+                    "%s Periodic sync left as it is in the admin (%s): settings unchanged since %s UTC",
+                    LOG_PREFIX,
+                    state(task.enabled),
+                    f"{applied.applied_at:%Y-%m-%d %H:%M}",
+                )
+                return task
+            outcome = f"updated, settings changed: {', '.join(changes)}"
+        applied_at = timezone.now()
+        task.description = describe_origin(sabito, applied_at)
+        task.save()
+        AppliedSchedule.objects.update_or_create(
+            periodic_task_name=PERIODIC_TASK_NAME,
+            defaults={"sync_interval": sabito.sync_interval, "sync_enabled": sabito.sync_enabled, "applied_at": applied_at},
         )
-        task, created = PeriodicTask.objects.update_or_create(
-            name=PERIODIC_TASK_NAME,
-            defaults={
-                "task": SYNC_ALL_TASK,
-                "crontab": crontab,
-                "interval": None,
-                "enabled": sabito.sync_enabled,
-                "kwargs": json.dumps({"full_sync": False, "trigger": "beat"}),
-                "description": (
-                    f"Incremental Sabito sync of every active mapping, cron '{sabito.sync_interval}' (UTC), "
-                    "from SABITO_SYNC_INTERVAL; SABITO_SYNC_ENABLED turns it on or off. "
-                    "Both are re-applied when beat starts or migrations run."
-                ),
-            },
-        )
-    logger.info(
-        "%s Periodic sync %s: cron '%s' (UTC), %s",
-        LOG_PREFIX,
-        "created" if created else "updated",
-        sabito.sync_interval,
-        "enabled" if sabito.sync_enabled else "disabled (SABITO_SYNC_ENABLED=false)",
-    )
+        if replaced_crontab_id is not None and replaced_crontab_id != task.crontab_id:
+            # Deleting a crontab deletes the tasks on it: only one nobody uses goes.
+            CrontabSchedule.objects.filter(pk=replaced_crontab_id, periodictask__isnull=True).delete()
+    logger.info("%s Periodic sync %s", LOG_PREFIX, outcome)
     return task
+
+
+def crontab_for(expression: str):
+    from django_celery_beat.models import CrontabSchedule
+
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    crontab, _ = CrontabSchedule.objects.get_or_create(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+        timezone="UTC",
+    )
+    return crontab
+
+
+def flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def state(enabled: bool) -> str:
+    return "enabled" if enabled else "disabled"
+
+
+def describe_origin(sabito: SabitoSettings, applied_at) -> str:
+    return (
+        "Incremental Sabito sync of every active mapping, created by the sabito_sync app from "
+        f"SABITO_SYNC_INTERVAL='{sabito.sync_interval}' (UTC) and SABITO_SYNC_ENABLED={flag(sabito.sync_enabled)}, "
+        f"last applied {applied_at:%Y-%m-%d %H:%M} UTC. A pause (untick Enabled) or an edit made here stands "
+        "through migrate and beat restarts; only a change of one of those settings rewrites what it controls."
+    )
 
 
 def on_post_migrate(sender, app_config=None, using="default", **kwargs):
@@ -76,7 +134,7 @@ def on_post_migrate(sender, app_config=None, using="default", **kwargs):
 def on_beat_start(sender=None, **kwargs):
     """Beat runs once per stack (it must: it has no lock of its own), so its start is
     the one moment that is "the stack started" rather than "a worker process
-    started": refresh the schedule and queue the start-up sync here; the workers
+    started": apply any changed schedule settings and queue the start-up sync here; the workers
     pick it up as soon as they are up."""
     task = ensure_periodic_sync_schedule()
     logger.info("%s Scheduler started: periodic sync %s", LOG_PREFIX, "on" if task.enabled else "off")
@@ -90,6 +148,6 @@ def queue_startup_sync() -> str | None:
         return None
     from .tasks import sync_all_mappings_task
 
-    task_id = sync_all_mappings_task.apply_async(kwargs={"full_sync": False, "trigger": "startup"}).id
+    task_id = sync_all_mappings_task.apply_async(kwargs={"full_sync": False, "trigger": SyncRun.Trigger.STARTUP}).id
     logger.info("%s Start-up sync queued (task %s)", LOG_PREFIX, task_id)
     return task_id

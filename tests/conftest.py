@@ -1,4 +1,5 @@
 import json
+from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -167,3 +168,30 @@ def subprocess_env(**overrides) -> dict:
     )
     env.update({key: str(value) for key, value in overrides.items()})
     return env
+
+
+@contextmanager
+def beat_process(folder, **env_overrides):
+    """A real `celery beat` process on this test run's database and broker (see
+    `subprocess_env`), stopped when the block ends; yields the path of its log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log_path = Path(folder) / "beat.log"
+    with open(log_path, "w") as log:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "nexpro", "beat", "--loglevel", "INFO", "-s", str(Path(folder) / "beat-schedule")],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=subprocess_env(**env_overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield log_path
+        finally:
+            os.killpg(beat.pid, signal.SIGTERM)
+            beat.wait(timeout=20)

@@ -15,7 +15,7 @@ from sabito_sync.models import Customer, SyncRun
 from sabito_sync.sync import sync_mapping
 from sabito_sync.tasks import sync_mapping_task
 
-from .conftest import subprocess_env, wait_for
+from .conftest import beat_process, subprocess_env, wait_for
 from .factories import SabitoMappingFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,16 +91,7 @@ def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery
         SabitoMappingFactory(sabito_business_id=business_id, business_name=name)
         for business_id, name in sabito_simulator.business_names.items()
     ]
-    log = open(tmp_path / "beat.log", "w+")
-    beat = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "nexpro", "beat", "--loglevel", "INFO", "-s", str(tmp_path / "beat-schedule")],
-        cwd=ROOT,
-        env=subprocess_env(SABITO_SYNC_INTERVAL="*/30 * * * *"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with beat_process(tmp_path, SABITO_SYNC_INTERVAL="*/30 * * * *") as log_path:
         wait_for(
             lambda: SyncRun.objects.filter(trigger="startup").exclude(status="running").count() == len(mappings),
             timeout=60,
@@ -112,11 +103,7 @@ def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery
         assert SyncRun.objects.filter(trigger="startup").count() == len(mappings)
         task = PeriodicTask.objects.get(name=PERIODIC_TASK_NAME)
         assert (task.crontab.minute, task.crontab.hour, task.enabled) == ("*/30", "*", True)
-    finally:
-        os.killpg(beat.pid, signal.SIGTERM)
-        beat.wait(timeout=20)
-        log.seek(0)
-        output = log.read()
+    output = log_path.read_text()
     assert "[Sabito Sync] Scheduler started: periodic sync on" in output
     for mapping in mappings:
         served = {record["id"] for record in sabito_simulator.customers(mapping.sabito_business_id)}
