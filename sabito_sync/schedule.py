@@ -92,15 +92,16 @@ def crontab_for(expression: str):
     from django_celery_beat.models import CrontabSchedule
 
     minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
-    crontab, _ = CrontabSchedule.objects.get_or_create(
-        minute=minute,
-        hour=hour,
-        day_of_month=day_of_month,
-        month_of_year=month_of_year,
-        day_of_week=day_of_week,
-        timezone="UTC",
-    )
-    return crontab
+    fields = {
+        "minute": minute,
+        "hour": hour,
+        "day_of_month": day_of_month,
+        "month_of_year": month_of_year,
+        "day_of_week": day_of_week,
+        "timezone": "UTC",
+    }
+    # Not get_or_create: an operator may have made an identical crontab in the admin.
+    return CrontabSchedule.objects.filter(**fields).order_by("pk").first() or CrontabSchedule.objects.create(**fields)
 
 
 def flag(value: bool) -> str:
@@ -138,13 +139,18 @@ def on_beat_start(sender=None, **kwargs):
     pick it up as soon as they are up."""
     task = ensure_periodic_sync_schedule()
     logger.info("%s Scheduler started: periodic sync %s", LOG_PREFIX, "on" if task.enabled else "off")
-    queue_startup_sync()
+    queue_startup_sync(periodic_sync_enabled=task.enabled)
 
 
-def queue_startup_sync() -> str | None:
+def queue_startup_sync(*, periodic_sync_enabled: bool = True) -> str | None:
+    """Queue the start-up sync, unless the settings turn it off or the periodic sync
+    is paused (in the admin, which then stands for every automatic sync)."""
     sabito = load_sabito_settings()
     if not (sabito.sync_enabled and sabito.sync_on_startup):
         logger.info("%s Start-up sync skipped (SABITO_SYNC_ON_STARTUP or SABITO_SYNC_ENABLED is off)", LOG_PREFIX)
+        return None
+    if not periodic_sync_enabled:
+        logger.info("%s Start-up sync skipped: the periodic sync is paused in the admin", LOG_PREFIX)
         return None
     from .tasks import sync_all_mappings_task
 

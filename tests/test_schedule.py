@@ -1,12 +1,14 @@
 """The periodic sync row: created from the settings, then the operator's in the admin
 until SABITO_SYNC_INTERVAL or SABITO_SYNC_ENABLED changes."""
 
+from unittest.mock import patch
+
 import pytest
 from django.core.management import call_command
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from sabito_sync.models import AppliedSchedule
-from sabito_sync.schedule import PERIODIC_TASK_NAME, ensure_periodic_sync_schedule
+from sabito_sync.schedule import PERIODIC_TASK_NAME, ensure_periodic_sync_schedule, on_beat_start
 
 from .conftest import beat_process, wait_for
 
@@ -138,6 +140,25 @@ def test_description_says_where_the_row_came_from_and_that_admin_edits_stand(sch
     assert f"{applied.applied_at:%Y-%m-%d %H:%M} UTC" in description
     assert "pause (untick Enabled) or an edit made here stands" in description
     assert "only a change of one of those settings rewrites" in description
+
+
+def test_a_pause_made_in_the_admin_also_skips_the_start_up_sync(schedule_row, settings):
+    settings.SABITO_SYNC_ON_STARTUP = "true"
+    pause_in_admin(schedule_row)
+
+    with patch("sabito_sync.tasks.sync_all_mappings_task.apply_async") as apply_async:
+        on_beat_start()
+
+    apply_async.assert_not_called()
+
+
+def test_an_interval_matching_a_crontab_made_in_the_admin_reuses_it(schedule_row, settings):
+    twins = [CrontabSchedule.objects.create(minute="*/30", hour="*", timezone="UTC") for _ in range(2)]
+    settings.SABITO_SYNC_INTERVAL = "*/30 * * * *"
+
+    ensure_periodic_sync_schedule()
+
+    assert PeriodicTask.objects.get(name=PERIODIC_TASK_NAME).crontab_id == twins[0].pk
 
 
 @pytest.mark.e2e
