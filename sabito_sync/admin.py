@@ -550,6 +550,7 @@ class SyncRunAdmin(admin.ModelAdmin):
                     "run_duration",
                     "heartbeat_at",
                     "updated_after_used",
+                    "note",
                 ]
             },
         ),

@@ -28,11 +28,6 @@ from .tasks import enqueue_mapping_sync
 
 logger = logging.getLogger("sabito_sync.mappings")
 
-# Set in a mapping's metadata when its watermark was reset on purpose; the next run
-# that starts without a watermark copies the reason into its note.
-WATERMARK_RESET_KEY = "watermarkReset"
-
-
 class BusinessAlreadyMapped(Exception):
     """The Sabito business is mapped to a tenant already (only operators get this
     far, so the message may say which)."""
@@ -183,7 +178,9 @@ def repoint_mapping(*, actor, mapping: SabitoMapping, changes: dict) -> SabitoMa
             )
             metadata = dict(locked.metadata if isinstance(locked.metadata, dict) else {})
             metadata.pop("lastSyncedAt", None)
-            metadata[WATERMARK_RESET_KEY] = {"reason": reason, "at": format_timestamp(now)}
+            # The next run copies the reason into its note (the history says why it
+            # fetched everything); its success clears it.
+            metadata[SabitoMapping.WATERMARK_RESET_KEY] = {"reason": reason, "at": format_timestamp(now)}
             locked.metadata = metadata
             locked.save(update_fields=[*changes, "metadata", "updated_at"])
             # The old business's missing-marks were judged against a feed this mapping

@@ -103,7 +103,11 @@ class SabitoMapping(models.Model):
 
     `metadata["lastSyncedAt"]` is the incremental watermark and
     `metadata["lastSyncResult"]` the latest run's summary; the full history is `SyncRun`.
+    `metadata["watermarkReset"]` says why the watermark was reset on purpose (the
+    mapping was re-pointed), until a sync has fetched everything since.
     """
+
+    WATERMARK_RESET_KEY = "watermarkReset"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     sabito_business_id = models.CharField(max_length=100, unique=True)
@@ -130,6 +134,12 @@ class SabitoMapping(models.Model):
 
         value = (self.metadata or {}).get("lastSyncedAt")
         return parse_datetime(value) if value else None
+
+    @property
+    def watermark_reset_reason(self) -> str:
+        """Why the watermark was reset, or "" when it was not (or a sync has run since)."""
+        reset = self.metadata.get(self.WATERMARK_RESET_KEY) if isinstance(self.metadata, dict) else None
+        return str(reset.get("reason") or "") if isinstance(reset, dict) else ""
 
 
 class SyncRun(models.Model):

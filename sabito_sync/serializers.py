@@ -319,6 +319,10 @@ class SyncRunSerializer(serializers.Serializer):
     )
     errorDetails = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField(help_text="Why the run failed or did not start; null if it did not.")
+    note = serializers.SerializerMethodField(
+        help_text="Why the run is what it is, when its trigger does not say (for example the first run after the "
+        "mapping was re-pointed fetches every customer); null if nothing to say."
+    )
 
     @extend_schema_field(SyncErrorDetailSerializer(many=True))
     def get_errorDetails(self, run) -> list:
@@ -327,6 +331,10 @@ class SyncRunSerializer(serializers.Serializer):
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_error(self, run) -> str | None:
         return run.error_message or None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_note(self, run) -> str | None:
+        return run.note or None
 
 
 # --- Envelopes (responses as a whole) --------------------------------------------------------

@@ -194,7 +194,14 @@ def sync_mapping(
     run holds the mapping; every other failure is reported in the returned result."""
     sabito = load_sabito_settings()
     updated_after = None if full_sync else mapping.last_synced_at
-    run = start_run(mapping=mapping, full_sync=full_sync, trigger=trigger, updated_after=updated_after, sabito=sabito)
+    run = start_run(
+        mapping=mapping,
+        full_sync=full_sync,
+        trigger=trigger,
+        updated_after=updated_after,
+        sabito=sabito,
+        note=mapping.watermark_reset_reason if updated_after is None else "",
+    )
     result = SyncResult(
         mapping_id=str(mapping.pk),
         business_id=mapping.sabito_business_id,
@@ -335,6 +342,7 @@ def start_run(
     trigger: str,
     updated_after: datetime | None,
     sabito: SabitoSettings,
+    note: str = "",
 ) -> SyncRun:
     """Insert the mapping's running `SyncRun`. The partial unique constraint on
     running runs is the lock: the insert fails while another run holds the mapping,
@@ -353,6 +361,7 @@ def start_run(
                     started_at=now,
                     heartbeat_at=now,
                     updated_after=updated_after,
+                    note=note,
                 )
         except IntegrityError:
             holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
@@ -444,11 +453,18 @@ def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, 
         if not result.success:
             summary["error"] = result.error
         metadata["lastSyncResult"] = summary
-        if watermark is not None:
+        # A mapping re-pointed while this run started keeps its reset watermark: this
+        # run read the business (or wrote the tenant) it no longer maps.
+        if watermark is not None and same_target(locked, mapping):
             metadata["lastSyncedAt"] = format_timestamp(watermark)
+            metadata.pop(SabitoMapping.WATERMARK_RESET_KEY, None)
         locked.metadata = metadata
         locked.save(update_fields=["metadata", "updated_at"])
         mapping.metadata = metadata
+
+
+def same_target(stored: SabitoMapping, synced: SabitoMapping) -> bool:
+    return (stored.sabito_business_id, stored.tenant_id) == (synced.sabito_business_id, synced.tenant_id)
 
 
 def run_counters(result: SyncResult) -> dict:

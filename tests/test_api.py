@@ -537,6 +537,7 @@ def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sab
         "markedMissing",
         "errorDetails",
         "error",
+        "note",
     ]
     assert (newest["status"], newest["fullSync"], newest["trigger"]) == ("failed", False, "api")
     assert "401" in newest["error"] and newest["updatedAfter"] is not None
