@@ -12,7 +12,9 @@ import json
 import logging
 import uuid
 
-from django.http import HttpResponse, JsonResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse
 from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
@@ -72,6 +74,12 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "request_too_large"
+
+
 class ServiceUnavailable(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The service is temporarily unavailable; try again later."
@@ -97,6 +105,11 @@ def as_api_exception(exc: Exception) -> Exception:
         return ValidationError({"sabitoBusinessId": [str(exc)]})
     if isinstance(exc, NoSuchTenant):
         return ValidationError({"tenantId": [str(exc)]})
+    if isinstance(exc, RequestDataTooBig):
+        # Django would answer an HTML 400 and log the traceback as a security event.
+        return RequestTooLarge(
+            f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes are accepted."
+        )
     if isinstance(exc, (BrokerUnavailable, SyncQueueUnavailable)):
         return ServiceUnavailable(
             'Could not queue the sync: the task queue is unavailable. Try again later, or sync without "async".'
@@ -136,15 +149,23 @@ def error_payload(message: str) -> dict:
 def not_found(request, exception=None):
     """Project 404 handler: JSON for API paths, Django's page for the rest."""
     if request.path_info.startswith("/api/"):
-        return JsonResponse(error_payload("There is no API endpoint at this path."), status=404)
+        message = "There is no API endpoint at this path."
+        if request.path_info.endswith("/") and request.path_info != "/api/":
+            message += f" API paths have no trailing slash: try {request.path_info.rstrip('/')}"
+        return json_error(message, status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
     """Project 500 handler: JSON for API paths, Django's page for the rest."""
     if request.path_info.startswith("/api/"):
-        return JsonResponse(error_payload("Internal server error; the details are in the server's log."), status=500)
+        return json_error("Internal server error; the details are in the server's log.", status=500)
     return defaults.server_error(request)
+
+
+def json_error(message: str, *, status: int) -> HttpResponse:
+    # Rendered like every other API answer, byte for byte the same format.
+    return HttpResponse(JSONRenderer().render(error_payload(message)), content_type="application/json", status=status)
 
 
 # --- Request parsing and paging ---------------------------------------------------------------

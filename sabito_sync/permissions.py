@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import uuid
 
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
@@ -29,6 +29,17 @@ class BearerTokenAuthentication(TokenAuthentication):
     (`manage.py drf_create_token <username>`)."""
 
     keyword = "Bearer"
+
+    def authenticate(self, request):
+        # DRF ignores a header with another scheme and then says no credentials were
+        # sent, which misleads whoever sent `Token …` or `Basic …`.
+        scheme = get_authorization_header(request).split()[:1]
+        if scheme and scheme[0].lower() != self.keyword.lower().encode():
+            raise AuthenticationFailed(
+                f"Unsupported authorization scheme {scheme[0].decode(errors='replace')[:20]!r}: "
+                "send Authorization: Bearer <token>."
+            )
+        return super().authenticate(request)
 
 
 class TenantPermission(BasePermission):

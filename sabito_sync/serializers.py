@@ -340,8 +340,14 @@ class SyncRunSerializer(serializers.Serializer):
 # --- Envelopes (responses as a whole) --------------------------------------------------------
 
 
+@extend_schema_field({"type": "boolean", "enum": [False]})
+class AlwaysFalseField(serializers.BooleanField):
+    """`success` of an error: the schema says false (and so do the examples
+    generated from it), where a plain boolean would show `true`."""
+
+
 class ErrorResponseSerializer(serializers.Serializer):
-    success = serializers.BooleanField(help_text="Always false.")
+    success = AlwaysFalseField(help_text="Always false.")
     message = serializers.CharField(help_text="What went wrong, for a person.")
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),

@@ -612,10 +612,13 @@ def test_bad_token_answers_401(admin, authorization):
     error_body(response)
 
 
-def test_token_keyword_other_than_bearer_answers_401(admin):
+def test_token_keyword_other_than_bearer_answers_401_naming_the_scheme(admin):
     admin.client.credentials(HTTP_AUTHORIZATION=f"Token {admin.token.key}", HTTP_X_TENANT_ID=str(admin.tenant.pk))
 
-    assert admin.get(STATUS).status_code == 401
+    response = admin.get(STATUS)
+
+    assert response.status_code == 401
+    assert "send Authorization: Bearer <token>" in error_body(response)["message"]
 
 
 def test_deactivated_users_token_answers_401(admin):
@@ -829,6 +832,29 @@ def test_unknown_api_path_answers_json_404(admin):
 
     assert response.status_code == 404
     error_body(response)
+
+
+def test_a_trailing_slash_answers_the_same_json_404_with_a_hint(admin):
+    with_slash = admin.get(STATUS + "/")
+    refused = admin.post(SYNC_ALL, {"fullSync": "yes"})
+
+    assert with_slash.status_code == 404
+    assert f"no trailing slash: try {STATUS}" in error_body(with_slash)["message"]
+    # The same rendering as every other error (compact JSON), not a differently formatted body.
+    assert with_slash.content.startswith(b'{"success":false,"message":') and refused.content.startswith(
+        b'{"success":false,"message":'
+    )
+
+
+def test_a_body_over_the_upload_limit_answers_413_in_the_error_envelope(admin, settings, fake_sabito, caplog):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = admin.client.post(SYNC_ALL, data='{"fullSync": false, "pad": "' + "x" * 5000 + '"}', content_type="application/json")
+
+    assert response.status_code == 413
+    assert "Request body too large: at most 1000 bytes" in error_body(response)["message"]
+    assert not SyncRun.objects.exists()
+    assert all(record.exc_info is None for record in caplog.records)
 
 
 # --- Throttling -----------------------------------------------------------------------------------

@@ -87,6 +87,15 @@ def test_every_operation_documents_its_error_answers(openapi):
             assert "404" in operation["responses"], (path, method)
 
 
+def test_error_answers_say_success_is_false_so_their_examples_do_too(openapi):
+    schemas = openapi["components"]["schemas"]
+    success = schemas["ErrorResponse"]["properties"]["success"]
+    for ref in [part["$ref"] for part in success.get("allOf", [])]:
+        success = schemas[ref.rsplit("/", 1)[1]]
+
+    assert success["type"] == "boolean" and success["enum"] == [False]
+
+
 def test_sync_operations_document_both_answers_and_the_throttle(openapi):
     for path in ("/api/sabito/sync", "/api/sabito/sync/{mappingId}"):
         responses = openapi["paths"][path]["post"]["responses"]
