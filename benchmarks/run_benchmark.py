@@ -131,7 +131,8 @@ def child_baseline(params: dict) -> dict:
     from django.db.models import Q
 
     from sabito_sync.models import Customer, Tenant
-    from sabito_sync.sync import SYNCED_FIELDS, InvalidRecord, customer_values, sabito_client
+    from sabito_sync.records import SYNCED_FIELDS, InvalidRecord, customer_values
+    from sabito_sync.sync import sabito_client
 
     tenant = Tenant.objects.get(pk=params["tenant_id"])
     business_id, sample = params["business_id"], params["sample"]
@@ -210,7 +211,8 @@ def child_copy_floor(params: dict) -> dict:
     from django.utils import timezone
 
     from sabito_sync.models import Customer, Tenant
-    from sabito_sync.sync import SYNCED_FIELDS, customer_values, sabito_client, synced_values
+    from sabito_sync.records import SYNCED_FIELDS, customer_values, synced_values
+    from sabito_sync.sync import sabito_client
 
     with sabito_client() as client:
         rows = [

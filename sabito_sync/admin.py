@@ -25,7 +25,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError as BrokerError
 
-from . import tasks
+from . import metadata, tasks
 from .models import Customer, Membership, SabitoMapping, SyncRun, Tenant
 
 admin.site.site_header = "NEXPro administration"
@@ -91,9 +91,7 @@ def runs_url(mapping: SabitoMapping) -> str:
 def last_sync_result(mapping: SabitoMapping) -> dict:
     """`metadata["lastSyncResult"]`, or {} when there is none or it is not a dict
     (metadata is JSON anyone with database access can edit)."""
-    metadata = mapping.metadata
-    result = metadata.get("lastSyncResult") if isinstance(metadata, dict) else None
-    return result if isinstance(result, dict) else {}
+    return metadata.last_sync_result(mapping.metadata) or {}
 
 
 class KeepSyncHistoryOnDeleteMixin:

@@ -36,6 +36,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .conf import SabitoSettingsError
+from .logs import LOG_PREFIX
 from .models import SabitoMapping, SyncRun
 from .permissions import (
     TENANT_HEADER,
@@ -58,9 +59,10 @@ from .serializers import (
     SyncRunPageResponseSerializer,
     SyncRunSerializer,
     SyncStatusResponseSerializer,
+    sync_result_data,
 )
 from .status import sync_status_json
-from .sync import LOG_PREFIX, SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
+from .sync import SyncAlreadyRunning, SyncResult, sync_all_mappings, sync_mapping
 from .tasks import enqueue_mapping_sync, is_sync_running
 
 logger = logging.getLogger("sabito_sync.api")
@@ -406,7 +408,7 @@ def sync_response(results: list[SyncResult]) -> Response:
     if failed:
         plural = "" if len(results) == 1 else "s"
         message = f"Sync completed with failures for {failed} of {len(results)} mapping{plural}"
-    return Response({"success": not failed, "message": message, "data": [result.as_dict() for result in results]})
+    return Response({"success": not failed, "message": message, "data": [sync_result_data(result) for result in results]})
 
 
 def queued_response(mappings: list[SabitoMapping], *, full_sync: bool) -> Response:

@@ -128,7 +128,9 @@ class SabitoMapping(models.Model):
         """The incremental watermark as an aware datetime, or None before the first success."""
         from django.utils.dateparse import parse_datetime
 
-        value = (self.metadata or {}).get("lastSyncedAt")
+        from .metadata import watermark_text
+
+        value = watermark_text(self.metadata)
         return parse_datetime(value) if value else None
 
 

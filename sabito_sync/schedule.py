@@ -14,7 +14,7 @@ from celery.signals import beat_init
 from django.db import transaction
 
 from .conf import SabitoSettingsError, load_sabito_settings
-from .sync import LOG_PREFIX
+from .logs import LOG_PREFIX
 
 logger = logging.getLogger("sabito_sync.schedule")
 
