@@ -164,6 +164,7 @@ class RunHistoryPagination(PageNumberPagination):
     """`?page=` and `?pageSize=` (1 to 100); a malformed value is a 400, not
     silently replaced by the default."""
 
+    page_size = 20
     page_size_query_param = "pageSize"
     max_page_size = 100
 
