@@ -152,16 +152,9 @@ def create_run(*, mapping: SabitoMapping, full_sync: bool, trigger: str, status:
 
 
 def record_already_running(*, mapping: SabitoMapping, full_sync: bool, trigger: str, holder: SyncRun) -> None:
-    now = timezone.now()
-    create_run(
-        mapping=mapping,
-        full_sync=full_sync,
-        trigger=trigger,
-        status=SyncRun.Status.ALREADY_RUNNING,
-        now=now,
-        finished_at=now,
-        error_message=f"Not started: run {holder.pk} has held this mapping since {holder.started_at.isoformat()}.",
-    )
+    now, status = timezone.now(), SyncRun.Status.ALREADY_RUNNING
+    why = f"Not started: run {holder.pk} has held this mapping since {holder.started_at.isoformat()}."
+    create_run(mapping=mapping, full_sync=full_sync, trigger=trigger, status=status, now=now, finished_at=now, error_message=why)
 
 
 def take_over(*, mapping: SabitoMapping, holder: SyncRun, now: datetime) -> None:
