@@ -667,9 +667,8 @@ def test_a_borrowed_session_is_left_open_for_its_owner():
 def live_simulator():
     from sabito_sync.simulator import SabitoSimulator
 
-    simulator = SabitoSimulator(customers_per_business=5, businesses=1, seed=3, api_key=API_KEY).start()
-    yield simulator
-    simulator.stop()
+    with SabitoSimulator(customers_per_business=5, businesses=1, seed=3, api_key=API_KEY) as simulator:
+        yield simulator
 
 
 @pytest.fixture
