@@ -190,8 +190,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "sabito_sync.api.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"sabito_sync": env.str("SABITO_SYNC_THROTTLE", default="30/minute") or None},
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 20,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -29,8 +29,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
+from . import access, metadata
 from . import mappings as mapping_service
-from . import access
 from .access import Action, ActionRefused
 from .mappings import SyncIsRunning, SyncQueueUnavailable
 from .models import Customer, Membership, SabitoMapping, SyncRun, Tenant
@@ -98,9 +98,7 @@ def runs_url(mapping: SabitoMapping) -> str:
 def last_sync_result(mapping: SabitoMapping) -> dict:
     """`metadata["lastSyncResult"]`, or {} when there is none or it is not a dict
     (metadata is JSON anyone with database access can edit)."""
-    metadata = mapping.metadata
-    result = metadata.get("lastSyncResult") if isinstance(metadata, dict) else None
-    return result if isinstance(result, dict) else {}
+    return metadata.last_sync_result(mapping.metadata) or {}
 
 
 class MappingDeletionMixin:

@@ -40,6 +40,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from . import mappings as mapping_service
 from .access import Action, ActionRefused
 from .conf import SabitoSettingsError
+from .logs import LOG_PREFIX
 from .mappings import BusinessAlreadyMapped, NoSuchTenant, SyncIsRunning, SyncQueueUnavailable
 from .models import SabitoMapping, SyncRun
 from .permissions import TENANT_HEADER, ActionPermission, SyncTriggerThrottle, TenantPermission
@@ -57,9 +58,10 @@ from .serializers import (
     SyncRunPageResponseSerializer,
     SyncRunSerializer,
     SyncStatusResponseSerializer,
+    sync_result_data,
 )
 from .status import sync_status_json
-from .sync import LOG_PREFIX, SyncAlreadyRunning, SyncResult
+from .sync import SyncAlreadyRunning, SyncResult
 
 logger = logging.getLogger("sabito_sync.api")
 
@@ -186,6 +188,7 @@ class RunHistoryPagination(PageNumberPagination):
     """`?page=` and `?pageSize=` (1 to 100); a malformed value is a 400, not
     silently replaced by the default."""
 
+    page_size = 20
     page_size_query_param = "pageSize"
     max_page_size = 100
 
@@ -433,7 +436,7 @@ def sync_response(results: list[SyncResult]) -> Response:
     if failed:
         plural = "" if len(results) == 1 else "s"
         message = f"Sync completed with failures for {failed} of {len(results)} mapping{plural}"
-    return Response({"success": not failed, "message": message, "data": [result.as_dict() for result in results]})
+    return Response({"success": not failed, "message": message, "data": [sync_result_data(result) for result in results]})
 
 
 def queued_response(request, mappings: list[SabitoMapping], *, full_sync: bool, refuse_running: bool = False) -> Response:

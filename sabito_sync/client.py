@@ -43,18 +43,11 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 class SabitoError(Exception):
-    """Base of every failure the client reports.
-
-    The arguments after the message have defaults so the exception survives
-    pickling (a Celery result backend rebuilds it from its message alone).
-    """
+    """Base of every failure the client reports. Its message names the business and,
+    where one was asked for, the offset; it carries nothing else, so it survives
+    pickling (a Celery result backend rebuilds it from its message alone)."""
 
     retryable: bool = False
-
-    def __init__(self, message: str, *, business_id: str = "", offset: int | None = None):
-        super().__init__(message)
-        self.business_id = business_id
-        self.offset = offset
 
 
 class SabitoAuthError(SabitoError):
@@ -253,8 +246,6 @@ class SabitoClient:
                     f"Sabito served the same page twice for business {business_id}: offset {window_start} "
                     f"returned the same {len(window)} records as the request before it; stopping so the "
                     "sync does not loop forever",
-                    business_id=business_id,
-                    offset=window_start,
                 )
             tail_keys = set(tail)
             if tail and tail_keys.isdisjoint(window):
@@ -263,8 +254,6 @@ class SabitoClient:
                         SabitoResponseError,
                         f"Sabito's customer feed for business {business_id} kept changing order while being "
                         f"paged (lost our place {restarts + 1} times near offset {offset}); try again later",
-                        business_id=business_id,
-                        offset=offset,
                     )
                 restarts += 1
                 logger.warning(
@@ -284,8 +273,6 @@ class SabitoClient:
                     f"Sabito's customer feed for business {business_id} did not end within "
                     f"{self._max_pages} pages (still returning records at offset {offset}); "
                     "stopping at the page bound",
-                    business_id=business_id,
-                    offset=offset,
                 )
             if window[: len(tail)] != tail:
                 logger.info(
@@ -337,8 +324,6 @@ class SabitoClient:
                     SabitoUnavailableError,
                     f"Sabito API unavailable for business {business_id} at offset {offset} "
                     f"after {attempts} attempts: {cause}",
-                    business_id=business_id,
-                    offset=offset,
                 )
             logger.warning(
                 "Sabito request for business %s at offset %s failed (attempt %s of %s): %s; retrying in %.2fs",
@@ -394,8 +379,6 @@ class SabitoClient:
             raise self._error(
                 SabitoAuthError,
                 f"Sabito rejected the API key (HTTP {status}) for business {business_id}",
-                business_id=business_id,
-                offset=offset,
             )
         if 300 <= status < 400:
             location = response.headers.get("Location") or "an unspecified location"
@@ -403,16 +386,12 @@ class SabitoClient:
                 SabitoResponseError,
                 f"Sabito redirected the request for business {business_id} at offset {offset} "
                 f"(HTTP {status}) to {location}; not followed so the API key is not sent elsewhere",
-                business_id=business_id,
-                offset=offset,
             )
         if not 200 <= status < 300:
             raise self._error(
                 SabitoResponseError,
                 f"Sabito refused the request for business {business_id} at offset {offset} "
                 f"with HTTP {status}: {self._excerpt(response.content)}",
-                business_id=business_id,
-                offset=offset,
             )
 
     def _records(self, response: requests.Response, *, business_id: str, offset: int) -> list[Any]:
@@ -423,8 +402,6 @@ class SabitoClient:
                 SabitoResponseError,
                 f"Sabito answered business {business_id} at offset {offset} with a body that is not "
                 f"JSON (HTTP {response.status_code}): {self._excerpt(response.content)}",
-                business_id=business_id,
-                offset=offset,
             ) from None
         records = body.get("data") if isinstance(body, dict) else None
         if not isinstance(records, list):
@@ -432,8 +409,6 @@ class SabitoClient:
                 SabitoResponseError,
                 f"Sabito answered business {business_id} at offset {offset} with JSON that has no "
                 f'"data" list: {self._excerpt(response.content)}',
-                business_id=business_id,
-                offset=offset,
             )
         return records
 
@@ -454,10 +429,10 @@ class SabitoClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, REDACTED) if self._api_key else text
 
-    def _error(self, kind: type[SabitoError], message: str, *, business_id: str, offset: int) -> SabitoError:
+    def _error(self, kind: type[SabitoError], message: str) -> SabitoError:
         # Every message passes through here, so a key echoed back by Sabito or
         # a proxy (in a body, a Location, an exception text) never reaches a log.
-        return kind(self._redact(message), business_id=business_id, offset=offset)
+        return kind(self._redact(message))
 
 
 def _is_transient_status(status: int) -> bool:

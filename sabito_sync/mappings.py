@@ -19,11 +19,14 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from . import metadata
 from .access import Action, ensure_may
 from .client import format_timestamp
 from .conf import load_sabito_settings
+from .logs import LOG_PREFIX
 from .models import Customer, SabitoMapping, SyncRun, Tenant
-from .sync import LOG_PREFIX, SyncResult, stale_heartbeat_cutoff, sync_all_mappings, sync_mapping
+from .runs import SyncResult, stale_heartbeat_cutoff
+from .sync import sync_all_mappings, sync_mapping
 from .tasks import enqueue_mapping_sync
 
 logger = logging.getLogger("sabito_sync.mappings")
@@ -176,12 +179,9 @@ def repoint_mapping(*, actor, mapping: SabitoMapping, changes: dict) -> SabitoMa
                 f"{locked.sabito_business_id!r} in tenant {locked.tenant} by {actor_name(actor)} at "
                 f"{format_timestamp(now)}: the watermark was reset, so this sync fetches every customer."
             )
-            metadata = dict(locked.metadata if isinstance(locked.metadata, dict) else {})
-            metadata.pop("lastSyncedAt", None)
             # The next run copies the reason into its note (the history says why it
             # fetched everything); its success clears it.
-            metadata[SabitoMapping.WATERMARK_RESET_KEY] = {"reason": reason, "at": format_timestamp(now)}
-            locked.metadata = metadata
+            locked.metadata = metadata.with_watermark_reset(locked.metadata, reason=reason, at=format_timestamp(now))
             locked.save(update_fields=[*changes, "metadata", "updated_at"])
             # The old business's missing-marks were judged against a feed this mapping
             # no longer reads: clear them rather than leave them for good.

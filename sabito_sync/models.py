@@ -101,13 +101,9 @@ class SabitoMappingQuerySet(models.QuerySet):
 class SabitoMapping(models.Model):
     """One Sabito business whose customers are kept in step with one NEXPro tenant.
 
-    `metadata["lastSyncedAt"]` is the incremental watermark and
-    `metadata["lastSyncResult"]` the latest run's summary; the full history is `SyncRun`.
-    `metadata["watermarkReset"]` says why the watermark was reset on purpose (the
-    mapping was re-pointed), until a sync has fetched everything since.
+    `metadata` holds the incremental watermark and the latest run's summary (its
+    format is `sabito_sync.metadata`'s); the full history is `SyncRun`.
     """
-
-    WATERMARK_RESET_KEY = "watermarkReset"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     sabito_business_id = models.CharField(max_length=100, unique=True)
@@ -132,14 +128,17 @@ class SabitoMapping(models.Model):
         """The incremental watermark as an aware datetime, or None before the first success."""
         from django.utils.dateparse import parse_datetime
 
-        value = (self.metadata or {}).get("lastSyncedAt")
+        from .metadata import watermark_text
+
+        value = watermark_text(self.metadata)
         return parse_datetime(value) if value else None
 
     @property
     def watermark_reset_reason(self) -> str:
-        """Why the watermark was reset, or "" when it was not (or a sync has run since)."""
-        reset = self.metadata.get(self.WATERMARK_RESET_KEY) if isinstance(self.metadata, dict) else None
-        return str(reset.get("reason") or "") if isinstance(reset, dict) else ""
+        """Why the watermark was reset on purpose, or "" (see `metadata.watermark_reset_reason`)."""
+        from .metadata import watermark_reset_reason
+
+        return watermark_reset_reason(self.metadata)
 
 
 class SyncRun(models.Model):

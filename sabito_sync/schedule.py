@@ -17,8 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from .conf import SabitoSettings, SabitoSettingsError, load_sabito_settings
+from .logs import LOG_PREFIX
 from .models import AppliedSchedule, SyncRun
-from .sync import LOG_PREFIX
 
 logger = logging.getLogger("sabito_sync.schedule")
 

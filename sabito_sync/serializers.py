@@ -15,6 +15,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from . import metadata
 from .models import SyncRun
 
 # --- Strict input ------------------------------------------------------------------------
@@ -143,14 +144,15 @@ class SyncResultSerializer(serializers.Serializer):
     """One mapping's sync result."""
 
     success = serializers.BooleanField()
-    businessId = serializers.CharField()
-    customersProcessed = serializers.IntegerField()
+    businessId = serializers.CharField(source="business_id")
+    customersProcessed = serializers.IntegerField(source="processed")
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     skipped = serializers.IntegerField()
     errors = serializers.IntegerField(help_text="Records that could not be synced; see errorDetails.")
-    errorDetails = SyncErrorDetailSerializer(many=True)
+    errorDetails = SyncErrorDetailSerializer(source="error_details", many=True)
     markedMissing = serializers.IntegerField(
+        source="marked_missing",
         required=False,
         help_text="Present only when non-zero, after a complete full sync: customers linked to this business "
         "that Sabito no longer returned, now marked missing (kept, not deleted).",
@@ -160,6 +162,19 @@ class SyncResultSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Present only when success is false: why the mapping's sync failed or did not start.",
     )
+
+    def to_representation(self, result):
+        data = super().to_representation(result)
+        if not result.marked_missing:
+            del data["markedMissing"]
+        if result.success:
+            del data["error"]
+        return data
+
+
+def sync_result_data(result) -> dict:
+    """A `SyncResult` as the API, the task's return value and `sabito_sync --json` show it."""
+    return dict(SyncResultSerializer(result).data)
 
 
 class QueuedSyncSerializer(serializers.Serializer):
@@ -203,17 +218,11 @@ class MappingMetadataFieldsMixin(serializers.Serializer):
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_lastSyncAt(self, mapping) -> str | None:
-        value = metadata_of(mapping).get("lastSyncedAt")
-        return value if isinstance(value, str) else None
+        return metadata.watermark_text(mapping.metadata)
 
     @extend_schema_field(LastSyncResultSerializer(allow_null=True))
     def get_lastSyncResult(self, mapping) -> dict | None:
-        value = metadata_of(mapping).get("lastSyncResult")
-        return value if isinstance(value, dict) else None
-
-
-def metadata_of(mapping) -> dict:
-    return mapping.metadata if isinstance(mapping.metadata, dict) else {}
+        return metadata.last_sync_result(mapping.metadata)
 
 
 class SyncStatusSerializer(MappingMetadataFieldsMixin):
@@ -256,17 +265,15 @@ def sync_status_items(mappings) -> list[dict]:
     per request; this is the same output (a test holds the two equal) for a
     fraction of that. `mappings` must come through `mappings.with_sync_running`."""
     items = []
-    for pk, business_id, name, tenant_name, metadata, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
-        metadata = metadata if isinstance(metadata, dict) else {}
-        last_synced_at, last_result = metadata.get("lastSyncedAt"), metadata.get("lastSyncResult")
+    for pk, business_id, name, tenant_name, stored, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
         items.append(
             {
                 "id": str(pk),
                 "sabitoBusinessId": business_id,
                 "businessName": name,
                 "tenantName": tenant_name,
-                "lastSyncAt": last_synced_at if isinstance(last_synced_at, str) else None,
-                "lastSyncResult": last_result if isinstance(last_result, dict) else None,
+                "lastSyncAt": metadata.watermark_text(stored),
+                "lastSyncResult": metadata.last_sync_result(stored),
                 "lastUpdated": iso_datetime(updated_at),
                 "syncRunning": running,
                 "isActive": active,

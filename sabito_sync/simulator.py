@@ -1,8 +1,9 @@
 """A Sabito simulator: a real HTTP server that speaks Sabito's `GET /api/customers`.
 
 The demo, the end-to-end tests, the chaos tests and the benchmark all talk to it over
-real HTTP, so it is plain standard library on purpose: the benchmark runs it as
-`python -m sabito_sync.simulator` in its own process, without Django.
+real HTTP. It is plain standard library on purpose (`python -m sabito_sync.simulator`
+runs it without Django), and each of them starts it the same way: `with
+SabitoSimulator(...) as simulator:` serves it from a background thread for the block.
 
 What it serves
     GET /api/customers?businessId=&updatedAfter=&limit=&offset=   (header X-API-Key)
@@ -517,14 +518,13 @@ class SabitoSimulator:
         return self
 
     def serve_forever(self) -> None:
-        """Serves in the calling thread until Ctrl-C (KeyboardInterrupt)."""
-        self.bind()
-        try:
-            self._server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self._close()
+        """Serves until Ctrl-C (KeyboardInterrupt), started and stopped as `with` does."""
+        with self:
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
 
     def stop(self) -> None:
         if self._server is None:
@@ -551,6 +551,9 @@ class SabitoSimulator:
             except OSError:
                 pass
 
+    # `with SabitoSimulator(...) as simulator:` is how everything starts one (the tests'
+    # fixtures, the benchmark, the demo's `manage.py sabito_simulator`): serving in a
+    # background thread for the block, stopped however the block ends.
     def __enter__(self) -> SabitoSimulator:
         return self.start()
 

@@ -14,8 +14,10 @@ from celery import shared_task
 from django.db import transaction
 
 from .conf import load_sabito_settings
+from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
-from .sync import LOG_PREFIX, SyncAlreadyRunning, already_running_result, sync_mapping
+from .serializers import sync_result_data
+from .sync import SyncAlreadyRunning, already_running_result, sync_mapping
 
 logger = logging.getLogger("sabito_sync.tasks")
 
@@ -29,7 +31,7 @@ def sync_mapping_task(self, mapping_id: str, full_sync: bool = False, trigger: s
     try:
         result = sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger)
     except SyncAlreadyRunning as exc:
-        return already_running_result(exc).as_dict() | {"alreadyRunning": True}
+        return sync_result_data(already_running_result(exc)) | {"alreadyRunning": True}
     sabito = load_sabito_settings()
     if not result.success and result.retryable and self.request.retries < sabito.task_max_retries:
         # Transient failures (Sabito down, a database blip) wait 1, 2, 4 … times the
@@ -38,16 +40,16 @@ def sync_mapping_task(self, mapping_id: str, full_sync: bool = False, trigger: s
         countdown = sabito.task_retry_delay_seconds * 2**self.request.retries
         logger.warning("%s Retrying %s in %d s: %s", LOG_PREFIX, mapping.business_name, countdown, result.error)
         raise self.retry(countdown=countdown)
-    return result.as_dict()
+    return sync_result_data(result)
 
 
 @shared_task(name="sabito_sync.sync_all_mappings", acks_late=True)
 def sync_all_mappings_task(full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT) -> list[str]:
     """Fan out: one task per active mapping, so mappings sync in parallel across
     workers and one slow business never delays the others."""
-    logger.info("%s Starting sync for all tenants...", LOG_PREFIX)
-    mapping_ids = [str(pk) for pk in SabitoMapping.objects.filter(is_active=True).values_list("pk", flat=True)]
-    logger.info("%s Found %d tenant mappings to sync", LOG_PREFIX, len(mapping_ids))
+    mapping_ids = fan_out(
+        logger, lambda: [str(pk) for pk in SabitoMapping.objects.filter(is_active=True).values_list("pk", flat=True)]
+    )
     return [
         sync_mapping_task.apply_async(args=[mapping_id, full_sync, trigger]).id for mapping_id in mapping_ids
     ]

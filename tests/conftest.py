@@ -73,13 +73,10 @@ def sabito_simulator(settings):
     """The project's Sabito simulator over real HTTP, with the sync pointed at it."""
     from sabito_sync.simulator import SabitoSimulator
 
-    simulator = SabitoSimulator(customers_per_business=60, businesses=2, seed=7, api_key=SIMULATOR_KEY).start()
-    settings.SABITO_API_URL = simulator.url
-    settings.SABITO_API_KEY = SIMULATOR_KEY
-    try:
+    with SabitoSimulator(customers_per_business=60, businesses=2, seed=7, api_key=SIMULATOR_KEY) as simulator:
+        settings.SABITO_API_URL = simulator.url
+        settings.SABITO_API_KEY = SIMULATOR_KEY
         yield simulator
-    finally:
-        simulator.stop()
 
 
 def pytest_configure(config):

@@ -80,7 +80,7 @@ def test_repointing_resets_the_watermark_and_the_next_sync_fetches_everything(ad
     assert "Re-pointed from business 'biz-a'" in oldest["note"] and "'biz-b'" in oldest["note"]
     assert newest["note"] is None
     mapping.refresh_from_db()
-    assert SabitoMapping.WATERMARK_RESET_KEY not in mapping.metadata
+    assert mapping.watermark_reset_reason == "" and "watermarkReset" not in mapping.metadata
 
 
 def test_a_failed_first_sync_after_a_repoint_keeps_the_reason_for_the_next(admin, operator, mapping, fake_sabito):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sabito_sync import bulk, sync
+from sabito_sync import page_sql, records, sync
 from sabito_sync.models import Customer
 from sabito_sync.sync import sync_mapping
 
@@ -28,14 +28,14 @@ def serve(fake_sabito, mapping, records):
 def lookup_sees(monkeypatch, rows_for_first_lookup):
     """The page's lookup returns these rows once (what it saw before someone else's
     write landed), then looks for real."""
-    real = bulk.find_candidates
+    real = page_sql.find_candidates
     calls = []
 
     def find_candidates(**kwargs):
         calls.append(kwargs)
         return rows_for_first_lookup(kwargs) if len(calls) == 1 else real(**kwargs)
 
-    monkeypatch.setattr(bulk, "find_candidates", find_candidates)
+    monkeypatch.setattr(page_sql, "find_candidates", find_candidates)
     return calls
 
 
@@ -55,8 +55,8 @@ def test_a_customer_created_meanwhile_is_matched_not_duplicated(fake_sabito, map
 def test_a_customer_deleted_meanwhile_is_created_again(fake_sabito, mapping, monkeypatch):
     serve(fake_sabito, mapping, [sabito_record(1, name="New name")])
     gone = CustomerFactory(tenant=mapping.tenant, sabito_customer_id="cust-1", email="person1@example.com")
-    seen_before_the_delete = bulk.find_candidates(
-        tenant_id=mapping.tenant_id, keys=[("cust-1", "person1@example.com")], fields=sync.SYNCED_FIELDS
+    seen_before_the_delete = page_sql.find_candidates(
+        tenant_id=mapping.tenant_id, keys=[("cust-1", "person1@example.com")], fields=records.SYNCED_FIELDS
     )
     gone.delete()
     lookup_sees(monkeypatch, lambda kwargs: seen_before_the_delete)
@@ -72,8 +72,8 @@ def test_a_write_never_reaches_another_tenants_customer(fake_sabito, mapping, mo
     elsewhere = CustomerFactory(sabito_customer_id="cust-1", email="person1@example.com", name="Other tenant's")
     # A lookup that (wrongly) hands back the other tenant's row: defence in depth
     # below the tenant-scoped lookup, the write itself is scoped to the tenant.
-    wrong_rows = bulk.find_candidates(
-        tenant_id=elsewhere.tenant_id, keys=[("cust-1", "person1@example.com")], fields=sync.SYNCED_FIELDS
+    wrong_rows = page_sql.find_candidates(
+        tenant_id=elsewhere.tenant_id, keys=[("cust-1", "person1@example.com")], fields=records.SYNCED_FIELDS
     )
     lookup_sees(monkeypatch, lambda kwargs: wrong_rows)
 

@@ -9,7 +9,9 @@ from django.db import OperationalError, connection
 from django.db.models import Count
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.sync import SYNCED_FIELDS, InvalidRecord, customer_values, sync_mapping
+from sabito_sync.records import SYNCED_FIELDS, InvalidRecord, customer_values
+from sabito_sync.serializers import sync_result_data
+from sabito_sync.sync import sync_mapping
 
 from .factories import SabitoMappingFactory
 
@@ -255,7 +257,7 @@ def test_customers_deleted_in_sabito_are_marked_missing_after_a_full_sync_never_
     assert incremental.marked_missing == 0  # an incremental feed cannot tell
     full = sync_mapping(mapping=mapping, full_sync=True)
 
-    assert full.success and full.marked_missing == 4 and full.as_dict()["markedMissing"] == 4
+    assert full.success and full.marked_missing == 4 and sync_result_data(full)["markedMissing"] == 4
     missing = set(Customer.objects.filter(sabito_missing_since__isnull=False).values_list("sabito_customer_id", flat=True))
     assert missing == deleted
     assert Customer.objects.count() == len(sabito_simulator.customers(business_id)) + 4

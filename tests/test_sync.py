@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sabito_sync.models import Customer, SyncRun
+from sabito_sync.serializers import sync_result_data
 from sabito_sync.sync import SyncAlreadyRunning, sync_all_mappings, sync_mapping
 
 from .conftest import SABITO_TEST_KEY
@@ -118,7 +119,7 @@ def test_counters_add_up_to_customers_processed(fake_sabito, mapping):
 
     assert (result.created, result.updated, result.skipped, result.errors) == (1, 1, 1, 1)
     assert result.processed == 4 == result.created + result.updated + result.skipped + result.errors
-    assert result.as_dict()["customersProcessed"] == 4
+    assert sync_result_data(result)["customersProcessed"] == 4
 
 
 def test_email_match_is_case_insensitive_and_links_the_sabito_id(fake_sabito, mapping):
@@ -289,7 +290,7 @@ def test_successful_sync_records_a_run_and_the_guides_summary(fake_sabito, mappi
     run = SyncRun.objects.get()
     assert (run.status, run.trigger, run.full_sync) == ("succeeded", "api", True)
     assert (run.customers_processed, run.created) == (2, 2)
-    assert run.finished_at is not None and str(run.pk) == result.run_id
+    assert run.finished_at is not None and run.customers_processed == result.processed
     mapping.refresh_from_db()
     summary = mapping.metadata["lastSyncResult"]
     assert {k: summary[k] for k in ("customersProcessed", "created", "updated", "skipped", "errors")} == {
@@ -305,7 +306,7 @@ def test_successful_sync_records_a_run_and_the_guides_summary(fake_sabito, mappi
 def test_result_has_exactly_the_guides_shape(fake_sabito, mapping):
     serve(fake_sabito, mapping, [sabito_record(1)])
 
-    result = sync_mapping(mapping=mapping, full_sync=True).as_dict()
+    result = sync_result_data(sync_mapping(mapping=mapping, full_sync=True))
 
     assert result == {
         "success": True,
@@ -414,7 +415,7 @@ def test_sync_all_reports_an_already_running_mapping_without_stopping(fake_sabit
     [result] = sync_all_mappings()
 
     assert not result.success and result.already_running
-    assert "already running" in result.as_dict()["error"]
+    assert "already running" in sync_result_data(result)["error"]
 
 
 def test_a_stale_running_run_is_taken_over(fake_sabito, mapping, settings):
@@ -459,6 +460,6 @@ def test_api_key_appears_in_no_log_line_or_result(fake_sabito, mapping, caplog):
     serve(fake_sabito, mapping, [sabito_record(1)])
     ok = sync_mapping(mapping=mapping)
 
-    everything = caplog.text + repr([r.as_dict() for r in (failed, garbled, ok)])
+    everything = caplog.text + repr([sync_result_data(r) for r in (failed, garbled, ok)])
     everything += repr(list(SyncRun.objects.values()))
     assert SABITO_TEST_KEY not in everything

@@ -6,7 +6,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.sync import SyncResult, write_page
+from sabito_sync.page_writer import write_page
+from sabito_sync.records import validate_records
+from sabito_sync.runs import SyncResult
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
@@ -27,8 +29,9 @@ def page_writer():
 
     def write(records):
         """One page as sync_mapping writes it; returns that page's counters."""
-        result = SyncResult(mapping_id=str(mapping.pk), business_id="biz-q", business_name=mapping.business_name)
-        write_page(run=run, mapping=mapping, records=records, seen_ids=set(), result=result)
+        result = SyncResult(business_id="biz-q", business_name=mapping.business_name)
+        validated = validate_records(records, business_id="biz-q")
+        write_page(run=run, mapping=mapping, validated=validated, seen_ids=set(), result=result)
         return result
 
     write.mapping = mapping

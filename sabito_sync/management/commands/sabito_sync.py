@@ -13,6 +13,7 @@ from django.db import transaction
 from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
 from sabito_sync.mappings import request_sync, sync_all_now, sync_now
 from sabito_sync.models import SabitoMapping, SyncRun
+from sabito_sync.serializers import sync_result_data
 from sabito_sync.sync import SyncAlreadyRunning, already_running_result
 
 
@@ -90,7 +91,7 @@ class Command(BaseCommand):
 
     def report(self, results) -> None:
         if self.as_json:
-            self.stdout.write(json_module.dumps([result.as_dict() for result in results], indent=2))
+            self.stdout.write(json_module.dumps([sync_result_data(result) for result in results], indent=2))
             return
         if not results:
             self.stdout.write("No active Sabito mappings to sync.")

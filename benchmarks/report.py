@@ -1,0 +1,159 @@
+"""The benchmark's report: the counters checked, the targets judged, the table printed.
+
+Plain functions of the figures `runner.py` collects (the same dict it writes as JSON).
+"""
+
+from __future__ import annotations
+
+from scenarios import LINK_LATENCY_SECONDS, PAGE_SIZE, SCENARIOS
+
+TARGETS = {
+    "full_vs_baseline_min": 10.0,
+    "full_vs_limit_max": 1.5,
+    "resync_vs_full_max": 0.6,
+    "incremental_seconds_max": 2.0,
+    "rss_growth_max": 0.20,
+    "fanout_seconds_max": 60.0,
+    "status_p95_ms_max": 100.0,
+}
+
+
+def check_counts(size: int, figures: dict) -> None:
+    """The benchmark is worthless if the sync did not do the work: verify the counters."""
+    full, resync, incremental = figures["full"], figures["resync"], figures["incremental"]
+    problems = []
+    if not (full["success"] and full["created"] == size and full["records"] == size):
+        problems.append(f"full sync: {full}")
+    if not (resync["success"] and resync["skipped"] == size and resync["records"] == size):
+        problems.append(f"re-sync: {resync}")
+    if not (incremental["success"] and incremental["updated"] == incremental["edited"]):
+        problems.append(f"incremental: {incremental}")
+    latency_full = figures.get("latency_full")
+    if latency_full and not (latency_full["success"] and latency_full["created"] == size):
+        problems.append(f"full sync with latency: {latency_full}")
+    if problems:
+        raise RuntimeError("the sync's counters are not what the scenario implies: " + "; ".join(problems))
+
+
+def evaluate_targets(report: dict) -> dict:
+    targets: dict = {}
+    sizes = report["sizes"]
+    largest = str(max(int(size) for size in sizes))
+    figures = sizes[largest]
+    full, limit, baseline = figures["full"]["seconds"], figures["limit"]["seconds"], figures["baseline"]["seconds"]
+    targets[f"full sync of {int(largest):,} >= 10x faster than the naive baseline"] = verdict(
+        baseline / full, ">=", TARGETS["full_vs_baseline_min"], "x"
+    )
+    targets[f"full sync of {int(largest):,} within 1.5x of the limit"] = verdict(
+        full / limit, "<=", TARGETS["full_vs_limit_max"], "x"
+    )
+    targets["unchanged re-sync <= 60% of the full sync (median round)"] = verdict(
+        figures["resync_vs_full"], "<=", TARGETS["resync_vs_full_max"], ""
+    )
+    targets[f"incremental sync ({figures['incremental']['edited']:,} changed) under 2 s"] = verdict(
+        figures["incremental"]["seconds"], "<", TARGETS["incremental_seconds_max"], " s"
+    )
+    per_page = sorted({count for size in sizes.values() for key in ("full", "resync", "incremental")
+                       for count in size[key]["queries_per_page"]})
+    targets["constant SQL queries per page"] = {"value": per_page, "met": len(per_page) == 1}
+    if len(sizes) > 1:
+        smallest = str(min(int(size) for size in sizes))
+        growth = figures["full"]["peak_rss_mb"] / sizes[smallest]["full"]["peak_rss_mb"] - 1
+        targets[f"peak RSS grows < 20% from {int(smallest):,} to {int(largest):,}"] = verdict(
+            growth * 100, "<", TARGETS["rss_growth_max"] * 100, "%"
+        )
+    fanout = report.get("fanout")
+    if fanout and fanout.get("seconds") is not None:
+        targets[f"fan-out of {fanout['mappings']} mappings under 60 s"] = verdict(
+            fanout["seconds"], "<", TARGETS["fanout_seconds_max"], " s"
+        )
+    status = report.get("status")
+    if status and "latency_ms" in status:
+        targets["status API p95 under 100 ms (20 clients)"] = verdict(
+            status["latency_ms"]["p95"], "<", TARGETS["status_p95_ms_max"], " ms"
+        )
+        targets["status API constant query count"] = {"value": status["queries"], "met": status["constant_queries"]}
+    return targets
+
+
+def verdict(value: float, relation: str, bound: float, unit: str) -> dict:
+    met = {"<": value < bound, "<=": value <= bound, ">=": value >= bound}[relation]
+    return {"value": round(value, 3), "bound": f"{relation} {bound:g}{unit}", "met": met}
+
+
+def render_table(report: dict) -> str:
+    header = (
+        "N", "scenario", "wall s", "records/s", "SQL/page", "CPU s sync+DB", "peak RSS MB", "vs limit", "baseline/this"
+    )
+    rows = []
+    for size, figures in report["sizes"].items():
+        limit = figures["limit"]["seconds"]
+        baseline = figures["baseline"]["seconds"]
+        for key, label in SCENARIOS:
+            if key not in figures:
+                continue
+            row = figures[key]
+            seconds = row["seconds"]
+            if key in ("full", "resync") and len(figures.get("rounds", [])) > 1:
+                label += f" (median of {len(figures['rounds'])})"
+            if key == "baseline" and row["extrapolated"]:
+                label += f" (extrapolated from the first {row['measured_records']:,})"
+            records = row["edited"] if key == "incremental" else int(size)
+            if key == "baseline":
+                per_page = f"~{row['queries'] / max(1, row['measured_records']) * PAGE_SIZE:.0f}"
+            elif key in ("full", "resync", "incremental", "latency_full"):
+                per_page = ",".join(str(count) for count in row["queries_per_page"]) or "-"
+            else:
+                per_page = ""
+            cpu = ""
+            if "database_cpu_seconds" in row:
+                cpu = f"{row['process_cpu_seconds']:.2f}+{row['database_cpu_seconds']:.2f}"
+            elif "process_cpu_seconds" in row:
+                cpu = f"{row['process_cpu_seconds']:.2f}"
+            rows.append((
+                f"{int(size):,}", label, f"{seconds:.2f}", f"{records / seconds:,.0f}", per_page, cpu,
+                f"{row['peak_rss_mb']:.0f}",
+                f"{seconds / limit:.2f}x" if key in ("full", "resync", "copy_floor") else
+                f"{seconds / figures['latency_limit']['seconds']:.2f}x" if key == "latency_full" else "",
+                f"{baseline / seconds:.1f}x" if key == "full" else "",
+            ))
+        simulator = figures["simulator"]
+        rows.append((f"{int(size):,}", "simulator alone: raw client, no parsing", f"{simulator['seconds']:.2f}",
+                     f"{simulator['records_per_second']:,.0f}", "", "", "", "", ""))
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(header, widths))]
+    lines.append("-+-".join("-" * width for width in widths))
+    lines += [" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    fanout = report.get("fanout")
+    if fanout and fanout.get("seconds") is not None:
+        lines.append("")
+        lines.append(
+            f"Fan-out: {fanout['mappings']} mappings x {fanout['customers_per_mapping']} customers, Celery prefork x2, "
+            f"Redis: {fanout['seconds']:.1f} s wall, {fanout['worker_seconds_per_mapping'] * 1000:.0f} ms worker time "
+            f"per mapping (sync {fanout['mean_run_seconds'] * 1000:.0f} ms + overhead "
+            f"{fanout['overhead_seconds_per_mapping'] * 1000:.0f} ms); "
+            f"{fanout['succeeded']} succeeded, {fanout['failed']} failed"
+        )
+    status = report.get("status")
+    if status and "latency_ms" in status:
+        latency = status["latency_ms"]
+        lines.append(
+            f"Status API, {status['mappings']} mappings, 20 connections, gunicorn x2: p50 {latency['p50']:.1f} ms, "
+            f"p95 {latency['p95']:.1f} ms, p99 {latency['p99']:.1f} ms, {status['requests_per_second']:.0f} req/s, "
+            f"queries per request {status['queries']}"
+        )
+    lines.append("")
+    if report["quick"]:
+        lines.append("Quick mode: the targets are for N = 100,000; shown for information only.")
+    for size, figures in report["sizes"].items():
+        if "latency_full" in figures:
+            ratio = figures["latency_full"]["seconds"] / figures["latency_limit"]["seconds"]
+            lines.append(
+                f"[info] N = {int(size):,}, {LINK_LATENCY_SECONDS * 1000:.0f} ms per Sabito response: "
+                f"full sync {ratio:.2f}x its limit"
+            )
+    for name, target in report["targets"].items():
+        value = target["value"]
+        bound = target.get("bound", "")
+        lines.append(f"[{'met' if target['met'] else 'NOT MET'}] {name}: {value} {bound}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""The benchmark's scenarios: what each one measures, and the measured work itself.
+
+`runner.py` runs every scenario in a fresh process, `python benchmarks/scenarios.py NAME
+PARAMS_JSON`, so the peak RSS it reports is that scenario's own and the simulator (served
+by the parent) never shares an interpreter with the client it serves. The process prints
+its figures as one line of JSON. Nothing here starts a server or touches another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+PAGE_SIZE = 100
+# The naive baseline writes ~300 records/s: past this many records it is measured on
+# the first ones only and its per-record cost extrapolated (and labelled so).
+BASELINE_SAMPLE = 10_000
+# Added to every Sabito response in the "over a network" scenario: a fast API nearby.
+LINK_LATENCY_SECONDS = 0.02
+
+SCENARIOS = (
+    ("limit", "limit: fetch + parse, no database"),
+    ("baseline", "naive baseline: lookup + save() per record"),
+    ("full", "project: full sync, all new"),
+    ("resync", "project: unchanged re-sync"),
+    ("incremental", "project: incremental, 1% changed"),
+    ("copy_floor", "PostgreSQL floor: one COPY, no lookups"),
+    ("latency_limit", f"limit, {LINK_LATENCY_SECONDS * 1000:.0f} ms per Sabito response"),
+    ("latency_full", f"project: full sync, {LINK_LATENCY_SECONDS * 1000:.0f} ms per Sabito response"),
+)
+
+
+def run(name: str, params: dict) -> int:
+    import django
+
+    django.setup()
+    scenarios = {
+        "simulator_alone": simulator_alone,
+        "limit": child_limit,
+        "baseline": child_baseline,
+        "sync": child_sync,
+        "copy_floor": child_copy_floor,
+    }
+    result = scenarios[name](params)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def simulator_alone(params: dict) -> dict:
+    """Records per second the simulator serves to a raw keep-alive client that does
+    not parse them: what the server alone can do."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from sabito_sync.conf import load_sabito_settings
+
+    settings = load_sabito_settings()
+    parts = urlsplit(settings.api_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port)
+    started, records, offset = time.perf_counter(), 0, 0
+    while True:
+        connection.request(
+            "GET", f"/api/customers?businessId={params['business_id']}&limit={PAGE_SIZE}&offset={offset}",
+            headers={"X-API-Key": settings.api_key},
+        )
+        count = connection.getresponse().read().count(b'"sourceType"')
+        records, offset = records + count, offset + PAGE_SIZE
+        if count < PAGE_SIZE:
+            break
+    seconds = time.perf_counter() - started
+    connection.close()
+    return {"records": records, "seconds": seconds, "records_per_second": records / seconds}
+
+
+def child_limit(params: dict) -> dict:
+    """Every page through the project's own client, parsed, and nothing else."""
+    from sabito_sync.sync import sabito_client
+
+    records = pages = 0
+    with sabito_client() as client:
+        started, process_start = time.perf_counter(), time.process_time()
+        for page in client.iter_customer_pages(business_id=params["business_id"]):
+            records += len(page.records)
+            pages += 1
+        seconds = time.perf_counter() - started
+    cpu = time.process_time() - process_start
+    return {"seconds": seconds, "records": records, "pages": pages, "process_cpu_seconds": cpu}
+
+
+def child_baseline(params: dict) -> dict:
+    """How sync code usually starts: per record, one lookup by Sabito id or email
+    (case-insensitive, as `email__iexact`), then one save(). Same validation as the
+    project, so the difference is the matching and writing."""
+    from django.db.models import Q
+
+    from sabito_sync.models import Customer, Tenant
+    from sabito_sync.records import SYNCED_FIELDS, InvalidRecord, customer_values
+    from sabito_sync.sync import sabito_client
+
+    tenant = Tenant.objects.get(pk=params["tenant_id"])
+    business_id, sample = params["business_id"], params["sample"]
+    counts = {"created": 0, "updated": 0, "skipped": 0, "errors": 0}
+    processed = 0
+    with counted_queries() as queries, sabito_client() as client:
+        started = time.perf_counter()
+        for page in client.iter_customer_pages(business_id=business_id):
+            for record in page.records:
+                processed += 1
+                try:
+                    values = customer_values(record, business_id=business_id)
+                except InvalidRecord:
+                    counts["errors"] += 1
+                    continue
+                customer = Customer.objects.filter(
+                    Q(sabito_customer_id=values["sabito_customer_id"]) | Q(email__iexact=values["email"]), tenant=tenant
+                ).first()
+                if customer is None:
+                    Customer(tenant=tenant, **values).save()
+                    counts["created"] += 1
+                elif any(getattr(customer, name) != values[name] for name in SYNCED_FIELDS):
+                    for name in SYNCED_FIELDS:
+                        setattr(customer, name, values[name])
+                    customer.save()
+                    counts["updated"] += 1
+                else:
+                    counts["skipped"] += 1
+                if processed == sample:
+                    break
+            if processed == sample:
+                break
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "records": processed, "queries": queries.count, **counts}
+
+
+def child_sync(params: dict) -> dict:
+    """The project: `sync_mapping`, exactly as the task and the command call it."""
+    from sabito_sync.models import SabitoMapping
+    from sabito_sync.sync import sync_mapping
+
+    mapping = SabitoMapping.objects.select_related("tenant").get(pk=params["mapping_id"])
+    marks: list[int] = []
+    with counted_queries() as queries, cpu_seconds() as cpu:
+        started = time.perf_counter()
+        result = sync_mapping(
+            mapping=mapping, full_sync=params["full_sync"], on_page=lambda _result: marks.append(queries.count)
+        )
+        seconds = time.perf_counter() - started
+    # Between two consecutive pages' callbacks lie exactly one page's statements; the
+    # first page also carries the run's start, the end the run's finish.
+    per_page = sorted({later - earlier for earlier, later in zip(marks, marks[1:])})
+    return {
+        "seconds": seconds,
+        "success": result.success,
+        "error": result.error,
+        "records": result.processed,
+        "created": result.created,
+        "updated": result.updated,
+        "skipped": result.skipped,
+        "errors": result.errors,
+        "pages": len(marks),
+        "queries": queries.count,
+        "queries_per_page": per_page,
+        **cpu,
+    }
+
+
+def child_copy_floor(params: dict) -> dict:
+    """The least PostgreSQL can do to store the N customers: the records fetched and
+    validated beforehand, then one COPY in one transaction, no lookups at all. Not a
+    way to sync (no matching, no counters); the floor under any way to sync."""
+    import uuid
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from sabito_sync.models import Customer, Tenant
+    from sabito_sync.records import SYNCED_FIELDS, customer_values, synced_values
+    from sabito_sync.sync import sabito_client
+
+    with sabito_client() as client:
+        rows = [
+            synced_values(customer_values(record, business_id=params["business_id"]))
+            for page in client.iter_customer_pages(business_id=params["business_id"])
+            for record in page.records
+        ]
+    tenant = Tenant.objects.create(name=f"COPY floor {params['size']}", slug=f"copy-floor-{params['size']}")
+    meta = Customer._meta
+    names = ("id", "tenant", *SYNCED_FIELDS, "created_at", "updated_at")
+    columns = ", ".join(meta.get_field(name).column for name in names)
+    now = timezone.now()
+    with cpu_seconds() as cpu:
+        started = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            with cursor.cursor.copy(f"COPY {meta.db_table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((uuid.uuid4(), tenant.pk, *row, now, now))
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "records": len(rows), **cpu}
+
+
+@contextmanager
+def cpu_seconds():
+    """CPU time of this process and of its PostgreSQL backend over the block, the two
+    halves of a sync's work (the simulator's share is the limit's)."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
+    figures: dict = {}
+    process_start, backend_start = time.process_time(), process_cpu(backend)
+    try:
+        yield figures
+    finally:
+        figures["process_cpu_seconds"] = time.process_time() - process_start
+        figures["database_cpu_seconds"] = process_cpu(backend) - backend_start
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process on this machine, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class QueryCounter:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+@contextmanager
+def counted_queries():
+    from django.db import connection
+
+    counter = QueryCounter()
+    with connection.execute_wrapper(counter):
+        yield counter
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1], json.loads(sys.argv[2])))

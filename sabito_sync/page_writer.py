@@ -1,0 +1,270 @@
+"""One page of validated records matched to the tenant's customers and written, and,
+after a complete full sync, the customers Sabito no longer has marked missing.
+
+A page is matched in Python against the candidates one query finds, then written in
+the same few statements whatever it holds (`page_sql`), in one transaction with the
+run's counters and heartbeat, so the run always describes what is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import page_sql
+from .logs import LOG_PREFIX
+from .models import Customer, SabitoMapping, SyncRun
+from .records import SABITO_ID_POSITION, SYNCED_FIELDS, RejectedRecord, synced_values, values_error_detail
+from .runs import RunTakenOver, SyncResult, run_counters
+
+logger = logging.getLogger("sabito_sync.sync")
+
+MISSING_BATCH_SIZE = 1000
+
+
+@dataclass
+class PagePlan:
+    creates: list[StoredCustomer] = field(default_factory=list)
+    updates: list[StoredCustomer] = field(default_factory=list)
+    skipped: int = 0
+    errors: list[dict] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class StoredCustomer:
+    """A customer as a page sees it: its primary key (None until the page's insert
+    creates it) and its SYNCED_FIELDS values, in order. Most records of a re-sync
+    are skipped, and comparing two tuples costs far less than building a model
+    instance for every candidate."""
+
+    pk: object | None
+    values: tuple
+
+    @property
+    def sabito_customer_id(self) -> str | None:
+        return self.values[SABITO_ID_POSITION]
+
+    def __str__(self) -> str:
+        if self.pk is None:
+            return f"created from Sabito id {self.sabito_customer_id} in this sync"
+        return str(self.pk)
+
+
+def write_page(
+    *,
+    run: SyncRun,
+    mapping: SabitoMapping,
+    validated: list[dict | RejectedRecord],
+    seen_ids: set[str],
+    result: SyncResult,
+) -> None:
+    """Match and write one page of validated records (see `records.validate_records`)
+    in one transaction, together with the run's counters and heartbeat."""
+    valid: list[dict] = []
+    page_errors: list[dict] = []
+    for values in validated:
+        if isinstance(values, RejectedRecord):
+            page_errors.append(values.detail)
+            # Still a record Sabito has: its customer must not be marked missing.
+            if values.sabito_id is not None:
+                seen_ids.add(values.sabito_id)
+            continue
+        # Overlapping or drifting pages may repeat a record: process it once per sync.
+        if values["sabito_customer_id"] in seen_ids:
+            continue
+        seen_ids.add(values["sabito_customer_id"])
+        valid.append(values)
+
+    try:
+        plan = write_planned_page(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
+    except IntegrityError:
+        # Someone else (another mapping of this tenant, a person) wrote a matching
+        # customer after we looked: look again and write record by record.
+        plan = write_page_record_by_record(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
+    apply_plan_to_result(plan, result)
+
+
+# --- Matching ---------------------------------------------------------------------------------
+
+
+def plan_page(*, tenant_id, valid: list[dict]) -> PagePlan:
+    """Decide create / update / skip / error for each valid record of a page, with
+    one lookup of the tenant's candidate customers for the whole page."""
+    by_id, by_email = load_candidates(tenant_id=tenant_id, valid=valid)
+    plan = PagePlan()
+    for values in valid:
+        sabito_id = values["sabito_customer_id"]
+        email_key = values["email"].lower()
+        id_match = by_id.get(sabito_id)
+        email_match = by_email.get(email_key) if email_key else None
+
+        if id_match is not None and email_match is not None and id_match is not email_match:
+            plan.errors.append(
+                values_error_detail(
+                    values,
+                    f"Sabito id {sabito_id} belongs to customer {id_match} but email {values['email']} "
+                    f"belongs to another customer ({email_match}); not merging them",
+                )
+            )
+            continue
+        # The Sabito id is tried first because emails change and are shared by
+        # mistake; the id is the one thing Sabito promises stays the record's.
+        customer = id_match or email_match
+        synced = synced_values(values)
+        if customer is None:
+            customer = StoredCustomer(pk=None, values=synced)
+            plan.creates.append(customer)
+            by_id[sabito_id] = customer
+            if email_key:
+                by_email[email_key] = customer
+            continue
+        if customer.sabito_customer_id not in (None, sabito_id):
+            plan.errors.append(
+                values_error_detail(
+                    values,
+                    f"email {values['email']} already belongs to the customer linked to Sabito id "
+                    f"{customer.sabito_customer_id}",
+                )
+            )
+            continue
+        if customer.values == synced:
+            plan.skipped += 1
+            continue
+        customer.values = synced
+        # Keep the old email key too: its row still holds that email until the page
+        # commits, so another record claiming it now must be a conflict, not a create.
+        by_id[sabito_id] = customer
+        if email_key:
+            by_email.setdefault(email_key, customer)
+        if customer.pk is None:
+            continue  # created earlier in this page; the insert carries the change
+        plan.updates.append(customer)
+    return plan
+
+
+def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer]]:
+    """The tenant's customers the page's records may match, keyed by Sabito id and by
+    lowercased email, in one query; a customer found both ways is one object."""
+    rows = page_sql.find_candidates(
+        tenant_id=tenant_id,
+        keys=[(values["sabito_customer_id"], values["email"].lower()) for values in valid],
+        fields=SYNCED_FIELDS,
+    )
+    by_id: dict[str, StoredCustomer] = {}
+    by_email: dict[str, StoredCustomer] = {}
+    for pk, matched_by_id, _email_key, *stored in rows:
+        if matched_by_id:
+            customer = StoredCustomer(pk=pk, values=tuple(stored))
+            by_id[customer.sabito_customer_id] = customer
+    for pk, matched_by_id, email_key, *stored in rows:
+        if not matched_by_id:
+            # The Sabito id is unique in the tenant, so the customer it maps to, if
+            # any, is this very row.
+            sabito_id = stored[SABITO_ID_POSITION]
+            customer = by_id.get(sabito_id) if sabito_id is not None else None
+            by_email[email_key] = customer or StoredCustomer(pk=pk, values=tuple(stored))
+    return by_id, by_email
+
+
+# --- Writing ------------------------------------------------------------------------------------
+
+
+def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
+    """The whole page in the same statements, whatever it holds: find the candidates,
+    write the new and changed customers, record the run's progress."""
+    with transaction.atomic():
+        plan = plan_page(tenant_id=tenant_id, valid=valid)
+        plan.errors = page_errors + plan.errors
+        updated = page_sql.write_customers(
+            tenant_id=tenant_id,
+            creates=[customer.values for customer in plan.creates],
+            updates=[(customer.pk, *customer.values) for customer in plan.updates],
+            fields=SYNCED_FIELDS,
+            now=timezone.now(),
+        )
+        if updated != len(plan.updates):
+            # A customer was deleted after we looked; the counters must not claim it.
+            raise IntegrityError(f"{len(plan.updates) - updated} customers to update were deleted meanwhile")
+        record_progress(run=run, result=result, plan=plan)
+    return plan
+
+
+def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
+    with transaction.atomic():
+        plan = plan_page(tenant_id=tenant_id, valid=valid)
+        written = PagePlan(skipped=plan.skipped, errors=page_errors + plan.errors)
+        now = timezone.now()
+        for customer in plan.creates + plan.updates:
+            values = dict(zip(SYNCED_FIELDS, customer.values))
+            try:
+                with transaction.atomic():
+                    if customer.pk is None:
+                        Customer.objects.create(tenant_id=tenant_id, **values)
+                    elif not Customer.objects.filter(pk=customer.pk, tenant_id=tenant_id).update(**values, updated_at=now):
+                        raise IntegrityError(f"customer {customer.pk} was deleted meanwhile")
+            except IntegrityError as exc:
+                written.errors.append(
+                    values_error_detail(values, f"conflicts with another customer of this tenant written meanwhile: {exc}")
+                )
+                continue
+            (written.creates if customer.pk is None else written.updates).append(customer)
+        record_progress(run=run, result=result, plan=written)
+    return written
+
+
+def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None:
+    """Heartbeat and counters of the run, inside the page's transaction."""
+    projected = SyncResult(
+        business_id=result.business_id,
+        business_name=result.business_name,
+        error_details=list(result.error_details) if plan.errors else result.error_details,
+    )
+    apply_plan_to_result(plan, projected, base=result)
+    counters = run_counters(projected)
+    if len(projected.error_details) == len(result.error_details):
+        # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every page.
+        del counters["error_details"]
+    if not page_sql.record_run_progress(run_id=run.pk, values={"heartbeat_at": timezone.now(), **counters}):
+        raise RunTakenOver()
+
+
+def apply_plan_to_result(plan: PagePlan, target: SyncResult, base: SyncResult | None = None) -> None:
+    base = base or target
+    target.created = base.created + len(plan.creates)
+    target.updated = base.updated + len(plan.updates)
+    target.skipped = base.skipped + plan.skipped
+    target.errors = base.errors
+    for detail in plan.errors:
+        target.add_error(detail)
+
+
+# --- After a complete full sync ---------------------------------------------------------------
+
+
+def mark_missing_customers(*, mapping: SabitoMapping, returned_ids: set[str]) -> int:
+    """After a complete, successful full sync: flag the mapping's linked customers
+    that Sabito no longer returned. Only such a run can tell (the incremental feed
+    never shows deletions), and the customers are kept: a CRM record may carry
+    history that matters more than Sabito's deletion."""
+    linked = (
+        Customer.objects.filter(
+            tenant_id=mapping.tenant_id,
+            sabito_business_id=mapping.sabito_business_id,
+            sabito_customer_id__isnull=False,
+            sabito_missing_since__isnull=True,
+        )
+        .values_list("pk", "sabito_customer_id")
+        .iterator(chunk_size=5000)
+    )
+    missing = [pk for pk, sabito_id in linked if sabito_id not in returned_ids]
+    now = timezone.now()
+    for start in range(0, len(missing), MISSING_BATCH_SIZE):
+        Customer.objects.filter(pk__in=missing[start : start + MISSING_BATCH_SIZE]).update(
+            sabito_missing_since=now, updated_at=now
+        )
+    if missing:
+        logger.info("%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, len(missing), mapping.business_name)
+    return len(missing)
