@@ -56,6 +56,8 @@ class Benchmark:
             "PYTHONPATH": str(ROOT),
             "DATABASE_URL": self.database_url,
             "CELERY_BROKER_URL": options.broker,
+            # Its own queue: another run on the same broker never takes this run's tasks.
+            "CELERY_QUEUE": f"bench-{os.getpid()}",
             "SABITO_API_KEY": API_KEY,
             "SABITO_PAGE_SIZE": str(PAGE_SIZE),
             "SABITO_SYNC_ON_STARTUP": "false",

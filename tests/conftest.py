@@ -9,6 +9,22 @@ SABITO_TEST_URL = "https://sabito.test"
 SABITO_TEST_KEY = "test-key-5f0c2a"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_celery_queue():
+    """This run's own Celery queue, for its in-process workers and, through the
+    environment, every worker or beat process it starts: two runs sharing one broker
+    (two developers, or a developer and CI on one Redis) never take each other's tasks."""
+    import os
+    import uuid
+
+    from nexpro.celery import app
+
+    queue = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.environ["CELERY_QUEUE"] = queue
+    app.conf.task_default_queue = queue
+    return queue
+
+
 @pytest.fixture(autouse=True)
 def sabito_test_settings(settings):
     """Point the sync at a fake Sabito, make retries immediate, and hash test
