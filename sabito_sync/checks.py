@@ -9,14 +9,14 @@ from .conf import SabitoSettingsError, load_sabito_settings
 @register(Tags.compatibility)
 def check_sabito_settings(app_configs=None, **kwargs):
     try:
-        sabito = load_sabito_settings()
+        settings = load_sabito_settings()
     except SabitoSettingsError as exc:
         return [
             Error(problem, hint="Fix the value in the environment or .env (see .env.example).", id="sabito_sync.E001")
             for problem in exc.problems
         ]
     messages = []
-    if sabito.sync_enabled and not sabito.api_key:
+    if settings.sync_enabled and not settings.api_key:
         messages.append(
             Error(
                 "SABITO_API_KEY is empty while SABITO_SYNC_ENABLED is true: every sync would be rejected.",
@@ -26,7 +26,7 @@ def check_sabito_settings(app_configs=None, **kwargs):
         )
     if (problem := throttle_rate_problem()) is not None:
         messages.append(Error(problem, hint="Use a rate like 30/minute, 500/hour or 10/second.", id="sabito_sync.E003"))
-    if sabito.overlap_seconds == 0:
+    if settings.overlap_seconds == 0:
         messages.append(
             Warning(
                 "SABITO_SYNC_OVERLAP is 0: records updated on the watermark's own second, or while the "

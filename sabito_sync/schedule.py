@@ -36,7 +36,7 @@ def ensure_periodic_sync_schedule():
     paused when the interval changes."""
     from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-    sabito = load_sabito_settings()
+    settings = load_sabito_settings()
     with transaction.atomic():
         task = PeriodicTask.objects.select_for_update().filter(name=PERIODIC_TASK_NAME).first()
         applied = AppliedSchedule.objects.filter(periodic_task_name=PERIODIC_TASK_NAME).first()
@@ -45,26 +45,26 @@ def ensure_periodic_sync_schedule():
             task = PeriodicTask(
                 name=PERIODIC_TASK_NAME,
                 task=SYNC_ALL_TASK,
-                crontab=crontab_for(sabito.sync_interval),
-                enabled=sabito.sync_enabled,
+                crontab=crontab_for(settings.sync_interval),
+                enabled=settings.sync_enabled,
                 kwargs=json.dumps({"full_sync": False, "trigger": SyncRun.Trigger.BEAT}),
             )
             how = "created" if applied is None else "recreated (the row had been deleted)"
-            outcome = f"{how}: cron '{sabito.sync_interval}' (UTC), {state(sabito.sync_enabled)}"
+            outcome = f"{how}: cron '{settings.sync_interval}' (UTC), {state(settings.sync_enabled)}"
         elif applied is None:
             # A row written before the applied settings were recorded may hold a pause
             # made in the admin: keep it, and take the settings as applied from now on.
             outcome = f"kept as it is in the admin ({state(task.enabled)}); settings recorded as applied"
         else:
             changes = []
-            if applied.sync_interval != sabito.sync_interval:
+            if applied.sync_interval != settings.sync_interval:
                 replaced_crontab_id = task.crontab_id
-                task.crontab = crontab_for(sabito.sync_interval)
+                task.crontab = crontab_for(settings.sync_interval)
                 task.interval = task.solar = task.clocked = None  # a row has one schedule
-                changes.append(f"SABITO_SYNC_INTERVAL '{applied.sync_interval}' -> '{sabito.sync_interval}'")
-            if applied.sync_enabled != sabito.sync_enabled:
-                task.enabled = sabito.sync_enabled
-                changes.append(f"SABITO_SYNC_ENABLED {flag(applied.sync_enabled)} -> {flag(sabito.sync_enabled)}")
+                changes.append(f"SABITO_SYNC_INTERVAL '{applied.sync_interval}' -> '{settings.sync_interval}'")
+            if applied.sync_enabled != settings.sync_enabled:
+                task.enabled = settings.sync_enabled
+                changes.append(f"SABITO_SYNC_ENABLED {flag(applied.sync_enabled)} -> {flag(settings.sync_enabled)}")
             if not changes:
                 logger.info(
                     "%s Periodic sync left as it is in the admin (%s): settings unchanged since %s UTC",
@@ -75,11 +75,11 @@ def ensure_periodic_sync_schedule():
                 return task
             outcome = f"updated, settings changed: {', '.join(changes)}"
         applied_at = timezone.now()
-        task.description = describe_origin(sabito, applied_at)
+        task.description = describe_origin(settings, applied_at)
         task.save()
         AppliedSchedule.objects.update_or_create(
             periodic_task_name=PERIODIC_TASK_NAME,
-            defaults={"sync_interval": sabito.sync_interval, "sync_enabled": sabito.sync_enabled, "applied_at": applied_at},
+            defaults={"sync_interval": settings.sync_interval, "sync_enabled": settings.sync_enabled, "applied_at": applied_at},
         )
         if replaced_crontab_id is not None and replaced_crontab_id != task.crontab_id:
             # Deleting a crontab deletes the tasks on it: only one nobody uses goes.
@@ -112,10 +112,10 @@ def state(enabled: bool) -> str:
     return "enabled" if enabled else "disabled"
 
 
-def describe_origin(sabito: SabitoSettings, applied_at) -> str:
+def describe_origin(settings: SabitoSettings, applied_at) -> str:
     return (
         "Incremental Sabito sync of every active mapping, created by the sabito_sync app from "
-        f"SABITO_SYNC_INTERVAL='{sabito.sync_interval}' (UTC) and SABITO_SYNC_ENABLED={flag(sabito.sync_enabled)}, "
+        f"SABITO_SYNC_INTERVAL='{settings.sync_interval}' (UTC) and SABITO_SYNC_ENABLED={flag(settings.sync_enabled)}, "
         f"last applied {applied_at:%Y-%m-%d %H:%M} UTC. A pause (untick Enabled) or an edit made here stands "
         "through migrate and beat restarts; only a change of one of those settings rewrites what it controls."
     )
@@ -145,8 +145,8 @@ def on_beat_start(sender=None, **kwargs):
 def queue_startup_sync(*, periodic_sync_enabled: bool = True) -> str | None:
     """Queue the start-up sync, unless the settings turn it off or the periodic sync
     is paused (in the admin, which then stands for every automatic sync)."""
-    sabito = load_sabito_settings()
-    if not (sabito.sync_enabled and sabito.sync_on_startup):
+    settings = load_sabito_settings()
+    if not (settings.sync_enabled and settings.sync_on_startup):
         logger.info("%s Start-up sync skipped (SABITO_SYNC_ON_STARTUP or SABITO_SYNC_ENABLED is off)", LOG_PREFIX)
         return None
     if not periodic_sync_enabled:

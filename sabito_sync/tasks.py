@@ -32,12 +32,12 @@ def sync_mapping_task(self, mapping_id: str, full_sync: bool = False, trigger: s
         result = sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger)
     except SyncAlreadyRunning as exc:
         return sync_result_data(already_running_result(exc)) | {"alreadyRunning": True}
-    sabito = load_sabito_settings()
-    if not result.success and result.retryable and self.request.retries < sabito.task_max_retries:
+    settings = load_sabito_settings()
+    if not result.success and result.retryable and self.request.retries < settings.task_max_retries:
         # Transient failures (Sabito down, a database blip) wait 1, 2, 4 … times the
         # delay: long enough for an outage to pass, well inside the broker's
         # visibility timeout. A rejected key or a bad page is not retried.
-        countdown = sabito.task_retry_delay_seconds * 2**self.request.retries
+        countdown = settings.task_retry_delay_seconds * 2**self.request.retries
         logger.warning("%s Retrying %s in %d s: %s", LOG_PREFIX, mapping.business_name, countdown, result.error)
         raise self.retry(countdown=countdown)
     return sync_result_data(result)
