@@ -229,6 +229,8 @@ def actor_name(actor) -> str:
 class QueuedSync:
     mapping: SabitoMapping
     task_id: str
+    # The run, status `queued` until a worker starts it: what a caller follows.
+    run: SyncRun
 
 
 @dataclass(frozen=True)
@@ -251,15 +253,18 @@ def request_sync(*, actor, mappings: Iterable[SabitoMapping], full_sync: bool, t
         if mapping.pk in running_ids:
             request.already_running.append(mapping)
             continue
+        now = timezone.now()
+        run = SyncRun.objects.create(
+            mapping=mapping, full_sync=full_sync, trigger=trigger, status=SyncRun.Status.QUEUED, started_at=now, heartbeat_at=now
+        )
         try:
-            task_id = enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=trigger)
+            task_id = enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=trigger, run=run)
         except BrokerError as exc:
             kind = "full" if full_sync else "incremental"
-            raise SyncQueueUnavailable(
-                f"Could not queue the {kind} sync of {mapping.business_name}: the task queue is unreachable ({exc}).",
-                request=request,
-            ) from exc
-        request.queued.append(QueuedSync(mapping=mapping, task_id=task_id))
+            message = f"Could not queue the {kind} sync of {mapping.business_name}: the task queue is unreachable ({exc})."
+            SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.FAILED, finished_at=timezone.now(), error_message=message)
+            raise SyncQueueUnavailable(message, request=request) from exc
+        request.queued.append(QueuedSync(mapping=mapping, task_id=task_id, run=run))
     return request
 
 

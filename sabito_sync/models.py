@@ -148,14 +148,28 @@ class SyncRun(models.Model):
         ADMIN = "admin", "Admin"
         BEAT = "beat", "Schedule"
         STARTUP = "startup", "Start-up"
+        # Queued again by the platform: a run whose worker died or was stopped.
+        RECOVERY = "recovery", "Recovery"
 
     class Status(models.TextChoices):
+        # Asked for and waiting for a worker (the API and the admin create the row
+        # when they queue the task, so a caller can follow the run from the start).
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        # Stopped on request after the page it was writing; what it wrote stays.
+        CANCELLED = "cancelled", "Cancelled"
+        # Stopped because its worker was shutting down; queued again to resume.
+        INTERRUPTED = "interrupted", "Interrupted"
         # A trigger that arrived while another run held the mapping: kept so the
         # history shows it was asked for and why nothing ran.
         ALREADY_RUNNING = "already_running", "Already running"
+
+    # A run in one of these has ended and will not change again.
+    FINISHED_STATUSES = frozenset(
+        {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED, Status.ALREADY_RUNNING}
+    )
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     mapping = models.ForeignKey(SabitoMapping, on_delete=models.CASCADE, related_name="runs")
@@ -164,8 +178,9 @@ class SyncRun(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Touched after every page: a running run whose heartbeat is older than
-    # SABITO_STALE_RUN_AFTER belongs to a dead worker and may be taken over.
+    # Touched every SABITO_HEARTBEAT_SECONDS by the running sync, whatever it is
+    # waiting on: a running run whose heartbeat is older than SABITO_STALE_RUN_AFTER
+    # belongs to a dead worker and may be taken over.
     heartbeat_at = models.DateTimeField()
     updated_after = models.DateTimeField(null=True, blank=True)
     customers_processed = models.PositiveIntegerField(default=0)
@@ -177,6 +192,15 @@ class SyncRun(models.Model):
     marked_missing = models.PositiveIntegerField(default=0)
     error_details = models.JSONField(default=list, blank=True)
     error_message = models.TextField(blank=True, default="")
+    pages_done = models.PositiveIntegerField(default=0)
+    # Set by a cancel request (or the worker's shutdown); the run stops after the page
+    # it is writing.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Where the feed stands after the last committed page (offset and the pager's
+    # anchor records), so a later run can resume instead of starting over.
+    checkpoint = models.JSONField(null=True, blank=True)
+    # The Celery worker running it (its node name), for a shutdown to find its runs.
+    worker = models.CharField(max_length=200, blank=True, default="")
     # Why this run is what it is, when that is not obvious from its trigger: for
     # example the first run after the mapping was re-pointed at another business.
     note = models.TextField(blank=True, default="")

@@ -47,6 +47,11 @@ class SyncResult:
     # as opposed to a rejected key or a lock held by another run.
     retryable: bool = False
     already_running: bool = False
+    # Why a run that did not fail stopped before the end: SyncRun.Status.CANCELLED
+    # (on request) or INTERRUPTED (its worker was shutting down); None otherwise.
+    stopped: str | None = None
+    # The run this result is of (None for a sync refused before it had one).
+    run_id: str | None = None
 
     @property
     def processed(self) -> int:
@@ -90,6 +95,15 @@ class RunTakenOver(Exception):
     """This run was declared stale and taken over by another worker: stop writing."""
 
 
+class RunNotQueued(Exception):
+    """The queued run this task was to start is no longer queued: it was cancelled
+    before a worker took it, or a redelivered task finds it already done."""
+
+    def __init__(self, run: SyncRun):
+        self.run = run
+        super().__init__(f"Run {run.pk} is {run.status}, not queued; nothing to start")
+
+
 def already_running_result(exc: SyncAlreadyRunning) -> SyncResult:
     return SyncResult(
         business_id=exc.mapping.sabito_business_id,
@@ -116,35 +130,48 @@ def start_run(
     updated_after: datetime | None,
     settings: SabitoSettings,
     note: str = "",
+    queued_run: SyncRun | None = None,
+    worker: str = "",
+    checkpoint: dict | None = None,
 ) -> SyncRun:
-    """Insert the mapping's running `SyncRun`. The partial unique constraint on
-    running runs is the lock: the insert fails while another run holds the mapping,
+    """Make the mapping's running `SyncRun`: insert it, or turn `queued_run` (the row
+    an interface made when it queued the task) into it. The partial unique constraint
+    on running runs is the lock: the write fails while another run holds the mapping,
     whichever process or host it runs on. A holder whose heartbeat is older than the
     stale limit belonged to a worker that died; it is marked failed and taken over."""
     stale_before = stale_heartbeat_cutoff(settings)
+    fields = {"updated_after": updated_after, "note": note, "worker": worker, "checkpoint": checkpoint}
     for _attempt in range(3):
         now = timezone.now()
         try:
             with transaction.atomic():
-                return create_run(
-                    mapping=mapping,
-                    full_sync=full_sync,
-                    trigger=trigger,
-                    status=SyncRun.Status.RUNNING,
-                    now=now,
-                    updated_after=updated_after,
-                    note=note,
-                )
+                if queued_run is None:
+                    return create_run(
+                        mapping=mapping, full_sync=full_sync, trigger=trigger, status=SyncRun.Status.RUNNING, now=now, **fields
+                    )
+                return claim_queued_run(queued_run, full_sync=full_sync, now=now, **fields)
         except IntegrityError:
             holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
             if holder is None:
-                continue  # it finished between our insert and our look
+                continue  # it finished between our write and our look
             if holder.heartbeat_at >= stale_before:
-                record_already_running(mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder)
+                record_already_running(
+                    mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder, queued_run=queued_run
+                )
                 raise SyncAlreadyRunning(mapping, holder) from None
             take_over(mapping=mapping, holder=holder, now=now)
     holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
     raise SyncAlreadyRunning(mapping, holder)
+
+
+def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **fields) -> SyncRun:
+    claimed = SyncRun.objects.filter(pk=queued_run.pk, status=SyncRun.Status.QUEUED).update(
+        status=SyncRun.Status.RUNNING, full_sync=full_sync, started_at=now, heartbeat_at=now, **fields
+    )
+    queued_run.refresh_from_db()
+    if not claimed:
+        raise RunNotQueued(queued_run)
+    return queued_run
 
 
 def create_run(*, mapping: SabitoMapping, full_sync: bool, trigger: str, status: str, now: datetime, **fields) -> SyncRun:
@@ -153,9 +180,16 @@ def create_run(*, mapping: SabitoMapping, full_sync: bool, trigger: str, status:
     )
 
 
-def record_already_running(*, mapping: SabitoMapping, full_sync: bool, trigger: str, holder: SyncRun) -> None:
+def record_already_running(
+    *, mapping: SabitoMapping, full_sync: bool, trigger: str, holder: SyncRun, queued_run: SyncRun | None = None
+) -> None:
     now, status = timezone.now(), SyncRun.Status.ALREADY_RUNNING
     why = f"Not started: run {holder.pk} has held this mapping since {holder.started_at.isoformat()}."
+    if queued_run is not None:
+        SyncRun.objects.filter(pk=queued_run.pk, status=SyncRun.Status.QUEUED).update(
+            status=status, started_at=now, finished_at=now, heartbeat_at=now, error_message=why
+        )
+        return
     create_run(mapping=mapping, full_sync=full_sync, trigger=trigger, status=status, now=now, finished_at=now, error_message=why)
 
 
@@ -203,7 +237,7 @@ def finish_run(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, wate
 
 def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, watermark: datetime | None) -> None:
     finished_at = timezone.now()
-    status = SyncRun.Status.SUCCEEDED if result.success else SyncRun.Status.FAILED
+    status = SyncRun.Status.SUCCEEDED if result.success else (result.stopped or SyncRun.Status.FAILED)
     with transaction.atomic():
         still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
             status=status,

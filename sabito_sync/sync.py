@@ -52,9 +52,13 @@ def sync_mapping(
     trigger: str = SyncRun.Trigger.CLI,
     client: SabitoClient | None = None,
     on_page: Callable[[SyncResult], None] | None = None,
+    queued_run: SyncRun | None = None,
+    worker: str = "",
 ) -> SyncResult:
-    """Sync one mapping's customers from Sabito. Raises `SyncAlreadyRunning` if another
-    run holds the mapping; every other failure is reported in the returned result."""
+    """Sync one mapping's customers from Sabito, as `queued_run` if the caller queued
+    one. Raises `SyncAlreadyRunning` if another run holds the mapping and
+    `RunNotQueued` if `queued_run` is no longer waiting; every other failure is
+    reported in the returned result."""
     settings = load_sabito_settings()
     updated_after = None if full_sync else mapping.last_synced_at
     run = start_run(
@@ -64,8 +68,10 @@ def sync_mapping(
         updated_after=updated_after,
         settings=settings,
         note=mapping.watermark_reset_reason if updated_after is None else "",
+        queued_run=queued_run,
+        worker=worker,
     )
-    result = SyncResult(business_id=mapping.sabito_business_id, business_name=mapping.business_name)
+    result = SyncResult(business_id=mapping.sabito_business_id, business_name=mapping.business_name, run_id=str(run.pk))
     if full_sync:
         kind = "full"
     elif updated_after is None:

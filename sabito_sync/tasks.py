@@ -17,21 +17,39 @@ from .conf import load_sabito_settings
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
 from .serializers import sync_result_data
+from .runs import RunNotQueued
 from .sync import SyncAlreadyRunning, already_running_result, sync_mapping
 
 logger = logging.getLogger("sabito_sync.tasks")
 
 
 @shared_task(bind=True, name="sabito_sync.sync_mapping", max_retries=None, acks_late=True)
-def sync_mapping_task(self, mapping_id: str, full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT) -> dict:
+def sync_mapping_task(
+    self, mapping_id: str, full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT, run_id: str | None = None
+) -> dict:
+    """Sync one mapping; `run_id` names the queued `SyncRun` the caller made for it
+    (the API and the admin do, to follow the run), or None for a new run."""
     mapping = SabitoMapping.objects.select_related("tenant").filter(pk=mapping_id).first()
     if mapping is None:
         logger.warning("%s Mapping %s no longer exists; nothing to sync", LOG_PREFIX, mapping_id)
         return {"success": False, "error": f"No Sabito mapping with id {mapping_id}"}
+    queued_run = SyncRun.objects.filter(pk=run_id).first() if run_id else None
+    if run_id and queued_run is None:
+        return {"success": False, "error": f"No sync run with id {run_id}"}
     try:
-        result = sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger)
+        result = sync_mapping(
+            mapping=mapping,
+            full_sync=full_sync,
+            trigger=trigger,
+            queued_run=queued_run,
+            worker=self.request.hostname or "",
+        )
     except SyncAlreadyRunning as exc:
         return sync_result_data(already_running_result(exc)) | {"alreadyRunning": True}
+    except RunNotQueued as exc:
+        # Cancelled before a worker took it, or this is a redelivery of a finished run.
+        logger.info("%s %s", LOG_PREFIX, exc)
+        return {"success": False, "error": str(exc), "runId": str(exc.run.pk), "status": exc.run.status}
     settings = load_sabito_settings()
     if not result.success and result.retryable and self.request.retries < settings.task_max_retries:
         # Transient failures (Sabito down, a database blip) wait 1, 2, 4 … times the
@@ -39,7 +57,8 @@ def sync_mapping_task(self, mapping_id: str, full_sync: bool = False, trigger: s
         # visibility timeout. A rejected key or a bad page is not retried.
         countdown = settings.task_retry_delay_seconds * 2**self.request.retries
         logger.warning("%s Retrying %s in %d s: %s", LOG_PREFIX, mapping.business_name, countdown, result.error)
-        raise self.retry(countdown=countdown)
+        # The failed run is recorded; the retry is a run of its own.
+        raise self.retry(countdown=countdown, args=[mapping_id, full_sync, trigger], kwargs={"run_id": None})
     return sync_result_data(result)
 
 
@@ -55,12 +74,14 @@ def sync_all_mappings_task(full_sync: bool = False, trigger: str = SyncRun.Trigg
     ]
 
 
-def enqueue_mapping_sync(*, mapping: SabitoMapping, full_sync: bool, trigger: str) -> str:
-    """Queue a sync of one mapping once the current transaction commits (so the
-    worker never looks for a row it cannot see yet); returns the task id now."""
+def enqueue_mapping_sync(*, mapping: SabitoMapping, full_sync: bool, trigger: str, run: SyncRun | None = None) -> str:
+    """Queue a sync of one mapping (as `run`, a queued `SyncRun`, if given) once the
+    current transaction commits, so the worker never looks for a row it cannot see
+    yet; returns the task id now."""
     task_id = str(uuid.uuid4())
     args = [str(mapping.pk), full_sync, trigger]
-    transaction.on_commit(lambda: sync_mapping_task.apply_async(args=args, task_id=task_id))
+    kwargs = {"run_id": str(run.pk)} if run is not None else {}
+    transaction.on_commit(lambda: sync_mapping_task.apply_async(args=args, kwargs=kwargs, task_id=task_id))
     return task_id
 
 

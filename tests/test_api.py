@@ -249,7 +249,11 @@ def test_async_sync_all_answers_202_with_a_task_per_active_mapping(
     ]
     assert all(uuid.UUID(item["taskId"]) for item in body["data"])
     assert len(callbacks) == 2  # queued on commit, not inside the request's transaction
-    assert fake_sabito.requests == [] and not SyncRun.objects.exists()
+    # Nothing ran: each mapping has a run waiting for a worker, nothing more.
+    assert fake_sabito.requests == []
+    assert sorted(SyncRun.objects.values_list("mapping_id", "status")) == sorted(
+        [(first.pk, SyncRun.Status.QUEUED), (second.pk, SyncRun.Status.QUEUED)]
+    )
 
 
 def test_async_sync_sends_the_task_with_the_answered_id(
@@ -262,7 +266,10 @@ def test_async_sync_sends_the_task_with_the_answered_id(
         response = admin.post(sync_one_url(mapping), {"fullSync": True, "async": True})
 
     task_id = response.json()["data"][0]["taskId"]
-    assert sent == [{"args": [str(mapping.pk), True, SyncRun.Trigger.API], "task_id": task_id}]
+    run = SyncRun.objects.get(mapping=mapping, status=SyncRun.Status.QUEUED)
+    assert sent == [
+        {"args": [str(mapping.pk), True, SyncRun.Trigger.API], "kwargs": {"run_id": str(run.pk)}, "task_id": task_id}
+    ]
 
 
 def test_async_sync_of_a_running_mapping_answers_409(admin, mapping, django_capture_on_commit_callbacks):
