@@ -72,6 +72,9 @@ class SabitoResponseError(SabitoError):
 class CustomerPage:
     offset: int
     records: list[Any]
+    # Where the pager stands after this page, as plain JSON data: handed back as
+    # `iter_customer_pages(start=...)`, it carries on right after this page.
+    resume_from: dict | None = None
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -206,9 +209,10 @@ class SabitoClient:
             self._session.close()
 
     def iter_customer_pages(
-        self, *, business_id: str, updated_after: datetime | None = None
+        self, *, business_id: str, updated_after: datetime | None = None, start: dict | None = None
     ) -> Iterator[CustomerPage]:
-        """Every record of the feed, in order, in pages of records not yet yielded.
+        """Every record of the feed, in order, in pages of records not yet yielded;
+        from the beginning, or from `start` (a page's `resume_from`).
 
         Only a window with nothing new ends the feed: a server that caps `limit`
         returns short pages long before the end, and treating a short page as the
@@ -226,6 +230,9 @@ class SabitoClient:
         """
         offset = 0  # how far into the feed we believe we have read
         tail: list[Any] = []  # keys of the last records yielded, oldest first
+        if start is not None:
+            # The tail is what lets a resumed scan find its place again, drift or not.
+            offset, tail = int(start["offset"]), [tuple(key) for key in start["tail"]]
         previous_window: list[Any] | None = None
         previous_start = 0
         restarts = 0
@@ -281,13 +288,17 @@ class SabitoClient:
                     offset,
                 )
             new_records = [page.records[index] for index in new_positions]
-            yield CustomerPage(offset=window_start + new_positions[0], records=new_records)
             previous_window, previous_start = window, window_start
             offset = window_start + len(window)
             # Keep at most half of what a window brings, so that a server capping
             # `limit` below our overlap still leaves room for new records.
             keep = min(self._overlap_records, max(1, len(window) // 2))
             tail = (tail + _record_ids(new_records))[-keep:]
+            yield CustomerPage(
+                offset=window_start + new_positions[0],
+                records=new_records,
+                resume_from={"offset": offset, "tail": [list(key) for key in tail]},
+            )
 
     def fetch_customer_page(
         self, *, business_id: str, updated_after: datetime | None, offset: int, limit: int

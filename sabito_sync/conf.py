@@ -37,6 +37,8 @@ class SabitoSettings:
     retry_backoff: float
     overlap_seconds: int
     stale_run_after_seconds: int
+    heartbeat_seconds: float
+    resume_within_seconds: int
     task_max_retries: int
     task_retry_delay_seconds: int
 
@@ -126,7 +128,18 @@ def load_sabito_settings() -> SabitoSettings:
         ),
         overlap_seconds=parse_number("SABITO_SYNC_OVERLAP", getattr(settings, "SABITO_SYNC_OVERLAP", 300), problems),
         stale_run_after_seconds=parse_number(
-            "SABITO_STALE_RUN_AFTER", getattr(settings, "SABITO_STALE_RUN_AFTER", 900), problems, minimum=30
+            "SABITO_STALE_RUN_AFTER", getattr(settings, "SABITO_STALE_RUN_AFTER", 60), problems, minimum=10
+        ),
+        heartbeat_seconds=parse_number(
+            "SABITO_HEARTBEAT_SECONDS",
+            getattr(settings, "SABITO_HEARTBEAT_SECONDS", 2),
+            problems,
+            kind=float,
+            minimum=0.1,
+            maximum=60,
+        ),
+        resume_within_seconds=parse_number(
+            "SABITO_RESUME_WITHIN", getattr(settings, "SABITO_RESUME_WITHIN", 24 * 3600), problems
         ),
         task_max_retries=parse_number(
             "SABITO_TASK_MAX_RETRIES", getattr(settings, "SABITO_TASK_MAX_RETRIES", 3), problems, maximum=10
@@ -135,6 +148,13 @@ def load_sabito_settings() -> SabitoSettings:
             "SABITO_TASK_RETRY_DELAY", getattr(settings, "SABITO_TASK_RETRY_DELAY", 60), problems, maximum=3600
         ),
     )
+    if not problems and loaded.stale_run_after_seconds < 5 * loaded.heartbeat_seconds:
+        # A few missed beats (a database blip, a long garbage collection) must not
+        # make a live run look dead and get it taken over.
+        problems.append(
+            f"SABITO_STALE_RUN_AFTER={loaded.stale_run_after_seconds} must be at least 5 times "
+            f"SABITO_HEARTBEAT_SECONDS={loaded.heartbeat_seconds:g}."
+        )
     if problems:
         raise SabitoSettingsError(problems)
     return loaded

@@ -193,9 +193,10 @@ class SyncRun(models.Model):
     error_details = models.JSONField(default=list, blank=True)
     error_message = models.TextField(blank=True, default="")
     pages_done = models.PositiveIntegerField(default=0)
-    # Set by a cancel request (or the worker's shutdown); the run stops after the page
-    # it is writing.
+    # Set by a cancel request, or by its worker shutting down (then `stop_reason` is
+    # "shutdown"); the run stops after the page it is writing.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    stop_reason = models.CharField(max_length=20, blank=True, default="")
     # Where the feed stands after the last committed page (offset and the pager's
     # anchor records), so a later run can resume instead of starting over.
     checkpoint = models.JSONField(null=True, blank=True)

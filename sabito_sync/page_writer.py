@@ -216,7 +216,9 @@ def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -
 
 
 def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None:
-    """Heartbeat and counters of the run, inside the page's transaction."""
+    """Heartbeat, counters, pages done and checkpoint of the run, inside the page's
+    transaction: the checkpoint (`run.checkpoint`, set by the sync for this page) is
+    stored exactly when the page is."""
     projected = SyncResult(
         business_id=result.business_id,
         business_name=result.business_name,
@@ -227,8 +229,10 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None
     if len(projected.error_details) == len(result.error_details):
         # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every page.
         del counters["error_details"]
-    if not page_sql.record_run_progress(run_id=run.pk, values={"heartbeat_at": timezone.now(), **counters}):
+    values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + 1, "checkpoint": run.checkpoint}
+    if not page_sql.record_run_progress(run_id=run.pk, values=values):
         raise RunTakenOver()
+    run.pages_done += 1
 
 
 def apply_plan_to_result(plan: PagePlan, target: SyncResult, base: SyncResult | None = None) -> None:

@@ -30,18 +30,32 @@ class ValidatedPage:
 
     offset: int
     validated: list[dict | RejectedRecord]
+    # The feed position after this page (`CustomerPage.resume_from`): the checkpoint
+    # a run stores once the page is written.
+    resume_from: dict | None = None
 
 
 @contextmanager
-def prefetched_pages(client: SabitoClient, *, business_id: str, updated_after: datetime | None):
-    """Sabito's pages in order, fetched and validated by a background thread up to
-    PREFETCH_PAGES ahead of the page being written.
+def prefetched_pages(
+    client: SabitoClient,
+    *,
+    business_id: str,
+    updated_after: datetime | None,
+    start: dict | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+):
+    """Sabito's pages in order (from `start`, a checkpoint, if given), fetched and
+    validated by a background thread up to PREFETCH_PAGES ahead of the page being
+    written. Iterating ends early, even while a page is still on its way, once
+    `should_stop()` is true.
 
     The queue between the thread and the caller is bounded, so memory stays a few
     pages whatever the feed's length. An error while fetching (a SabitoError, say)
     is raised here, in the caller's thread, when the caller reaches that page."""
-    pages = client.iter_customer_pages(business_id=business_id, updated_after=updated_after)
-    prefetcher = PagePrefetcher(pages, validate=lambda records: validate_records(records, business_id=business_id))
+    pages = client.iter_customer_pages(business_id=business_id, updated_after=updated_after, start=start)
+    prefetcher = PagePrefetcher(
+        pages, validate=lambda records: validate_records(records, business_id=business_id), should_stop=should_stop
+    )
     try:
         yield prefetcher
     finally:
@@ -54,11 +68,22 @@ class PagePrefetcher:
 
     PAGE, END, ERROR = "page", "end", "error"
 
+    # How often a caller waiting for a page looks at `should_stop`.
+    STOP_POLL_SECONDS = 0.25
+
     def __init__(
-        self, pages: Iterator[CustomerPage], *, validate: Callable[[list], list], depth: int = PREFETCH_PAGES
+        self,
+        pages: Iterator[CustomerPage],
+        *,
+        validate: Callable[[list], list],
+        depth: int = PREFETCH_PAGES,
+        should_stop: Callable[[], bool] = lambda: False,
     ):
         self._pages = pages
         self._validate = validate
+        self._should_stop = should_stop
+        # Whether iterating ended because `should_stop` said so, not at the feed's end.
+        self.stopped_early = False
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._fetch, name="sabito-prefetch", daemon=True)
@@ -66,7 +91,13 @@ class PagePrefetcher:
 
     def __iter__(self) -> Iterator[ValidatedPage]:
         while True:
-            kind, item = self._queue.get()
+            try:
+                kind, item = self._queue.get(timeout=self.STOP_POLL_SECONDS)
+            except queue.Empty:
+                if self._should_stop():
+                    self.stopped_early = True
+                    return
+                continue
             if kind == self.END:
                 return
             if kind == self.ERROR:
@@ -82,7 +113,9 @@ class PagePrefetcher:
     def _fetch(self) -> None:
         try:
             for page in self._pages:
-                validated = ValidatedPage(offset=page.offset, validated=self._validate(page.records))
+                validated = ValidatedPage(
+                    offset=page.offset, validated=self._validate(page.records), resume_from=page.resume_from
+                )
                 if not self._put((self.PAGE, validated)):
                     return
             self._put((self.END, None))

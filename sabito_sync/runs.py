@@ -9,6 +9,7 @@ complete and successful run, the new watermark.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -212,27 +213,199 @@ def take_over(*, mapping: SabitoMapping, holder: SyncRun, now: datetime) -> None
     )
 
 
+# --- Resuming: where an unfinished run stopped ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a new run carries on from an unfinished one: the same kind of sync with
+    the same `updatedAfter`, from the checkpoint of its last committed page."""
+
+    from_run: SyncRun
+    full_sync: bool
+    updated_after: datetime | None
+    checkpoint: dict
+
+    @property
+    def note(self) -> str:
+        return (
+            f"Resumed from run {self.from_run.pk} ({self.from_run.status}) at offset {self.checkpoint['offset']} "
+            f"of the same {'full' if self.full_sync else 'incremental'} sync."
+        )
+
+
+# A run in one of these may have left work to carry on from.
+UNFINISHED_STATUSES = (SyncRun.Status.FAILED, SyncRun.Status.CANCELLED, SyncRun.Status.INTERRUPTED)
+
+
+def find_resume(*, mapping: SabitoMapping, full_sync: bool, settings: SabitoSettings) -> Resume | None:
+    """The checkpoint a sync of `mapping` resumes from, if its latest run stopped
+    unfinished (failed, died, cancelled, interrupted) recently enough and read the
+    business and tenant the mapping still maps. A full sync asked for does not carry
+    on an incremental one (it wants more); an incremental one carries on either."""
+    if not settings.resume_within_seconds:
+        return None
+    latest = (
+        SyncRun.objects.filter(mapping=mapping)
+        .exclude(status__in=[SyncRun.Status.QUEUED, SyncRun.Status.ALREADY_RUNNING])
+        .order_by("-started_at")
+        .first()
+    )
+    if latest is None or not isinstance(latest.checkpoint, dict):
+        return None
+    dead = latest.status == SyncRun.Status.RUNNING and latest.heartbeat_at < stale_heartbeat_cutoff(settings)
+    ended = latest.finished_at or latest.heartbeat_at
+    checkpoint = latest.checkpoint
+    if not (latest.status in UNFINISHED_STATUSES or dead):
+        return None
+    if ended < timezone.now() - timedelta(seconds=settings.resume_within_seconds):
+        return None
+    if (checkpoint.get("businessId"), checkpoint.get("tenantId")) != (mapping.sabito_business_id, str(mapping.tenant_id)):
+        return None
+    if full_sync and not checkpoint.get("fullSync"):
+        return None
+    updated_after = checkpoint.get("updatedAfter")
+    return Resume(
+        from_run=latest,
+        full_sync=bool(checkpoint.get("fullSync")),
+        updated_after=datetime.fromisoformat(updated_after) if updated_after else None,
+        checkpoint=checkpoint,
+    )
+
+
+def chain_checkpoint(
+    *, mapping: SabitoMapping, full_sync: bool, updated_after: datetime | None, chain_started_at: datetime, resumed: bool
+) -> dict:
+    """What every checkpoint of one logical sync (resumed or not) carries besides the
+    feed position: enough to tell whether a later run may carry it on."""
+    return {
+        "businessId": mapping.sabito_business_id,
+        "tenantId": str(mapping.tenant_id),
+        "fullSync": full_sync,
+        "updatedAfter": updated_after.isoformat() if updated_after else None,
+        "chainStartedAt": chain_started_at.isoformat(),
+        # A resumed full sync has not seen the pages before its checkpoint itself.
+        "resumed": resumed,
+    }
+
+
+# --- Alive: the heartbeat, and being asked to stop --------------------------------------------
+
+
+class RunPulse:
+    """The run's proof of life, from a thread of its own: every `interval` seconds it
+    touches the heartbeat, whatever the sync is waiting on (a slow Sabito page, a
+    long write), so a dead worker shows within SABITO_STALE_RUN_AFTER rather than
+    after the slowest page. It also reads whether the run was asked to stop (a
+    cancel, its worker shutting down) or is no longer ours (taken over as stale);
+    the sync looks at `stop_reason` between pages."""
+
+    CANCEL, SHUTDOWN, TAKEN_OVER = "cancel", "shutdown", "taken_over"
+
+    def __init__(self, run: SyncRun, *, interval: float):
+        self._run_id = run.pk
+        self._interval = interval
+        self._done = threading.Event()
+        self.stop_reason: str | None = None
+        self._thread = threading.Thread(target=self._beat, name="sabito-heartbeat", daemon=True)
+
+    def __enter__(self) -> RunPulse:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join(timeout=self._interval + 5)
+
+    def _beat(self) -> None:
+        try:
+            while not self._done.wait(self._interval):
+                try:
+                    self._beat_once()
+                except DatabaseError as exc:
+                    # SQLite busy with the page being written, or a blip: the next beat
+                    # tries again, and only a run of missed beats makes the run look dead.
+                    logger.warning("%s Heartbeat of run %s missed: %s", LOG_PREFIX, self._run_id, exc)
+                    connection.close()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def _beat_once(self) -> None:
+        running = SyncRun.objects.filter(pk=self._run_id, status=SyncRun.Status.RUNNING)
+        if not running.update(heartbeat_at=timezone.now()):
+            # Not running any more (taken over as stale); a row this connection cannot
+            # see at all is one not committed yet, and says nothing.
+            if SyncRun.objects.filter(pk=self._run_id).exists():
+                self.stop_reason = self.TAKEN_OVER
+            return
+        requested_at, reason = running.values_list("cancel_requested_at", "stop_reason").first() or (None, "")
+        if requested_at is not None:
+            self.stop_reason = self.SHUTDOWN if reason == self.SHUTDOWN else self.CANCEL
+
+
+def request_stop_of_worker_runs(*, worker: str) -> int:
+    """Ask every run of `worker` (a Celery node name) to stop after its page, as
+    interrupted: the worker is shutting down. Returns how many were asked."""
+    return SyncRun.objects.filter(status=SyncRun.Status.RUNNING, worker=worker, cancel_requested_at=None).update(
+        cancel_requested_at=timezone.now(), stop_reason=RunPulse.SHUTDOWN
+    )
+
+
+def reap_dead_runs(*, settings: SabitoSettings) -> list[SyncRun]:
+    """Finish as failed every running run whose heartbeat went stale (its worker
+    died: SIGKILL, out of memory, a lost host); returns them, for their syncs to be
+    queued again (they resume from their checkpoints)."""
+    now, reaped = timezone.now(), []
+    for run in SyncRun.objects.filter(status=SyncRun.Status.RUNNING, heartbeat_at__lt=stale_heartbeat_cutoff(settings)):
+        # Conditional on the heartbeat seen, so a run that just came back to life
+        # (or another reaper) is left alone.
+        if SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
+            status=SyncRun.Status.FAILED,
+            finished_at=now,
+            error_message=(
+                f"Abandoned: no heartbeat since {run.heartbeat_at.isoformat()} (its worker died); "
+                "the watermark was not moved and the sync was queued again."
+            ),
+        ):
+            reaped.append(run)
+    return reaped
+
+
 # --- Finishing: the outcome -------------------------------------------------------------------
 
 
 def finish_run(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, watermark: datetime | None) -> None:
     """Store the run's outcome and the mapping's summary; move the watermark only
     when given one (a complete, successful run). If this run was taken over as
-    stale meanwhile, nothing is written: the other run owns the mapping now."""
-    for attempt in (1, 2):
+    stale meanwhile, nothing is written: the other run owns the mapping now.
+
+    Whatever goes wrong here, the run ends: a run left "running" would hold its
+    mapping until the reaper noticed."""
+    problem: Exception | None = None
+    for _attempt in (1, 2):
         try:
             record_outcome(run=run, mapping=mapping, result=result, watermark=watermark)
             return
-        except DatabaseError:
-            if attempt == 2 or connection.in_atomic_block:
-                # Still gone: the run stays "running" until its heartbeat goes
-                # stale and the next run takes it over; the watermark never moved.
-                logger.exception("%s Could not record the outcome of run %s", LOG_PREFIX, run.pk)
-                return
+        except Exception as exc:  # a lost connection, or a summary the database refuses
+            problem = exc
+            if connection.in_atomic_block:
+                break
             # A dropped connection (that may be why the sync failed) is dead for
             # good in this process: open a fresh one and try once more.
-            logger.warning("%s Reconnecting to the database to record run %s", LOG_PREFIX, run.pk)
+            logger.warning("%s Reconnecting to the database to record run %s: %s", LOG_PREFIX, run.pk, exc)
             connection.close()
+    logger.error("%s Could not record the outcome of run %s: %s", LOG_PREFIX, run.pk, problem)
+    try:
+        now = timezone.now()
+        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+            status=SyncRun.Status.FAILED,
+            finished_at=now,
+            heartbeat_at=now,
+            error_message=f"{result.error or 'The sync ended'}; its outcome could not be recorded: {problem}",
+        )
+    except DatabaseError:
+        # The database is gone for now: the reaper ends the run once it can.
+        logger.exception("%s Could not end run %s", LOG_PREFIX, run.pk)
 
 
 def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, watermark: datetime | None) -> None:

@@ -11,7 +11,7 @@ incremental watermark (`runs`).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 from django.db import DatabaseError
@@ -23,10 +23,14 @@ from .models import SabitoMapping, SyncRun
 from .page_writer import mark_missing_customers, write_page
 from .prefetch import prefetched_pages
 from .runs import (
+    Resume,
+    RunPulse,
     RunTakenOver,
     SyncAlreadyRunning,
     SyncResult,
     already_running_result,
+    chain_checkpoint,
+    find_resume,
     finish_run,
     start_run,
 )
@@ -60,66 +64,92 @@ def sync_mapping(
     `RunNotQueued` if `queued_run` is no longer waiting; every other failure is
     reported in the returned result."""
     settings = load_sabito_settings()
-    updated_after = None if full_sync else mapping.last_synced_at
+    # Carry on where an unfinished run of the mapping stopped, if one did recently.
+    resume = find_resume(mapping=mapping, full_sync=full_sync, settings=settings)
+    if resume is not None:
+        full_sync, updated_after, note = resume.full_sync, resume.updated_after, resume.note
+    else:
+        updated_after = None if full_sync else mapping.last_synced_at
+        note = mapping.watermark_reset_reason if updated_after is None else ""
     run = start_run(
         mapping=mapping,
         full_sync=full_sync,
         trigger=trigger,
         updated_after=updated_after,
         settings=settings,
-        note=mapping.watermark_reset_reason if updated_after is None else "",
+        note=note,
         queued_run=queued_run,
         worker=worker,
+        checkpoint=resume.checkpoint if resume else None,
+    )
+    chain = chain_checkpoint(
+        mapping=mapping,
+        full_sync=full_sync,
+        updated_after=updated_after,
+        chain_started_at=datetime.fromisoformat(resume.checkpoint["chainStartedAt"]) if resume else run.started_at,
+        resumed=resume is not None,
     )
     result = SyncResult(business_id=mapping.sabito_business_id, business_name=mapping.business_name, run_id=str(run.pk))
-    if full_sync:
-        kind = "full"
-    elif updated_after is None:
-        kind = "incremental, first sync: fetching everything"
-    else:
-        kind = f"incremental, updated after {format_timestamp(updated_after)}"
-    logger.info(
-        "%s Starting sync for business: %s (%s) [%s]", LOG_PREFIX, mapping.business_name, mapping.sabito_business_id, kind
-    )
+    log_start(mapping, full_sync=full_sync, updated_after=updated_after, resume=resume)
 
     own_client = client is None
     client = client or sabito_client(settings)
     seen_ids: set[str] = set()
-    try:
-        with prefetched_pages(client, business_id=mapping.sabito_business_id, updated_after=updated_after) as pages:
-            for page in pages:
-                logger.info("%s Found %d customers to sync (offset %d)", LOG_PREFIX, len(page.validated), page.offset)
-                write_page(run=run, mapping=mapping, validated=page.validated, seen_ids=seen_ids, result=result)
-                if on_page is not None:
-                    on_page(result)
-    except SabitoError as exc:
-        result.error, result.retryable = str(exc), exc.retryable
-    except RunTakenOver:
-        result.error = "This run stopped making progress and was taken over by another run."
-    except DatabaseError as exc:
-        result.error, result.retryable = f"Database error: {exc}", True
-    except Exception as exc:  # a bug must not leave the run "running" forever
-        logger.exception("%s Unexpected error while syncing %s", LOG_PREFIX, mapping.business_name)
-        result.error = f"Unexpected error: {exc.__class__.__name__}: {exc}"
-    except BaseException:
-        # Interrupted (Ctrl-C, worker shutdown): record it, keep the watermark, re-raise.
-        finish_run(run=run, mapping=mapping, result=_failed(result, "Interrupted before completion."), watermark=None)
-        raise
-    finally:
-        if own_client:
-            client.close()
+    with RunPulse(run, interval=settings.heartbeat_seconds) as pulse:
+        try:
+            with prefetched_pages(
+                client,
+                business_id=mapping.sabito_business_id,
+                updated_after=updated_after,
+                start=resume.checkpoint if resume else None,
+                should_stop=lambda: pulse.stop_reason is not None,
+            ) as pages:
+                for page in pages:
+                    logger.info("%s Found %d customers to sync (offset %d)", LOG_PREFIX, len(page.validated), page.offset)
+                    run.checkpoint = {**chain, **page.resume_from} if page.resume_from else None
+                    write_page(run=run, mapping=mapping, validated=page.validated, seen_ids=seen_ids, result=result)
+                    if on_page is not None:
+                        on_page(result)
+                    if pulse.stop_reason is not None:
+                        break
+                else:
+                    if not pages.stopped_early:
+                        pulse.stop_reason = None  # the feed ended: a late stop request changes nothing
+            if pulse.stop_reason == RunPulse.TAKEN_OVER:
+                raise RunTakenOver()
+            if pulse.stop_reason is not None:
+                stop(result, run=run, reason=pulse.stop_reason)
+        except SabitoError as exc:
+            result.error, result.retryable = str(exc), exc.retryable
+        except RunTakenOver:
+            result.error = "This run stopped making progress and was taken over by another run."
+        except DatabaseError as exc:
+            result.error, result.retryable = f"Database error: {exc}", True
+        except Exception as exc:  # a bug must not leave the run "running" forever
+            logger.exception("%s Unexpected error while syncing %s", LOG_PREFIX, mapping.business_name)
+            result.error = f"Unexpected error: {exc.__class__.__name__}: {exc}"
+        except BaseException:
+            # Interrupted (Ctrl-C, worker shutdown): record it, keep the watermark, re-raise.
+            finish_run(run=run, mapping=mapping, result=_failed(result, "Interrupted before completion."), watermark=None)
+            raise
+        finally:
+            if own_client:
+                client.close()
 
-    if result.error is None:
-        result.success = True
-        watermark = run.started_at - timedelta(seconds=settings.overlap_seconds)
-        if full_sync:
-            result.marked_missing = mark_missing_customers(mapping=mapping, returned_ids=seen_ids)
-    else:
         watermark = None
-    finish_run(run=run, mapping=mapping, result=result, watermark=watermark)
+        if result.error is None:
+            result.success = True
+            # The start of the logical sync, resumed or not: whatever changed since
+            # then is behind the checkpoint's offset, so this run has read it.
+            watermark = datetime.fromisoformat(chain["chainStartedAt"]) - timedelta(seconds=settings.overlap_seconds)
+            if full_sync:
+                watermark = mark_missing_or_fail(mapping=mapping, result=result, seen_ids=seen_ids, chain=chain, watermark=watermark)
+        finish_run(run=run, mapping=mapping, result=result, watermark=watermark)
 
     if result.success:
         logger.info("%s Sync completed for %s: %s", LOG_PREFIX, mapping.business_name, result.counters_text())
+    elif result.stopped:
+        logger.warning("%s Sync stopped for %s: %s (%s)", LOG_PREFIX, mapping.business_name, result.error, result.counters_text())
     else:
         logger.error(
             "%s Sync failed for %s: %s (so far: %s; watermark unchanged)",
@@ -129,6 +159,56 @@ def sync_mapping(
             result.counters_text(),
         )
     return result
+
+
+def log_start(mapping: SabitoMapping, *, full_sync: bool, updated_after: datetime | None, resume: Resume | None) -> None:
+    if full_sync:
+        kind = "full"
+    elif updated_after is None:
+        kind = "incremental, first sync: fetching everything"
+    else:
+        kind = f"incremental, updated after {format_timestamp(updated_after)}"
+    if resume is not None:
+        kind += f", resumed at offset {resume.checkpoint['offset']}"
+    logger.info(
+        "%s Starting sync for business: %s (%s) [%s]", LOG_PREFIX, mapping.business_name, mapping.sabito_business_id, kind
+    )
+
+
+def stop(result: SyncResult, *, run: SyncRun, reason: str) -> None:
+    """The run was asked to stop and did, after the page it was writing."""
+    offset = run.checkpoint["offset"] if run.checkpoint else 0
+    if reason == RunPulse.SHUTDOWN:
+        result.stopped = SyncRun.Status.INTERRUPTED
+        result.error = (
+            f"Interrupted: its worker was shutting down; stopped after {run.pages_done} pages (offset {offset}) "
+            "and queued again to resume there."
+        )
+    else:
+        result.stopped = SyncRun.Status.CANCELLED
+        result.error = (
+            f"Cancelled on request after {run.pages_done} pages (offset {offset}); what was written stays, "
+            "the watermark did not move."
+        )
+
+
+def mark_missing_or_fail(
+    *, mapping: SabitoMapping, result: SyncResult, seen_ids: set[str], chain: dict, watermark: datetime
+) -> datetime | None:
+    """After a successful full sync: the missing-marks, and the watermark to store
+    (None if marking failed: then the run fails, as any step that did not finish)."""
+    if chain["resumed"]:
+        # Only a sync that saw every page itself can tell who is gone.
+        logger.info("%s Missing-marks skipped for %s: this full sync was resumed", LOG_PREFIX, mapping.business_name)
+        return watermark
+    try:
+        result.marked_missing = mark_missing_customers(mapping=mapping, returned_ids=seen_ids)
+    except Exception as exc:
+        logger.exception("%s Could not mark missing customers of %s", LOG_PREFIX, mapping.business_name)
+        result.success, result.error = False, f"Could not mark the customers Sabito no longer has: {exc}"
+        result.retryable = isinstance(exc, DatabaseError)
+        return None
+    return watermark
 
 
 def _failed(result: SyncResult, error: str) -> SyncResult:

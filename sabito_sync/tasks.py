@@ -50,6 +50,11 @@ def sync_mapping_task(
         # Cancelled before a worker took it, or this is a redelivery of a finished run.
         logger.info("%s %s", LOG_PREFIX, exc)
         return {"success": False, "error": str(exc), "runId": str(exc.run.pk), "status": exc.run.status}
+    if result.stopped == SyncRun.Status.INTERRUPTED:
+        # This worker is shutting down: the next one carries on from the checkpoint.
+        sync_mapping_task.apply_async(args=[mapping_id, full_sync, SyncRun.Trigger.RECOVERY])
+        logger.info("%s Queued %s again to resume after this worker's shutdown", LOG_PREFIX, mapping.business_name)
+        return sync_result_data(result)
     settings = load_sabito_settings()
     if not result.success and result.retryable and self.request.retries < settings.task_max_retries:
         # Transient failures (Sabito down, a database blip) wait 1, 2, 4 … times the
