@@ -343,6 +343,10 @@ class RunPulse:
             self.stop_reason = self.SHUTDOWN if reason == self.SHUTDOWN else self.CANCEL
 
 
+# An interrupted run's `stop_reason` once the reaper has queued its sync again.
+QUEUED_AGAIN = "queued_again"
+
+
 def request_stop_of_worker_runs(*, worker: str) -> int:
     """Ask every run of `worker` (a Celery node name) to stop after its page, as
     interrupted: the worker is shutting down. Returns how many were asked."""
@@ -353,9 +357,13 @@ def request_stop_of_worker_runs(*, worker: str) -> int:
 
 def reap_dead_runs(*, settings: SabitoSettings) -> list[SyncRun]:
     """Finish as failed every running run whose heartbeat went stale (its worker
-    died: SIGKILL, out of memory, a lost host); returns them, for their syncs to be
-    queued again (they resume from their checkpoints)."""
+    died: SIGKILL, out of memory, a lost host), and take up every run a worker's
+    shutdown interrupted; returns them, for their syncs to be queued again (they
+    resume from their checkpoints). Each is taken up once, by one reaper."""
     now, reaped = timezone.now(), []
+    for run in SyncRun.objects.filter(status=SyncRun.Status.INTERRUPTED, stop_reason=RunPulse.SHUTDOWN):
+        if SyncRun.objects.filter(pk=run.pk, stop_reason=RunPulse.SHUTDOWN).update(stop_reason=QUEUED_AGAIN):
+            reaped.append(run)
     for run in SyncRun.objects.filter(status=SyncRun.Status.RUNNING, heartbeat_at__lt=stale_heartbeat_cutoff(settings)):
         # Conditional on the heartbeat seen, so a run that just came back to life
         # (or another reaper) is left alone.

@@ -121,9 +121,40 @@ def describe_origin(settings: SabitoSettings, applied_at) -> str:
     )
 
 
+REAPER_TASK_NAME = "Sabito sync: recover dead runs"
+REAPER_TASK = "sabito_sync.reap_dead_runs"
+REAPER_EVERY_SECONDS = 60
+
+
+def ensure_reaper_schedule():
+    """The reaper's row (every minute), created when missing and otherwise left as
+    the operator has it: it has no settings to apply."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    with transaction.atomic():
+        task = PeriodicTask.objects.filter(name=REAPER_TASK_NAME).first()
+        if task is not None:
+            return task
+        every = IntervalSchedule.objects.filter(every=REAPER_EVERY_SECONDS, period=IntervalSchedule.SECONDS).first()
+        every = every or IntervalSchedule.objects.create(every=REAPER_EVERY_SECONDS, period=IntervalSchedule.SECONDS)
+        task = PeriodicTask.objects.create(
+            name=REAPER_TASK_NAME,
+            task=REAPER_TASK,
+            interval=every,
+            description=(
+                "Ends the Sabito sync runs whose worker died (no heartbeat for SABITO_STALE_RUN_AFTER seconds) "
+                "and queues their syncs again, to resume from their checkpoints. Created by the sabito_sync app; "
+                "a pause or an edit made here stands."
+            ),
+        )
+    logger.info("%s Dead-run reaper scheduled: every %d s", LOG_PREFIX, REAPER_EVERY_SECONDS)
+    return task
+
+
 def on_post_migrate(sender, app_config=None, using="default", **kwargs):
     if app_config is None or app_config.label != "sabito_sync":
         return
+    ensure_reaper_schedule()
     try:
         ensure_periodic_sync_schedule()
     except SabitoSettingsError as exc:
@@ -137,6 +168,7 @@ def on_beat_start(sender=None, **kwargs):
     the one moment that is "the stack started" rather than "a worker process
     started": apply any changed schedule settings and queue the start-up sync here; the workers
     pick it up as soon as they are up."""
+    ensure_reaper_schedule()
     task = ensure_periodic_sync_schedule()
     logger.info("%s Scheduler started: periodic sync %s", LOG_PREFIX, "on" if task.enabled else "off")
     queue_startup_sync(periodic_sync_enabled=task.enabled)

@@ -181,8 +181,8 @@ def stop(result: SyncResult, *, run: SyncRun, reason: str) -> None:
     if reason == RunPulse.SHUTDOWN:
         result.stopped = SyncRun.Status.INTERRUPTED
         result.error = (
-            f"Interrupted: its worker was shutting down; stopped after {run.pages_done} pages (offset {offset}) "
-            "and queued again to resume there."
+            f"Interrupted: its worker was shutting down; stopped after {run.pages_done} pages (offset {offset}). "
+            "The reaper queues it again, to resume there."
         )
     else:
         result.stopped = SyncRun.Status.CANCELLED

@@ -11,13 +11,14 @@ import logging
 import uuid
 
 from celery import shared_task
+from celery.signals import worker_shutting_down
 from django.db import transaction
 
 from .conf import load_sabito_settings
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
 from .serializers import sync_result_data
-from .runs import RunNotQueued
+from .runs import RunNotQueued, reap_dead_runs, request_stop_of_worker_runs
 from .sync import SyncAlreadyRunning, already_running_result, sync_mapping
 
 logger = logging.getLogger("sabito_sync.tasks")
@@ -50,11 +51,6 @@ def sync_mapping_task(
         # Cancelled before a worker took it, or this is a redelivery of a finished run.
         logger.info("%s %s", LOG_PREFIX, exc)
         return {"success": False, "error": str(exc), "runId": str(exc.run.pk), "status": exc.run.status}
-    if result.stopped == SyncRun.Status.INTERRUPTED:
-        # This worker is shutting down: the next one carries on from the checkpoint.
-        sync_mapping_task.apply_async(args=[mapping_id, full_sync, SyncRun.Trigger.RECOVERY])
-        logger.info("%s Queued %s again to resume after this worker's shutdown", LOG_PREFIX, mapping.business_name)
-        return sync_result_data(result)
     settings = load_sabito_settings()
     if not result.success and result.retryable and self.request.retries < settings.task_max_retries:
         # Transient failures (Sabito down, a database blip) wait 1, 2, 4 … times the
@@ -93,3 +89,37 @@ def enqueue_mapping_sync(*, mapping: SabitoMapping, full_sync: bool, trigger: st
 def enqueue_mapping_syncs(*, mappings, full_sync: bool, trigger: str) -> list[str]:
     return [enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=trigger) for mapping in mappings]
 
+
+@shared_task(name="sabito_sync.reap_dead_runs", acks_late=True)
+def reap_dead_runs_task() -> list[str]:
+    """On beat, every minute: end the runs whose worker died (their heartbeat went
+    stale) and queue their syncs again, and those of runs a worker's shutdown
+    interrupted; they resume from their checkpoints, so a mapping whose worker died
+    or was stopped becomes exact with nobody involved.
+
+    (An interrupted run is not queued again by its own task: the worker shutting down
+    could take that task itself and go on syncing instead of stopping.)"""
+    reaped = reap_dead_runs(settings=load_sabito_settings())
+    for run in reaped:
+        why = "was interrupted by its worker's shutdown" if run.status == SyncRun.Status.INTERRUPTED else "died"
+        logger.warning("%s Run %s of mapping %s %s; queued its sync again", LOG_PREFIX, run.pk, run.mapping_id, why)
+        sync_mapping_task.apply_async(args=[str(run.mapping_id), run.full_sync, SyncRun.Trigger.RECOVERY])
+    return [str(run.pk) for run in reaped]
+
+
+@worker_shutting_down.connect
+def stop_this_workers_runs(sender=None, **kwargs) -> None:
+    """A worker told to stop (SIGTERM, Ctrl-C, `docker compose stop`) waits for its
+    tasks. Ask its syncs to stop after the page they are writing, as interrupted
+    (each queues itself again), so it exits within seconds instead of minutes. The
+    signal fires in the worker's main process, the syncs run in its children: the
+    request goes through their runs' rows, which their heartbeat threads read."""
+    if not sender:
+        return
+    try:
+        asked = request_stop_of_worker_runs(worker=str(sender))
+    except Exception:  # a shutdown must go on whatever the database says
+        logger.exception("%s Could not ask this worker's syncs to stop", LOG_PREFIX)
+        return
+    if asked:
+        logger.warning("%s Worker %s shutting down: %d running syncs asked to stop after their page", LOG_PREFIX, sender, asked)

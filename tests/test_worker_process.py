@@ -1,6 +1,7 @@
 """A real `celery worker` process, killed with SIGKILL in the middle of a sync."""
 
 import os
+import time
 import signal
 import subprocess
 import sys
@@ -108,3 +109,99 @@ def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery
     for mapping in mappings:
         served = {record["id"] for record in sabito_simulator.customers(mapping.sabito_business_id)}
         assert set(Customer.objects.filter(sabito_business_id=mapping.sabito_business_id).values_list("sabito_customer_id", flat=True)) == served
+
+
+def start_worker(tmp_path, name: str, *, pool: str = "solo", **env) -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "nexpro", "worker", "--pool", pool, "--concurrency", "1",
+         "--loglevel", "INFO", "-n", f"{name}-{os.getpid()}@%h"],
+        cwd=ROOT,
+        env=subprocess_env(SABITO_SYNC_ON_STARTUP="false", **env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def exact(mapping, simulator) -> bool:
+    served = {record["id"] for record in simulator.customers(mapping.sabito_business_id)}
+    stored = Customer.objects.filter(tenant=mapping.tenant).values_list("sabito_customer_id", flat=True)
+    return set(stored) == served and len(stored) == len(served)
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_mid_sync_heals_with_nobody_involved(transactional_db, sabito_simulator, settings, tmp_path):
+    """Default heartbeat and stale settings, the reaper on a real beat, a second
+    worker: after SIGKILL the tenant is exact within three minutes, untouched."""
+    settings.SABITO_PAGE_SIZE = "5"
+    sabito_simulator.set_faults({"slow_seconds": 0.5})
+    mapping = SabitoMappingFactory(sabito_business_id=sabito_simulator.business_ids[0])
+    first = start_worker(tmp_path, "doomed")
+    second = None
+    try:
+        with beat_process(tmp_path, SABITO_SYNC_ON_STARTUP="false"):
+            sync_mapping_task.apply_async(args=[str(mapping.pk), True, "api"])
+            wait_for(
+                lambda: SyncRun.objects.filter(mapping=mapping, status="running", pages_done__gte=1).exists(),
+                timeout=60,
+                message="the first worker to write a page",
+            )
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=10)
+            assert not exact(mapping, sabito_simulator)
+            sabito_simulator.set_faults(None)
+            second = start_worker(tmp_path, "survivor")
+
+            wait_for(lambda: exact(mapping, sabito_simulator), timeout=180, interval=1, message="the tenant to be exact")
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+
+    dead, recovered = SyncRun.objects.filter(mapping=mapping).order_by("started_at")[:2]
+    assert dead.status == "failed" and "its worker died" in dead.error_message
+    assert recovered.trigger == "recovery" and recovered.note.startswith(f"Resumed from run {dead.pk}")
+
+
+@pytest.mark.e2e
+def test_a_worker_told_to_stop_interrupts_its_sync_and_the_next_worker_resumes_it(
+    transactional_db, sabito_simulator, settings, tmp_path
+):
+    settings.SABITO_PAGE_SIZE = "5"
+    sabito_simulator.set_faults({"slow_seconds": 0.5})
+    mapping = SabitoMappingFactory(sabito_business_id=sabito_simulator.business_ids[0])
+    first = start_worker(tmp_path, "stopping", pool="prefork")
+    second = None
+    try:
+        with beat_process(tmp_path, SABITO_SYNC_ON_STARTUP="false"):  # its reaper queues the interrupted sync again
+            sync_mapping_task.apply_async(args=[str(mapping.pk), True, "api"])
+            wait_for(
+                lambda: SyncRun.objects.filter(mapping=mapping, status="running", pages_done__gte=1).exists(),
+                timeout=60,
+                message="the worker to write a page",
+            )
+            asked_at = time.monotonic()
+            os.kill(first.pid, signal.SIGTERM)  # what `docker compose stop` sends the worker's main process
+            first.wait(timeout=30)
+            took = time.monotonic() - asked_at
+
+            run = SyncRun.objects.get(mapping=mapping)
+            assert run.status == "interrupted" and run.checkpoint["offset"] >= 5
+            assert took < 15, f"the worker took {took:.1f} s to stop"
+            sabito_simulator.set_faults(None)
+            second = start_worker(tmp_path, "next")
+            wait_for(lambda: exact(mapping, sabito_simulator), timeout=150, interval=1, message="the tenant to be exact")
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+
+    resumed = SyncRun.objects.filter(mapping=mapping, trigger="recovery").get()
+    assert resumed.status == "succeeded" and resumed.note.startswith(f"Resumed from run {run.pk} (interrupted)")
