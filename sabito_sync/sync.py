@@ -9,6 +9,7 @@ incremental watermark.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import operator
 import queue
@@ -25,6 +26,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import bulk
+from . import logcontext, signals as sync_signals  # operations hooks: log context, host signals
 from .client import CustomerPage, SabitoClient, SabitoError, format_timestamp
 from .conf import SabitoSettings, load_sabito_settings
 from .models import Customer, SabitoMapping, SyncRun
@@ -182,6 +184,7 @@ def sabito_client(sabito: SabitoSettings | None = None) -> SabitoClient:
 # --- The whole sync of one mapping ----------------------------------------------------
 
 
+@logcontext.sync_log_context  # operations hook: every log line of the sync carries its ids
 def sync_mapping(
     *,
     mapping: SabitoMapping,
@@ -202,6 +205,7 @@ def sync_mapping(
         sabito=sabito,
         note=mapping.watermark_reset_reason if updated_after is None else "",
     )
+    logcontext.bind(run_id=run.pk)  # operations hook
     result = SyncResult(
         mapping_id=str(mapping.pk),
         business_id=mapping.sabito_business_id,
@@ -260,6 +264,7 @@ def sync_mapping(
     else:
         watermark = None
     finish_run(run=run, mapping=mapping, result=result, watermark=watermark)
+    sync_signals.run_finished(mapping=mapping, result=result)  # operations hook: sync_finished, alerts
 
     if result.success:
         logger.info("%s Sync completed for %s: %s", LOG_PREFIX, mapping.business_name, result.counters_text())
@@ -548,7 +553,10 @@ class PagePrefetcher:
         self._check = check
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._fetch, name="sabito-prefetch", daemon=True)
+        # In a copy of the caller's context: the client's log lines keep the sync's ids (operations hook).
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._fetch,), name="sabito-prefetch", daemon=True
+        )
         self._thread.start()
 
     def __iter__(self) -> Iterator[CheckedPage]:
@@ -668,6 +676,12 @@ def write_page(
         # customer after we looked: look again and write record by record.
         plan = write_page_record_by_record(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
     apply_plan_to_result(plan, result)
+    sync_signals.page_written(  # operations hook: customers_synced
+        mapping=mapping,
+        run_id=run.pk,
+        created_sabito_ids=[customer.sabito_customer_id for customer in plan.creates],
+        updated_ids=[customer.pk for customer in plan.updates],
+    )
 
 
 def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePlan:

@@ -16,12 +16,16 @@ from django.db import transaction
 from .conf import load_sabito_settings
 from .models import SabitoMapping, SyncRun
 from .sync import LOG_PREFIX, SyncAlreadyRunning, already_running_result, sync_mapping
+from . import ticks  # operations hook: the fan-out's summary
 
 logger = logging.getLogger("sabito_sync.tasks")
 
 
 @shared_task(bind=True, name="sabito_sync.sync_mapping", max_retries=None, acks_late=True)
-def sync_mapping_task(self, mapping_id: str, full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT) -> dict:
+def sync_mapping_task(
+    self, mapping_id: str, full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT, tick_id: str | None = None
+) -> dict:
+    # tick_id: the fan-out this task belongs to; sabito_sync.ticks counts it when the task returns.
     mapping = SabitoMapping.objects.select_related("tenant").filter(pk=mapping_id).first()
     if mapping is None:
         logger.warning("%s Mapping %s no longer exists; nothing to sync", LOG_PREFIX, mapping_id)
@@ -48,8 +52,10 @@ def sync_all_mappings_task(full_sync: bool = False, trigger: str = SyncRun.Trigg
     logger.info("%s Starting sync for all tenants...", LOG_PREFIX)
     mapping_ids = [str(pk) for pk in SabitoMapping.objects.filter(is_active=True).values_list("pk", flat=True)]
     logger.info("%s Found %d tenant mappings to sync", LOG_PREFIX, len(mapping_ids))
+    tick_id = ticks.start_tick(expected=len(mapping_ids), full_sync=full_sync, trigger=trigger)  # operations hook
     return [
-        sync_mapping_task.apply_async(args=[mapping_id, full_sync, trigger]).id for mapping_id in mapping_ids
+        sync_mapping_task.apply_async(args=[mapping_id, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id)).id
+        for mapping_id in mapping_ids
     ]
 
 
