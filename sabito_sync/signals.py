@@ -65,7 +65,8 @@ def page_written(*, mapping, run_id, created_sabito_ids: Sequence[str], updated_
             run_id=run_id,
             tenant_id=mapping.tenant_id,
             created_ids=created_ids,
-            updated_ids=list(updated_ids),
+            # The page's rows hold primary keys as the database returns them (hex on SQLite).
+            updated_ids=[Customer._meta.pk.to_python(pk) for pk in updated_ids],
         )
 
     transaction.on_commit(send)
