@@ -1,7 +1,8 @@
 """gunicorn's settings for the web server, from the environment with safe defaults.
 
 Used by the Procfile, docker-compose.yml and the Dockerfile (`gunicorn nexpro.wsgi -c
-gunicorn.conf.py`). A command-line flag (such as `--bind`) still wins over these.
+gunicorn.conf.py --bind ...`); each of those names its own address. A bad value stops
+gunicorn at start-up with the setting's name.
 """
 
 import os
@@ -18,7 +19,6 @@ def number(name: str, default: int, *, minimum: int) -> int:
     return value
 
 
-bind = os.environ.get("WEB_BIND", "").strip() or "0.0.0.0:8000"
 # Requests are short (syncs run in the workers, never in a request): a worker stuck
 # this long is killed and replaced, and the admin's long pages still fit.
 timeout = number("GUNICORN_TIMEOUT", 30, minimum=1)

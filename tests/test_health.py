@@ -1,5 +1,6 @@
 """/healthz and /readyz over real HTTP, for load balancers and Kubernetes probes."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.management import call_command
 from django.utils import timezone
 
 from sabito_sync.health import BEAT_HEARTBEAT_NAME
@@ -104,3 +106,14 @@ def healthz_answers(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def test_health_command_checks_beat_for_its_container(db, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        call_command("sabito_health", "--check", "beat")
+    assert exit_status.value.code == 1
+    assert json.loads(capsys.readouterr().out)["beat"]["ok"] is False
+
+    SchedulerHeartbeat.objects.create(name=BEAT_HEARTBEAT_NAME, seen_at=timezone.now(), tick_seconds=5)
+    call_command("sabito_health", "--check", "beat")
+    assert json.loads(capsys.readouterr().out) == {"beat": {"ok": True}, "database": {"ok": True}}
