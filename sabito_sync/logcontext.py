@@ -24,21 +24,41 @@ _sync_context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("sab
 
 def sync_log_context(function):
     """Decorate a function taking a keyword-only `mapping`: while it runs, every log
-    line carries that mapping's ids (and the run's, once `bind` gives it)."""
+    line carries that mapping's ids (and the run's, once `bind` gives it). Inside a
+    `task_log_context` it fills the task's context instead, so that the task's own
+    lines after the sync (a retry) carry the ids as well."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         mapping = kwargs["mapping"]
-        token = _sync_context.set(
-            {
-                "mapping_id": str(mapping.pk),
-                "business_id": mapping.sabito_business_id,
-                "tenant_id": str(mapping.tenant_id),
-                "run_id": None,
-            }
-        )
+        ids = {
+            "mapping_id": str(mapping.pk),
+            "business_id": mapping.sabito_business_id,
+            "tenant_id": str(mapping.tenant_id),
+            "run_id": None,
+        }
+        context = _sync_context.get()
+        if context is not None:
+            context.update(ids)
+            return function(*args, **kwargs)
+        token = _sync_context.set(ids)
         try:
             return function(*args, **kwargs)
+        finally:
+            _sync_context.reset(token)
+
+    return wrapper
+
+
+def task_log_context(function):
+    """Decorate a bound Celery task whose first argument is a mapping id: its lines
+    carry that id from the start, and the sync's ids once the sync has run."""
+
+    @functools.wraps(function)
+    def wrapper(task, mapping_id, *args, **kwargs):
+        token = _sync_context.set(dict.fromkeys(CONTEXT_FIELDS) | {"mapping_id": str(mapping_id)})
+        try:
+            return function(task, mapping_id, *args, **kwargs)
         finally:
             _sync_context.reset(token)
 

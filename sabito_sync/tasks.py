@@ -16,12 +16,13 @@ from django.db import transaction
 from .conf import load_sabito_settings
 from .models import SabitoMapping, SyncRun
 from .sync import LOG_PREFIX, SyncAlreadyRunning, already_running_result, sync_mapping
-from . import ticks  # operations hook: the fan-out's summary
+from . import logcontext, ticks  # operations hooks: log context, the fan-out's summary
 
 logger = logging.getLogger("sabito_sync.tasks")
 
 
 @shared_task(bind=True, name="sabito_sync.sync_mapping", max_retries=None, acks_late=True)
+@logcontext.task_log_context  # operations hook: the task's own lines (a retry) carry the sync's ids
 def sync_mapping_task(
     self, mapping_id: str, full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT, tick_id: str | None = None
 ) -> dict:

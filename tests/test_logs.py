@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sabito_sync.models import SyncRun, SyncTick, SyncTickMapping
-from sabito_sync.tasks import sync_all_mappings_task
+from sabito_sync.logcontext import SyncContextFilter
+from sabito_sync.tasks import sync_all_mappings_task, sync_mapping_task
 from sabito_sync.ticks import mapping_finished, start_tick
 
 from .conftest import subprocess_env, wait_for
@@ -95,3 +96,47 @@ def test_a_mapping_counted_twice_for_one_tick_counts_once(db):
     tick = SyncTick.objects.get(pk=tick_id)
     assert (tick.finished, tick.created, tick.updated, tick.errors) == (2, 3, 1, 1)
     assert SyncTickMapping.objects.filter(tick=tick).count() == 2
+
+
+class ContextRecords(logging.Handler):
+    """The records of the sabito_sync loggers, with the sync's ids as the console
+    handler's filter sets them."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+        self.addFilter(SyncContextFilter())
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def __enter__(self):
+        logging.getLogger("sabito_sync").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("sabito_sync").removeHandler(self)
+
+
+def test_the_tasks_retry_line_carries_the_sync_ids(db, fake_sabito, settings):
+    settings.SABITO_TASK_MAX_RETRIES = "1"
+    settings.SABITO_TASK_RETRY_DELAY = "0"
+    mapping = SabitoMappingFactory()
+    fake_sabito.answer_next(500, times=20)
+
+    with ContextRecords() as handler:
+        sync_mapping_task.apply(args=[str(mapping.pk), False, "beat"])
+
+    (retry,) = [record for record in handler.records if "Retrying" in record.getMessage()]
+    first_run = SyncRun.objects.filter(mapping=mapping).earliest("started_at")
+    assert (retry.mapping_id, retry.business_id, retry.tenant_id, retry.run_id) == (
+        str(mapping.pk), mapping.sabito_business_id, str(mapping.tenant_id), str(first_run.pk)
+    )
+
+
+def test_a_missing_mappings_line_carries_its_id(db):
+    with ContextRecords() as handler:
+        sync_mapping_task.apply(args=["6d1f0c1e-0000-4000-8000-000000000000"])
+
+    (line,) = [record for record in handler.records if "no longer exists" in record.getMessage()]
+    assert (line.mapping_id, line.run_id) == ("6d1f0c1e-0000-4000-8000-000000000000", None)
