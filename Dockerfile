@@ -1,19 +1,41 @@
-FROM python:3.11-slim
+# The production image: web server, worker and beat. Built from the locked
+# requirements (every transitive dependency pinned, with hashes). Tests,
+# benchmarks, docs and scripts stay out through .dockerignore; the Sabito simulator
+# and the demo through the `app` stage, and only the `demo` target adds them back
+# (docker-compose.yml's `--profile demo`). `docker build .` gives `production`.
 
+FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements.lock .
+RUN pip install --require-hashes --no-deps -r requirements.lock \
+    && useradd --create-home --uid 1000 nexpro
 
-COPY . .
+# The source less the simulator and the demo, in a stage of its own so that not even
+# a lower layer of the production image holds them.
+FROM base AS source
+COPY . /src
+RUN rm /src/sabito_sync/simulator.py \
+       /src/sabito_sync/management/commands/sabito_simulator.py \
+       /src/sabito_sync/management/commands/sabito_demo.py
+
+FROM base AS app
+COPY --from=source /src /app
 RUN python manage.py collectstatic --noinput --verbosity 0 \
-    && useradd --create-home --uid 1000 nexpro \
     && mkdir -p var && chown -R nexpro /app/var
 USER nexpro
-
 EXPOSE 8000
-CMD ["gunicorn", "nexpro.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]
+# Liveness of the web server. The worker and beat services of docker-compose.yml
+# replace it with checks of their own.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+CMD ["gunicorn", "nexpro.wsgi", "-c", "gunicorn.conf.py", "--bind", "0.0.0.0:8000"]
+
+FROM app AS demo
+COPY sabito_sync/simulator.py sabito_sync/
+COPY sabito_sync/management/commands/sabito_simulator.py sabito_sync/management/commands/sabito_demo.py sabito_sync/management/commands/
+
+FROM app AS production

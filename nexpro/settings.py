@@ -62,6 +62,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes and Prometheus address a container by its IP over plain HTTP, which
+    # ALLOWED_HOSTS and the HTTPS redirect below would refuse (sabito_sync.health).
+    "sabito_sync.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -175,7 +178,8 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 15 * 60}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, recording each round of its loop for /readyz.
+CELERY_BEAT_SCHEDULER = "sabito_sync.health:HeartbeatScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- REST framework -------------------------------------------------------------
@@ -237,17 +241,43 @@ SABITO_HEARTBEAT_SECONDS = env.str("SABITO_HEARTBEAT_SECONDS", default="2")
 SABITO_RESUME_WITHIN = env.str("SABITO_RESUME_WITHIN", default="86400")
 SABITO_TASK_MAX_RETRIES = env.str("SABITO_TASK_MAX_RETRIES", default="3")
 SABITO_TASK_RETRY_DELAY = env.str("SABITO_TASK_RETRY_DELAY", default="60")
+SABITO_RUN_RETENTION_DAYS = env.str("SABITO_RUN_RETENTION_DAYS", default="90")
+SABITO_SYNC_ALERT_AFTER_FAILURES = env.str("SABITO_SYNC_ALERT_AFTER_FAILURES", default="1")
+SABITO_SYNC_WEBHOOK_URL = env.str("SABITO_SYNC_WEBHOOK_URL", default="")
+SABITO_SYNC_WEBHOOK_SECRET = env.str("SABITO_SYNC_WEBHOOK_SECRET", default="")
+
+# --- Monitoring -------------------------------------------------------------------
+# /healthz, /readyz and /metrics (sabito_sync.health). With a token set, /metrics
+# answers only `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "plain" (default) or "json": one JSON object per line, with level, logger, timestamp
+# and, on every sync line, the mapping, business, tenant and run ids.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "sync_context": {"()": "sabito_sync.logcontext.SyncContextFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            # On the handler, not a logger: a logger's filters skip records its children propagate.
+            "filters": ["sync_context"],
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {

@@ -35,6 +35,34 @@ def check_sabito_settings(app_configs=None, **kwargs):
                 id="sabito_sync.W001",
             )
         )
+    if settings.webhook_url and not settings.webhook_secret:
+        messages.append(
+            Error(
+                "SABITO_SYNC_WEBHOOK_URL is set but SABITO_SYNC_WEBHOOK_SECRET is empty: the receiver could not "
+                "tell our alerts from forged ones.",
+                hint="Set SABITO_SYNC_WEBHOOK_SECRET to a long random string shared with the receiver.",
+                id="sabito_sync.E004",
+            )
+        )
+    messages.extend(operations_messages())
+    return messages
+
+
+def operations_messages() -> list:
+    from django.conf import settings
+
+    messages = []
+    log_format = getattr(settings, "LOG_FORMAT", "plain")
+    if log_format not in ("plain", "json"):
+        messages.append(Error(f"LOG_FORMAT={log_format!r} is not plain or json.", hint="Use LOG_FORMAT=json or unset it.", id="sabito_sync.E005"))
+    if getattr(settings, "PRODUCTION", False) and not getattr(settings, "METRICS_TOKEN", ""):
+        messages.append(
+            Warning(
+                "METRICS_TOKEN is empty: anyone who can reach /metrics reads every mapping's business and tenant ids.",
+                hint="Set METRICS_TOKEN and give Prometheus the same value as its bearer token.",
+                id="sabito_sync.W002",
+            )
+        )
     return messages
 
 

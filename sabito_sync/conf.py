@@ -41,6 +41,10 @@ class SabitoSettings:
     resume_within_seconds: int
     task_max_retries: int
     task_retry_delay_seconds: int
+    run_retention_days: int = 90
+    alert_after_failures: int = 1
+    webhook_url: str = ""
+    webhook_secret: str = ""
 
 
 def parse_bool(name: str, value, problems: list[str]) -> bool:
@@ -74,6 +78,16 @@ def parse_api_url(value, problems: list[str]) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         problems.append(
             f"SABITO_API_URL={value!r} is not an http(s) URL; expected e.g. https://api.sabito.example"
+        )
+    return url
+
+
+def parse_webhook_url(value, problems: list[str]) -> str:
+    url = str(value or "").strip()
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.netloc):
+        problems.append(
+            f"SABITO_SYNC_WEBHOOK_URL={value!r} is not an http(s) URL; expected e.g. https://alerts.example/sabito"
         )
     return url
 
@@ -147,6 +161,14 @@ def load_sabito_settings() -> SabitoSettings:
         task_retry_delay_seconds=parse_number(
             "SABITO_TASK_RETRY_DELAY", getattr(settings, "SABITO_TASK_RETRY_DELAY", 60), problems, maximum=3600
         ),
+        run_retention_days=parse_number(
+            "SABITO_RUN_RETENTION_DAYS", getattr(settings, "SABITO_RUN_RETENTION_DAYS", 90), problems
+        ),
+        alert_after_failures=parse_number(
+            "SABITO_SYNC_ALERT_AFTER_FAILURES", getattr(settings, "SABITO_SYNC_ALERT_AFTER_FAILURES", 1), problems, minimum=1
+        ),
+        webhook_url=parse_webhook_url(getattr(settings, "SABITO_SYNC_WEBHOOK_URL", ""), problems),
+        webhook_secret=str(getattr(settings, "SABITO_SYNC_WEBHOOK_SECRET", "")).strip(),
     )
     if not problems and loaded.stale_run_after_seconds < 5 * loaded.heartbeat_seconds:
         # A few missed beats (a database blip, a long garbage collection) must not

@@ -242,3 +242,54 @@ class AppliedSchedule(models.Model):
     def __str__(self):
         state = "enabled" if self.sync_enabled else "disabled"
         return f"{self.periodic_task_name}: cron '{self.sync_interval}', {state}, applied {self.applied_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SyncTick(models.Model):
+    """One fan-out of the periodic or the start-up sync: how many mapping tasks it
+    queued and how many have finished, with their totals. Each finishing task adds
+    itself in one atomic update, and the one that completes the count logs the
+    tick's summary; no worker waits for another (`sabito_sync.ticks`)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    trigger = models.CharField(max_length=20, choices=SyncRun.Trigger.choices)
+    full_sync = models.BooleanField(default=False)
+    started_at = models.DateTimeField()
+    expected = models.PositiveIntegerField()
+    finished = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"{self.get_trigger_display()} sync of {self.expected} mappings at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SyncTickMapping(models.Model):
+    """A mapping whose task of a tick has finished. Unique per tick, so a task that
+    Celery delivers twice is counted once."""
+
+    tick = models.ForeignKey(SyncTick, on_delete=models.CASCADE, related_name="finished_mappings")
+    # Not a foreign key: the mapping may be deleted while its tick is still counting.
+    mapping_id = models.UUIDField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tick", "mapping_id"], name="synctickmapping_once_per_tick"),
+        ]
+
+
+class SchedulerHeartbeat(models.Model):
+    """When Celery beat last ran its loop, and the longest it sleeps between two
+    rounds: `/readyz` reports beat missing once it has been silent for twice that."""
+
+    name = models.CharField(max_length=100, unique=True)
+    seen_at = models.DateTimeField()
+    tick_seconds = models.FloatField()
+    hostname = models.CharField(max_length=255, blank=True, default="")
+
+    def __str__(self):
+        return f"{self.name} on {self.hostname or '?'}, seen {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import page_sql
+from . import page_sql, signals
 from .logs import LOG_PREFIX
 from .models import Customer, SabitoMapping, SyncRun
 from .records import SABITO_ID_POSITION, SYNCED_FIELDS, RejectedRecord, synced_values, values_error_detail
@@ -85,6 +85,13 @@ def write_page(
         # customer after we looked: look again and write record by record.
         plan = write_page_record_by_record(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
     apply_plan_to_result(plan, result)
+    # The bulk writes send no post_save: the host learns of the page's customers here.
+    signals.page_written(
+        mapping=mapping,
+        run_id=run.pk,
+        created_sabito_ids=[customer.sabito_customer_id for customer in plan.creates],
+        updated_ids=[customer.pk for customer in plan.updates],
+    )
 
 
 # --- Matching ---------------------------------------------------------------------------------

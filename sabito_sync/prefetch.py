@@ -7,6 +7,7 @@ only the longer.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from contextlib import contextmanager
@@ -86,7 +87,10 @@ class PagePrefetcher:
         self.stopped_early = False
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._fetch, name="sabito-prefetch", daemon=True)
+        # In the caller's context, so the client's lines (retries) carry the sync's ids.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._fetch,), name="sabito-prefetch", daemon=True
+        )
         self._thread.start()
 
     def __iter__(self) -> Iterator[ValidatedPage]:

@@ -154,7 +154,10 @@ def ensure_reaper_schedule():
 def on_post_migrate(sender, app_config=None, using="default", **kwargs):
     if app_config is None or app_config.label != "sabito_sync":
         return
+    from .retention import ensure_prune_schedule
+
     ensure_reaper_schedule()
+    ensure_prune_schedule()
     try:
         ensure_periodic_sync_schedule()
     except SabitoSettingsError as exc:
@@ -168,7 +171,10 @@ def on_beat_start(sender=None, **kwargs):
     the one moment that is "the stack started" rather than "a worker process
     started": apply any changed schedule settings and queue the start-up sync here; the workers
     pick it up as soon as they are up."""
+    from .retention import ensure_prune_schedule
+
     ensure_reaper_schedule()
+    ensure_prune_schedule()
     task = ensure_periodic_sync_schedule()
     logger.info("%s Scheduler started: periodic sync %s", LOG_PREFIX, "on" if task.enabled else "off")
     queue_startup_sync(periodic_sync_enabled=task.enabled)

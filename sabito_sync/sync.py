@@ -16,6 +16,8 @@ from typing import Callable, Iterable
 
 from django.db import DatabaseError
 
+from . import logcontext
+from . import signals as sync_signals
 from .client import SabitoClient, SabitoError, format_timestamp
 from .conf import SabitoSettings, load_sabito_settings
 from .logs import LOG_PREFIX, fan_out
@@ -49,6 +51,7 @@ __all__ = [
 logger = logging.getLogger("sabito_sync.sync")
 
 
+@logcontext.sync_log_context  # every log line of the sync carries its ids
 def sync_mapping(
     *,
     mapping: SabitoMapping,
@@ -82,6 +85,7 @@ def sync_mapping(
         worker=worker,
         checkpoint=resume.checkpoint if resume else None,
     )
+    logcontext.bind(run_id=run.pk)
     chain = chain_checkpoint(
         mapping=mapping,
         full_sync=full_sync,
@@ -145,6 +149,7 @@ def sync_mapping(
             if full_sync:
                 watermark = mark_missing_or_fail(mapping=mapping, result=result, seen_ids=seen_ids, chain=chain, watermark=watermark)
         finish_run(run=run, mapping=mapping, result=result, watermark=watermark)
+    sync_signals.run_finished(mapping=mapping, result=result)  # sync_finished, and the alerts
 
     if result.success:
         logger.info("%s Sync completed for %s: %s", LOG_PREFIX, mapping.business_name, result.counters_text())

@@ -17,19 +17,27 @@ from django.db import transaction
 from .conf import load_sabito_settings
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
-from .serializers import sync_result_data
+from . import logcontext, ticks
 from .runs import RunNotQueued, reap_dead_runs, request_stop_of_worker_runs
+from .serializers import sync_result_data
 from .sync import SyncAlreadyRunning, already_running_result, sync_mapping
 
 logger = logging.getLogger("sabito_sync.tasks")
 
 
 @shared_task(bind=True, name="sabito_sync.sync_mapping", max_retries=None, acks_late=True)
+@logcontext.task_log_context  # the task's own lines (a retry) carry the sync's ids
 def sync_mapping_task(
-    self, mapping_id: str, full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT, run_id: str | None = None
+    self,
+    mapping_id: str,
+    full_sync: bool = False,
+    trigger: str = SyncRun.Trigger.BEAT,
+    run_id: str | None = None,
+    tick_id: str | None = None,
 ) -> dict:
     """Sync one mapping; `run_id` names the queued `SyncRun` the caller made for it
-    (the API and the admin do, to follow the run), or None for a new run."""
+    (the API and the admin do, to follow the run), or None for a new run; `tick_id`
+    the fan-out it belongs to (`ticks` counts it when the task returns)."""
     mapping = SabitoMapping.objects.select_related("tenant").filter(pk=mapping_id).first()
     if mapping is None:
         logger.warning("%s Mapping %s no longer exists; nothing to sync", LOG_PREFIX, mapping_id)
@@ -59,7 +67,9 @@ def sync_mapping_task(
         countdown = settings.task_retry_delay_seconds * 2**self.request.retries
         logger.warning("%s Retrying %s in %d s: %s", LOG_PREFIX, mapping.business_name, countdown, result.error)
         # The failed run is recorded; the retry is a run of its own.
-        raise self.retry(countdown=countdown, args=[mapping_id, full_sync, trigger], kwargs={"run_id": None})
+        raise self.retry(
+            countdown=countdown, args=[mapping_id, full_sync, trigger], kwargs={"run_id": None, "tick_id": tick_id}
+        )
     return sync_result_data(result)
 
 
@@ -70,8 +80,10 @@ def sync_all_mappings_task(full_sync: bool = False, trigger: str = SyncRun.Trigg
     mapping_ids = fan_out(
         logger, lambda: [str(pk) for pk in SabitoMapping.objects.filter(is_active=True).values_list("pk", flat=True)]
     )
+    tick_id = ticks.start_tick(expected=len(mapping_ids), full_sync=full_sync, trigger=trigger)
     return [
-        sync_mapping_task.apply_async(args=[mapping_id, full_sync, trigger]).id for mapping_id in mapping_ids
+        sync_mapping_task.apply_async(args=[mapping_id, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id)).id
+        for mapping_id in mapping_ids
     ]
 
 

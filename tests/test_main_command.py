@@ -91,12 +91,17 @@ def test_compose_runs_the_same_commands_as_the_procfile():
 
 def test_compose_reuses_one_image_definition_and_checks_service_health():
     services = compose_services()
-    django_services = ["migrate", "web", "worker", "beat", "simulator", "demo-setup"]
+    production, demo = ["migrate", "web", "worker", "beat"], ["simulator", "demo-setup"]
 
-    assert {services[name]["image"] for name in django_services} == {"nexpro-sabito-sync:latest"}
-    assert {str(services[name]["build"]) for name in django_services} == {"."}
-    for name in ("postgres", "redis"):
+    assert {services[name]["image"] for name in production} == {"nexpro-sabito-sync:latest"}
+    assert [services[name]["build"] for name in production] == [{"context": ".", "target": "production"}] * 4
+    assert {services[name]["image"] for name in demo} == {"nexpro-sabito-sync:demo"}
+    assert [services[name]["build"] for name in demo] == [{"context": ".", "target": "demo"}] * 2
+    for name in ("postgres", "redis", "web", "worker", "beat"):
         assert "healthcheck" in services[name]
+    assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert "celery -A nexpro inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
+    for name in ("postgres", "redis"):
         assert services[name]["volumes"][0].split(":")[0] in yaml.safe_load((ROOT / "docker-compose.yml").read_text())["volumes"]
     for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

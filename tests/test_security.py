@@ -21,6 +21,7 @@ PRODUCTION_ENV = {
     "ALLOWED_HOSTS": "nexpro.example.com",
     "SABITO_API_URL": "https://api.sabito.example",
     "SABITO_API_KEY": "a-real-key",
+    "METRICS_TOKEN": "a-metrics-token",
 }
 
 
@@ -35,6 +36,14 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
 
     assert completed.returncode == 0, completed.stderr
     assert "System check identified no issues" in completed.stdout
+
+
+def test_production_without_a_metrics_token_is_warned_about(tmp_path):
+    env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(64), "METRICS_TOKEN": "", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
+
+    completed = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    assert completed.returncode != 0 and "sabito_sync.W002" in completed.stderr
 
 
 def test_production_refuses_the_development_secret_key(tmp_path):

@@ -1,0 +1,34 @@
+"""gunicorn's settings for the web server, from the environment with safe defaults.
+
+Used by the Procfile, docker-compose.yml and the Dockerfile (`gunicorn nexpro.wsgi -c
+gunicorn.conf.py --bind ...`); each of those names its own address. A bad value stops
+gunicorn at start-up with the setting's name.
+"""
+
+import os
+
+
+def number(name: str, default: int, *, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SystemExit(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+# Requests are short (syncs run in the workers, never in a request): a worker stuck
+# this long is killed and replaced, and the admin's long pages still fit.
+timeout = number("GUNICORN_TIMEOUT", 30, minimum=1)
+graceful_timeout = number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
+workers = number("GUNICORN_WORKERS", 2, minimum=1)
+threads = number("GUNICORN_THREADS", 1, minimum=1)
+# Recycle each worker after this many requests (with jitter, so they do not all
+# restart at once): bounds the memory any slow leak can take. 0 never recycles.
+max_requests = number("GUNICORN_MAX_REQUESTS", 1000, minimum=0)
+max_requests_jitter = number("GUNICORN_MAX_REQUESTS_JITTER", 100, minimum=0)
+keepalive = number("GUNICORN_KEEPALIVE", 5, minimum=0)
+accesslog = "-"
+errorlog = "-"

@@ -1,0 +1,83 @@
+"""Signals for the host CRM, sent by the sync engine.
+
+`sync_finished` (every run that was started, once its outcome is recorded)
+    sender: SabitoMapping; kwargs: mapping, result (the engine's SyncResult: success,
+    created, updated, skipped, errors, error, run_id, ...).
+
+`customers_synced` (after each page's transaction commits)
+    sender: SabitoMapping; kwargs: mapping, run_id, tenant_id, created_ids,
+    updated_ids (Customer primary keys). The page is written with bulk statements,
+    which send no `post_save`: this is the signal to react to synced customers.
+
+Both are sent robustly: a receiver that raises is logged and never fails the sync.
+Receivers run in the worker, inside the sync: queue slow work (a Celery task) rather
+than doing it there. Connect them in your app's `AppConfig.ready()`, e.g.
+
+    from sabito_sync.signals import customers_synced
+
+    def reindex(sender, *, created_ids, updated_ids, **kwargs):
+        search_index.update_customers.delay([str(pk) for pk in created_ids + updated_ids])
+
+    customers_synced.connect(reindex)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from django.db import transaction
+from django.dispatch import Signal
+
+logger = logging.getLogger("sabito_sync.signals")
+
+sync_finished = Signal()
+customers_synced = Signal()
+
+
+def run_finished(*, mapping, result) -> None:
+    """Called by the engine once a run's outcome is recorded."""
+    transaction.on_commit(lambda: send_robustly(sync_finished, sender=type(mapping), mapping=mapping, result=result))
+
+
+def page_written(*, mapping, run_id, created_sabito_ids: Sequence[str], updated_ids: Sequence) -> None:
+    """Called by the engine after each page. The page's inserts return no ids, so the
+    created customers are looked up by their Sabito ids, in one query, and only when
+    someone listens: a sync nobody listens to keeps its statements per page."""
+    if not customers_synced.has_listeners():
+        return
+
+    def send() -> None:
+        from .models import Customer
+
+        created_ids = (
+            list(
+                Customer.objects.filter(tenant_id=mapping.tenant_id, sabito_customer_id__in=list(created_sabito_ids))
+                .values_list("pk", flat=True)
+            )
+            if created_sabito_ids
+            else []
+        )
+        send_robustly(
+            customers_synced,
+            sender=type(mapping),
+            mapping=mapping,
+            run_id=run_id,
+            tenant_id=mapping.tenant_id,
+            created_ids=created_ids,
+            # The page's rows hold primary keys as the database returns them (hex on SQLite).
+            updated_ids=[Customer._meta.pk.to_python(pk) for pk in updated_ids],
+        )
+
+    transaction.on_commit(send)
+
+
+def send_robustly(signal: Signal, **kwargs) -> None:
+    for receiver, outcome in signal.send_robust(**kwargs):
+        if isinstance(outcome, Exception):
+            logger.error(
+                "[Sabito Sync] Receiver %s of a sync signal failed: %s",
+                getattr(receiver, "__qualname__", receiver),
+                outcome,
+                exc_info=outcome,
+            )

@@ -1,0 +1,110 @@
+"""The summary of a fan-out: "[Sabito Sync] All tenants sync completed: { ... }" once,
+when the last mapping task of a beat tick or a start-up sync finishes.
+
+The fan-out task records a `SyncTick` with the number of mapping tasks it queues and
+passes its id to each of them (`tick_kwargs`). When a mapping task returns, Celery's
+`task_success` (or `task_failure`) signal calls `mapping_finished`, which counts the
+mapping in one transaction; the finisher whose update completes the count claims
+the tick and logs the summary. No worker ever waits for another, and a task Celery
+delivers twice is counted once (`SyncTickMapping` is unique per tick and mapping).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import task_failure, task_success
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import SyncTick, SyncTickMapping
+
+logger = logging.getLogger("sabito_sync.ticks")
+
+SYNC_MAPPING_TASK = "sabito_sync.sync_mapping"
+TICK_KWARG = "tick_id"
+
+
+def start_tick(*, expected: int, full_sync: bool, trigger: str) -> str | None:
+    """Record a fan-out of `expected` mapping tasks; returns the tick's id for them
+    to carry. A fan-out of nothing is complete at once."""
+    if expected == 0:
+        log_summary(total_tenants=0, created=0, updated=0, errors=0)
+        return None
+    tick = SyncTick.objects.create(trigger=trigger, full_sync=full_sync, started_at=timezone.now(), expected=expected)
+    return str(tick.pk)
+
+
+def tick_kwargs(tick_id: str | None) -> dict:
+    """The keyword arguments that make a mapping task count towards its tick."""
+    return {TICK_KWARG: tick_id} if tick_id else {}
+
+
+def mapping_finished(*, tick_id: str, mapping_id: str, result: dict | None) -> bool:
+    """Count one mapping of a tick as finished with `result` (the task's return value;
+    None when it raised). Returns True for the call that completed the tick."""
+    result = result if isinstance(result, dict) else {}
+    errors = int(result.get("errors") or 0) + (0 if result.get("success") else 1)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                SyncTickMapping.objects.create(tick_id=tick_id, mapping_id=mapping_id)
+        except IntegrityError:
+            return False  # delivered twice: already counted (or the tick was pruned)
+        SyncTick.objects.filter(pk=tick_id).update(
+            finished=F("finished") + 1,
+            created=F("created") + int(result.get("created") or 0),
+            updated=F("updated") + int(result.get("updated") or 0),
+            errors=F("errors") + errors,
+        )
+        # Conditional, so exactly one finisher claims the tick whatever the isolation level.
+        completed = SyncTick.objects.filter(pk=tick_id, finished__gte=F("expected"), completed_at__isnull=True).update(
+            completed_at=timezone.now()
+        )
+    if not completed:
+        return False
+    tick = SyncTick.objects.get(pk=tick_id)
+    log_summary(total_tenants=tick.expected, created=tick.created, updated=tick.updated, errors=tick.errors)
+    return True
+
+
+def log_summary(*, total_tenants: int, created: int, updated: int, errors: int) -> None:
+    logger.info(
+        "[Sabito Sync] All tenants sync completed: { totalTenants: %d, totalCreated: %d, totalUpdated: %d, totalErrors: %d }",
+        total_tenants,
+        created,
+        updated,
+        errors,
+    )
+
+
+def counted_mapping(sender, args, kwargs) -> tuple[str | None, str | None]:
+    """(tick id, mapping id) of a finished sync_mapping task that belongs to a tick."""
+    if getattr(sender, "name", None) != SYNC_MAPPING_TASK or not (kwargs or {}).get(TICK_KWARG):
+        return None, None
+    mapping_id = args[0] if args else kwargs.get("mapping_id")
+    return kwargs[TICK_KWARG], mapping_id
+
+
+@task_success.connect
+def on_mapping_task_success(sender=None, result=None, **_):
+    # A retry raises Retry and sends task_retry instead: the mapping is not finished yet.
+    request = getattr(sender, "request", None)
+    tick_id, mapping_id = counted_mapping(sender, getattr(request, "args", None), getattr(request, "kwargs", None))
+    if tick_id:
+        count_safely(tick_id=tick_id, mapping_id=mapping_id, result=result)
+
+
+@task_failure.connect
+def on_mapping_task_failure(sender=None, args=None, kwargs=None, **_):
+    tick_id, mapping_id = counted_mapping(sender, args, kwargs)
+    if tick_id:
+        count_safely(tick_id=tick_id, mapping_id=mapping_id, result=None)
+
+
+def count_safely(*, tick_id: str, mapping_id, result) -> None:
+    try:
+        mapping_finished(tick_id=tick_id, mapping_id=mapping_id, result=result)
+    except Exception:  # counting is bookkeeping: it must never fail the task
+        logger.exception("[Sabito Sync] Could not count mapping %s towards tick %s", mapping_id, tick_id)
