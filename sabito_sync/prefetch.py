@@ -21,7 +21,7 @@ from .records import RejectedRecord, validate_records
 # Pages fetched and validated ahead of the one being written; the thread doing it
 # gets this long to notice a stop (it may be inside a request) before it is left behind.
 PREFETCH_PAGES = 2
-PREFETCH_STOP_WAIT_SECONDS = 5.0
+PREFETCH_STOP_WAIT_SECONDS = 1.0
 
 
 @dataclass

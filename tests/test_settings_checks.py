@@ -92,3 +92,24 @@ def test_a_bad_sync_throttle_rate_is_a_start_up_error(settings, rate):
     [(check_id, text)] = check_messages()
 
     assert check_id == "sabito_sync.E003" and rate in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SABITO_HEARTBEAT_SECONDS", "0", "must be from 0.1 to 60"),
+        ("SABITO_HEARTBEAT_SECONDS", "often", "SABITO_HEARTBEAT_SECONDS"),
+        ("SABITO_RESUME_WITHIN", "-1", "SABITO_RESUME_WITHIN"),
+    ],
+)
+def test_bad_run_liveness_settings_are_reported(settings, name, value, message):
+    setattr(settings, name, value)
+
+    assert any(message in text for _id, text in check_messages()), check_messages()
+
+
+def test_a_stale_limit_of_fewer_than_five_heartbeats_is_reported(settings):
+    settings.SABITO_HEARTBEAT_SECONDS = "20"
+    settings.SABITO_STALE_RUN_AFTER = "60"
+
+    assert ("sabito_sync.E001", "SABITO_STALE_RUN_AFTER=60 must be at least 5 times SABITO_HEARTBEAT_SECONDS=20.") in check_messages()
