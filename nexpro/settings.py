@@ -235,6 +235,7 @@ SABITO_SYNC_OVERLAP = env.str("SABITO_SYNC_OVERLAP", default="300")
 SABITO_STALE_RUN_AFTER = env.str("SABITO_STALE_RUN_AFTER", default="900")
 SABITO_TASK_MAX_RETRIES = env.str("SABITO_TASK_MAX_RETRIES", default="3")
 SABITO_TASK_RETRY_DELAY = env.str("SABITO_TASK_RETRY_DELAY", default="60")
+SABITO_SYNC_API_WAIT = env.str("SABITO_SYNC_API_WAIT", default="20")
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

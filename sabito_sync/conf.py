@@ -39,6 +39,8 @@ class SabitoSettings:
     stale_run_after_seconds: int
     task_max_retries: int
     task_retry_delay_seconds: int
+    # How long the sync endpoints wait for the runs they queued before answering 202.
+    api_wait_seconds: float
 
 
 def parse_bool(name: str, value, problems: list[str]) -> bool:
@@ -133,6 +135,9 @@ def load_sabito_settings() -> SabitoSettings:
         ),
         task_retry_delay_seconds=parse_number(
             "SABITO_TASK_RETRY_DELAY", getattr(settings, "SABITO_TASK_RETRY_DELAY", 60), problems, maximum=3600
+        ),
+        api_wait_seconds=parse_number(
+            "SABITO_SYNC_API_WAIT", getattr(settings, "SABITO_SYNC_API_WAIT", 20), problems, kind=float, maximum=300
         ),
     )
     if problems:

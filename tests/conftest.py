@@ -27,14 +27,18 @@ def own_celery_queue():
 
 @pytest.fixture(autouse=True)
 def sabito_test_settings(settings):
-    """Point the sync at a fake Sabito, make retries immediate, and hash test
-    passwords cheaply (the default hasher costs ~0.3 s per login)."""
+    """Point the sync at a fake Sabito, make retries immediate, answer sync requests
+    without waiting, and hash test passwords cheaply (the default hasher costs ~0.3 s
+    per login)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.SABITO_API_URL = SABITO_TEST_URL
     settings.SABITO_API_KEY = SABITO_TEST_KEY
     settings.SABITO_MAX_RETRIES = "2"
     settings.SABITO_RETRY_BACKOFF = "0"
     settings.SABITO_SYNC_OVERLAP = "300"
+    # The sync endpoints answer at once: no worker runs in a unit test (they use
+    # `inline_worker`); the end-to-end tests set the wait they need.
+    settings.SABITO_SYNC_API_WAIT = "0"
     return settings
 
 
