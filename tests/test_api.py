@@ -23,6 +23,8 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     mapping_url,
     member,
     operator,
+    queued_run,
+    run_url,
     running_run,
     runs_url,
     sync_one_url,
@@ -314,6 +316,176 @@ def test_async_sync_with_the_broker_down_answers_503(make_caller, monkeypatch):
 
     assert response.status_code == 503
     assert "task queue is unavailable" in error_body(response)["message"]
+
+
+# --- Waiting for the workers ------------------------------------------------------------------
+
+
+def test_a_sync_not_picked_up_within_the_wait_answers_202_saying_no_worker_took_it(admin, mapping, settings):
+    settings.SABITO_SYNC_API_WAIT = "0.2"  # no worker runs here
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": True})
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["message"] == (
+        "Sync queued; 1 of 1 run not finished after 0.2 s. Poll each run's url for its progress and result. "
+        "No worker has picked up iCreations Global within 0.2 s: is a Celery worker running (and not busy with "
+        "other syncs)?"
+    )
+    [item] = body["data"]
+    run = SyncRun.objects.get(mapping=mapping)
+    assert item == {
+        "mappingId": str(mapping.pk),
+        "businessId": "biz-a",
+        "runId": str(run.pk),
+        "taskId": ANY,
+        "status": "queued",
+        "url": f"http://testserver/api/sabito/runs/{run.pk}",
+    }
+
+
+def test_without_a_wait_a_sync_answers_202_at_once_without_blaming_the_workers(admin, mapping):
+    response = admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert response.status_code == 202
+    assert response.json()["message"] == "Sync queued. Poll each run's url for its progress and result."
+
+
+@pytest.fixture
+def before_the_worker(monkeypatch, inline_worker):
+    """`before_the_worker(do)`: `do(run)` happens to each queued run before the
+    inline worker takes it."""
+    from sabito_sync import mappings
+
+    queue_and_run = mappings.enqueue_mapping_sync
+
+    def arrange(do):
+        def queue(**kwargs):
+            do(kwargs["run"])
+            return queue_and_run(**kwargs)
+
+        monkeypatch.setattr(mappings, "enqueue_mapping_sync", queue)
+
+    return arrange
+
+
+def test_a_mapping_the_worker_finds_already_running_is_reported_as_such(admin, mapping, fake_sabito, before_the_worker):
+    before_the_worker(lambda run: running_run(run.mapping))
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": False})
+
+    body = response.json()
+    assert (response.status_code, body["success"]) == (200, True)
+    assert body["message"] == "Sync completed; already running, so not started again: iCreations Global"
+    [item] = body["data"]
+    queued = SyncRun.objects.get(mapping=mapping, trigger=SyncRun.Trigger.API)
+    assert (item["alreadyRunning"], item["status"], item["runId"]) == (True, "already_running", str(queued.pk))
+    assert item["error"].startswith("Not started: run ")
+    assert fake_sabito.requests == []
+
+
+def test_a_run_cancelled_before_the_worker_took_it_is_reported_cancelled_not_failed(
+    admin, mapping, fake_sabito, before_the_worker
+):
+    from sabito_sync.mappings import cancel_run
+
+    before_the_worker(lambda run: cancel_run(actor=None, run=run))
+
+    body = admin.post(sync_one_url(mapping), {"fullSync": False}).json()
+
+    assert body["success"] is True
+    assert body["message"] == "Sync completed; cancelled: iCreations Global"
+    [item] = body["data"]
+    assert (item["success"], item["status"]) == (False, "cancelled")
+    assert item["error"] == "Cancelled by the platform before a worker started it."
+    assert fake_sabito.requests == []
+
+
+# --- GET /api/sabito/runs/<runId> and POST /api/sabito/runs/<runId>/cancel -------------------
+
+
+def test_run_endpoint_shows_status_counters_so_far_and_pages_done(admin, mapping):
+    run = running_run(mapping, customers_processed=250, created=240, updated=10, pages_done=3, full_sync=True)
+
+    response = admin.get(run_url(run))
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert {name: data[name] for name in ("id", "mappingId", "status", "fullSync", "trigger", "finishedAt")} == {
+        "id": str(run.pk),
+        "mappingId": str(mapping.pk),
+        "status": "running",
+        "fullSync": True,
+        "trigger": "beat",
+        "finishedAt": None,
+    }
+    assert (data["customersProcessed"], data["created"], data["updated"], data["pagesDone"]) == (250, 240, 10, 3)
+    assert (data["cancelRequested"], data["error"], data["note"], data["updatedAfter"]) == (False, None, None, None)
+    assert data["startedAt"]
+
+
+def test_run_endpoint_for_an_unknown_run_answers_404(admin):
+    response = admin.get(run_url(str(uuid.uuid4())))
+
+    assert response.status_code == 404
+    assert error_body(response)["message"] == "Sync run not found."
+
+
+def test_run_endpoint_for_a_malformed_id_answers_400(admin):
+    response = admin.get(run_url("not-a-uuid"))
+
+    assert response.status_code == 400
+    assert "runId" in error_body(response)["errors"]
+
+
+def test_cancelling_a_queued_run_records_it_cancelled_at_once(admin, mapping):
+    run = queued_run(mapping)
+
+    response = admin.post(f"{run_url(run)}/cancel")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["message"] == "Run cancelled before a worker started it."
+    assert (body["data"]["status"], body["data"]["cancelRequested"]) == ("cancelled", True)
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.CANCELLED and run.finished_at is not None
+    assert run.error_message == f"Cancelled by {admin.user.username} before a worker started it."
+
+
+def test_cancelling_a_running_run_asks_it_to_stop_after_its_page(admin, mapping):
+    run = running_run(mapping)
+
+    response = admin.post(f"{run_url(run)}/cancel")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["message"] == "Cancel requested: the run stops after the page it is writing."
+    assert (body["data"]["status"], body["data"]["cancelRequested"]) == ("running", True)
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.RUNNING and run.cancel_requested_at is not None
+
+
+def test_cancelling_a_running_run_twice_keeps_the_first_requests_time(admin, mapping):
+    run = running_run(mapping)
+    admin.post(f"{run_url(run)}/cancel")
+    first = SyncRun.objects.get(pk=run.pk).cancel_requested_at
+
+    again = admin.post(f"{run_url(run)}/cancel")
+
+    assert again.status_code == 202
+    assert SyncRun.objects.get(pk=run.pk).cancel_requested_at == first
+
+
+def test_cancelling_a_finished_run_answers_409_and_changes_nothing(admin, mapping):
+    run = finished_run(mapping)
+
+    response = admin.post(f"{run_url(run)}/cancel")
+
+    assert response.status_code == 409
+    assert error_body(response)["message"] == f"Run {run.pk} has already finished (succeeded); there is nothing to cancel."
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.SUCCEEDED and run.cancel_requested_at is None
 
 
 # --- GET /api/sabito/sync/status --------------------------------------------------------------

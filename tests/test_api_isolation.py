@@ -18,6 +18,8 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     grant,
     make_caller,
     mapping_url,
+    queued_run,
+    run_url,
     runs_url,
     sync_one_url,
 )
@@ -175,3 +177,15 @@ def test_swapping_the_header_between_requests_follows_the_role_in_each_tenant(
     assert in_b.status_code == 403
     assert a_by_way_of_b.status_code == 404
     assert [item["id"] for item in back_in_a.json()["data"]] == [str(a_mapping.pk)]
+
+
+@pytest.mark.parametrize("method,suffix", [("get", ""), ("post", "/cancel")], ids=["retrieve", "cancel"])
+def test_another_tenants_run_answers_exactly_like_a_missing_one(a_admin, b_mapping, method, suffix):
+    theirs_run = queued_run(b_mapping)
+
+    theirs = getattr(a_admin, method)(run_url(theirs_run) + suffix)
+    missing = getattr(a_admin, method)(run_url(missing_id()) + suffix)
+
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.content == missing.content
+    assert SyncRun.objects.get(pk=theirs_run.pk).status == SyncRun.Status.QUEUED
