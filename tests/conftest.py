@@ -124,18 +124,27 @@ def pytest_configure(config):
         settings.CELERY_BROKER_FOLDER = folder
 
 
-@pytest.fixture
-def celery_worker_thread(transactional_db):
-    """A real Celery worker (two threads) in this process, consuming the real
-    broker: the filesystem transport by default, Redis when REDIS_URL is set.
-    Tasks are serialised to JSON and travel through the broker as in production."""
+@contextmanager
+def celery_worker(*, purge: bool = True):
+    """A real Celery worker (two threads) in this process, consuming this run's queue
+    on the real broker: the filesystem transport by default, Redis when REDIS_URL is
+    set. Tasks are serialised to JSON and travel through the broker as in production.
+    `purge` first drops what earlier tests left in the queue."""
     from celery.contrib.testing.worker import start_worker
 
     from nexpro.celery import app
 
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(app.conf.task_default_queue)
+    if purge:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(app.conf.task_default_queue)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30) as worker:
+        yield worker
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db):
+    """`celery_worker()` for the whole test."""
+    with celery_worker() as worker:
         yield worker
 
 
