@@ -479,9 +479,7 @@ def sync_answer(
             for mapping in mappings
         ]
         return finished_response(results)
-    items = [
-        pending_item(request, mapping, run_of.get(mapping.pk), task_ids) for mapping in mappings
-    ]
+    items = [pending_item(request, mapping, run_of.get(mapping.pk), task_ids) for mapping in mappings]
     return Response(
         {"success": True, "message": pending_message(runs, refusals, waited=wait), "data": items},
         status=status.HTTP_202_ACCEPTED,
