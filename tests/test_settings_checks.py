@@ -34,6 +34,14 @@ def test_settings_are_parsed_into_typed_values(settings):
     assert loaded.api_url == "https://api.sabito.example"
 
 
+def test_the_api_waits_20_seconds_by_default_and_0_means_not_at_all(settings):
+    del settings.SABITO_SYNC_API_WAIT
+    assert load_sabito_settings().api_wait_seconds == 20
+
+    settings.SABITO_SYNC_API_WAIT = "0"
+    assert load_sabito_settings().api_wait_seconds == 0
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
@@ -48,6 +56,9 @@ def test_settings_are_parsed_into_typed_values(settings):
         ("SABITO_PAGE_SIZE", "ten", "is not a whole number"),
         ("SABITO_READ_TIMEOUT", "-1", "out of range"),
         ("SABITO_MAX_RETRIES", "lots", "is not a whole number"),
+        ("SABITO_SYNC_API_WAIT", "-1", "out of range"),
+        ("SABITO_SYNC_API_WAIT", "3600", "out of range"),
+        ("SABITO_SYNC_API_WAIT", "twenty", "is not a number"),
     ],
 )
 def test_a_bad_value_is_a_system_check_error_naming_it(settings, name, value, message):
