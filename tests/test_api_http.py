@@ -8,7 +8,7 @@ import pytest
 import requests
 from celery.signals import task_postrun
 
-from sabito_sync.models import SyncRun
+from sabito_sync.models import Customer, SyncRun
 from tests.api_fixtures import fresh_throttle_history, make_caller, queued_run  # noqa: F401 (fixtures)
 from tests.conftest import celery_worker, wait_for
 from tests.factories import SabitoMappingFactory, TenantFactory
@@ -121,6 +121,36 @@ def test_a_slow_sync_answers_202_with_a_run_url_that_shows_progress_then_the_res
         customers,
         None,
     )
+
+
+def test_cancelling_a_running_sync_stops_it_after_its_page_and_keeps_the_watermark(
+    live_server, session, mapping, slow_sabito, celery_worker_thread, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "0"
+    settings.SABITO_HEARTBEAT_SECONDS = "0.2"
+    mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
+    mapping.save()
+    customers = len(slow_sabito.customers(mapping.sabito_business_id))
+    [item] = session.post(f"{live_server.url}/api/sabito/sync/{mapping.pk}", json={}, timeout=60).json()["data"]
+    wait_for(
+        lambda: session.get(item["url"], timeout=30).json()["data"]["pagesDone"] >= 1,
+        timeout=60,
+        message="the run to write a page",
+    )
+
+    cancel = session.post(f"{item['url']}/cancel", json={}, timeout=30)
+
+    assert cancel.status_code == 202
+    final = wait_for(
+        lambda: (run := session.get(item["url"], timeout=30).json()["data"])["finishedAt"] and run,
+        timeout=60,
+        message="the run to stop",
+    )
+    assert final["status"] == "cancelled" and "Cancelled on request" in final["error"]
+    assert 0 < final["customersProcessed"] < customers
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == final["created"]
+    mapping.refresh_from_db()
+    assert mapping.metadata["lastSyncedAt"] == "2026-11-30T12:00:00.000Z"
 
 
 def test_with_no_worker_consuming_the_answer_comes_within_the_wait_and_says_so(

@@ -124,3 +124,15 @@ def test_a_stale_limit_of_fewer_than_five_heartbeats_is_reported(settings):
     settings.SABITO_STALE_RUN_AFTER = "60"
 
     assert ("sabito_sync.E001", "SABITO_STALE_RUN_AFTER=60 must be at least 5 times SABITO_HEARTBEAT_SECONDS=20.") in check_messages()
+
+
+def test_an_api_wait_close_to_the_web_timeout_is_reported(settings, monkeypatch):
+    from nexpro.checks import check_api_wait_fits_the_web_timeout
+
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "30")
+    settings.SABITO_SYNC_API_WAIT = "20"
+    assert check_api_wait_fits_the_web_timeout() == []
+
+    settings.SABITO_SYNC_API_WAIT = "28"
+    [warning] = check_api_wait_fits_the_web_timeout()
+    assert warning.id == "nexpro.W001" and "GUNICORN_TIMEOUT=30" in warning.msg
