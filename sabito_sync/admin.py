@@ -330,6 +330,7 @@ class SabitoMappingForm(forms.ModelForm):
 @admin.register(SabitoMapping)
 class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
     form = SabitoMappingForm
+    empty_value_display = EMPTY
     # The state right after the name: it is what an operator scans the list for.
     list_display = ["business", "sync_state", "last_sync", "last_result", "runs_link", "tenant", "active"]
     list_display_links = ["business"]
@@ -449,6 +450,7 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
         if not result:
             return EMPTY
         return counters(
+            processed=result.get("customersProcessed", 0),
             created=result.get("created", 0),
             updated=result.get("updated", 0),
             skipped=result.get("skipped", 0),
@@ -602,6 +604,7 @@ def active_run(mapping: SabitoMapping) -> SyncRun | None:
 class SyncRunAdmin(admin.ModelAdmin):
     """The history, read-only: a run is written by the sync and only by the sync."""
 
+    empty_value_display = EMPTY
     list_display = ["started_at", "mapping_name", "state", "result", "run_duration", "kind", "trigger"]
     list_filter = ["mapping", "mapping__tenant", "status", "trigger", "full_sync"]
     search_fields = ["mapping__business_name", "mapping__sabito_business_id", "error_message"]
@@ -775,7 +778,7 @@ class SyncRunAdmin(admin.ModelAdmin):
             return EMPTY
         return format_duration(run.duration)
 
-    @admin.display(description="updatedAfter used")
+    @admin.display(description="Asked Sabito for customers updated after")
     def updated_after_used(self, run):
         if run.updated_after is None:
             return "None: every customer was fetched (full sync or first sync)"

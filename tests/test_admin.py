@@ -483,7 +483,7 @@ def test_change_page_shows_the_sync_status_and_watermark(admin_client, mapping):
     page = text(admin_client.get(change_url(mapping)))
 
     assert "Succeeded" in page
-    assert "created 7 · updated 0 · skipped 0 · errors 0" in page
+    assert "processed 7 · created 7 · updated 0 · skipped 0 · errors 0" in page
     assert "Incremental watermark" in page and "(2 hours ago)" in page
     assert "View runs" in page
 
@@ -907,3 +907,22 @@ def test_membership_change_form_uses_autocomplete_widgets(admin_client):
 def test_celery_beat_schedule_stays_in_the_admin(admin_client):
     assert admin.site.is_registered(PeriodicTask)
     assert admin_client.get(reverse("admin:django_celery_beat_periodictask_changelist")).status_code == 200
+
+
+def test_every_admin_page_writes_dates_one_way(admin_client, mapping):
+    run = make_run(mapping, started_ago=timedelta(hours=3))
+    started = timezone.localtime(run.started_at).strftime("%Y-%m-%d %H:%M")
+
+    run_page = text(admin_client.get(reverse("admin:sabito_sync_syncrun_change", args=[run.pk])))
+    runs_list = text(admin_client.get(reverse(RUNS)))
+
+    assert started in run_page and started in runs_list
+    assert " a.m." not in run_page + runs_list and " p.m." not in run_page + runs_list
+    assert "Error message: -" not in run_page
+
+
+def test_view_site_leads_to_the_api_docs(admin_client):
+    html = admin_client.get(reverse("admin:index")).content.decode()
+
+    assert 'href="/api/docs/">View site' in html
+    assert admin_client.get("/api/docs/").status_code == 200
