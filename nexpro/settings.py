@@ -142,10 +142,18 @@ STORAGES = {
 }
 
 # --- Cache ----------------------------------------------------------------------
-# The API's throttle counters live in the cache: shared through Redis when there
-# is one, so every web process counts the same requests; per process otherwise.
+# The API's throttle counters (and the status endpoint's answers) live in the cache,
+# which every web process must share for the documented rate to hold: Redis when there
+# is one, otherwise files under CACHE_DIR that the processes of one host share.
 if env.str("REDIS_URL", default=""):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("REDIS_URL")}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env.str("CACHE_DIR", default="") or str(VAR_DIR / "cache"),
+        }
+    }
 
 # --- Celery ---------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -25,6 +25,27 @@ def own_celery_queue():
     return queue
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache_folder(tmp_path_factory):
+    """Without Redis the cache is a folder shared by a host's processes: this run's
+    own, for itself and every process it starts, so runs never count each other's
+    requests (nor clear each other's counters)."""
+    import os
+
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+        folder = str(tmp_path_factory.mktemp("cache"))
+        os.environ["CACHE_DIR"] = folder
+        override = override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": folder}})
+        override.enable()
+        yield folder
+        override.disable()
+    else:
+        yield None
+
+
 @pytest.fixture(autouse=True)
 def sabito_test_settings(settings):
     """Point the sync at a fake Sabito, make retries immediate, answer sync requests

@@ -1114,3 +1114,24 @@ def test_status_items_equal_the_status_serializers_output(tenant, mapping):
 
     assert sync_status_items(mappings) == SyncStatusSerializer(mappings, many=True).data
     assert [item["syncRunning"] for item in sync_status_items(mappings)].count(True) == 1
+
+
+def test_without_redis_the_throttle_counts_are_shared_by_the_hosts_processes(settings):
+    """Two gunicorn workers count the same requests: what one process stores, another reads."""
+    import subprocess
+    import sys
+
+    from django.core.cache import cache
+
+    if not settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+        pytest.skip("with Redis the counters are in Redis")
+    cache.set("throttle_sabito_sync_42", ["a request"], 60)
+
+    other_process = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.core.cache import cache; "
+         "print(cache.get('throttle_sabito_sync_42'))"],
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "nexpro.settings"},
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert other_process.stdout.strip() == "['a request']", other_process.stderr
