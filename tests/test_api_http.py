@@ -128,6 +128,7 @@ def test_cancelling_a_running_sync_stops_it_after_its_page_and_keeps_the_waterma
 ):
     settings.SABITO_SYNC_API_WAIT = "0"
     settings.SABITO_HEARTBEAT_SECONDS = "0.2"
+    slow_sabito.set_faults({"slow_seconds": 1.0})  # several heartbeats per page, however busy the machine
     mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
     mapping.save()
     customers = len(slow_sabito.customers(mapping.sabito_business_id))
