@@ -43,7 +43,7 @@ from .conf import SabitoSettingsError
 from .logs import LOG_PREFIX
 from .mappings import BusinessAlreadyMapped, NoSuchTenant, SyncIsRunning, SyncQueueUnavailable
 from .models import SabitoMapping, SyncRun
-from .permissions import TENANT_HEADER, ActionPermission, SyncTriggerThrottle, TenantPermission
+from .permissions import TENANT_HEADER, ActionPermission, BearerTokenAuthentication, SyncTriggerThrottle, TenantPermission
 from .serializers import (
     ErrorResponseSerializer,
     MappingCreateInputSerializer,
@@ -316,10 +316,16 @@ def tenant_operation(
 
 
 # Authenticated and tenant-scoped: `TenantPermission` sets `request.tenant` before
-# any handler runs. (A comment: a docstring would become every operation's description.)
+# any handler runs. The view carries all of its DRF wiring (Bearer tokens, JSON in and
+# out, no throttle but the sync triggers' own, the one error body), so that the host
+# project's REST_FRAMEWORK settings, or their absence, do not change the answers.
+# (A comment: a docstring would become every operation's description.)
 class TenantAPIView(APIView):
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [IsAuthenticated, TenantPermission, ActionPermission]
+    renderer_classes = [JSONRenderer]
     parser_classes = [JSONBodyParser]
+    throttle_classes = []
     # The `access.Action` each method needs, checked by `ActionPermission`.
     actions_by_method: dict[str, Action] = {}
 
@@ -338,6 +344,9 @@ class TenantAPIView(APIView):
             # Exactly the answer for an id that exists in another tenant: ids cannot be probed.
             raise NotFound("Sabito mapping not found.")
         return mapping
+
+    def get_exception_handler(self):
+        return api_exception_handler
 
     def input_data(self):
         """The JSON body; a body sent without a Content-Type would otherwise be
