@@ -3,7 +3,7 @@
 
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import SabitoSettingsError, load_sabito_settings
+from .conf import SabitoSettingsError, load_sabito_settings, sync_throttle_rate
 
 
 @register(Tags.compatibility)
@@ -67,10 +67,9 @@ def operations_messages() -> list:
 
 
 def throttle_rate_problem() -> str | None:
-    from django.conf import settings
     from rest_framework.throttling import SimpleRateThrottle
 
-    rate = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {}).get("sabito_sync")
+    rate = sync_throttle_rate()
     if rate is None:
         return None
     try:

@@ -87,7 +87,7 @@ def test_manage_py_check_fails_at_start_up_on_a_bad_interval(tmp_path):
 
 @pytest.mark.parametrize("rate", ["lots", "30/fortnight", "x/minute"])
 def test_a_bad_sync_throttle_rate_is_a_start_up_error(settings, rate):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"sabito_sync": rate}}
+    settings.SABITO_SYNC_THROTTLE = rate
 
     [(check_id, text)] = check_messages()
 
