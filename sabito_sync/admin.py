@@ -35,10 +35,6 @@ from .access import Action, ActionRefused
 from .mappings import SyncIsRunning, SyncQueueUnavailable
 from .models import Customer, Membership, SabitoMapping, SyncRun, Tenant
 
-admin.site.site_header = "NEXPro administration"
-admin.site.site_title = "NEXPro admin"
-admin.site.index_title = "Tenants, customers and the Sabito sync"
-
 ADMIN_CSS = {"all": ["sabito_sync/admin.css"]}
 EMPTY = "—"
 

@@ -15,7 +15,6 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
-from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -146,28 +145,6 @@ def flat_messages(detail) -> list[str]:
 
 def error_payload(message: str) -> dict:
     return {"success": False, "message": message, "errors": {}}
-
-
-def not_found(request, exception=None):
-    """Project 404 handler: JSON for API paths, Django's page for the rest."""
-    if request.path_info.startswith("/api/"):
-        message = "There is no API endpoint at this path."
-        if request.path_info.endswith("/") and request.path_info != "/api/":
-            message += f" API paths have no trailing slash: try {request.path_info.rstrip('/')}"
-        return json_error(message, status=404)
-    return defaults.page_not_found(request, exception)
-
-
-def server_error(request):
-    """Project 500 handler: JSON for API paths, Django's page for the rest."""
-    if request.path_info.startswith("/api/"):
-        return json_error("Internal server error; the details are in the server's log.", status=500)
-    return defaults.server_error(request)
-
-
-def json_error(message: str, *, status: int) -> HttpResponse:
-    # Rendered like every other API answer, byte for byte the same format.
-    return HttpResponse(JSONRenderer().render(error_payload(message)), content_type="application/json", status=status)
 
 
 # --- Request parsing and paging ---------------------------------------------------------------
