@@ -209,12 +209,14 @@ SPECTACULAR_SETTINGS = {
 
 # --- Sabito sync ----------------------------------------------------------------
 # Raw strings on purpose: parsed and validated by sabito_sync.conf / checks.
-# Out of the box the sync talks to the built-in simulator (`manage.py
-# sabito_simulator`), whose key is "sim-key". Once SABITO_API_URL names a real
-# Sabito, the key must be set too: an empty one is a start-up error.
+# In development the sync talks to the built-in simulator (`manage.py
+# sabito_simulator`, key "sim-key") unless told otherwise. In production there is no
+# default: an unset SABITO_API_URL is a start-up error (sabito_sync.E001) and an
+# http:// one a warning (nexpro.W001). Once SABITO_API_URL names a real Sabito, the
+# key must be set too: an empty one is a start-up error.
 SABITO_SIMULATOR_URL = "http://127.0.0.1:8001"
 SABITO_SIMULATOR_API_KEY = "sim-key"
-SABITO_API_URL = env.str("SABITO_API_URL", default=SABITO_SIMULATOR_URL)
+SABITO_API_URL = env.str("SABITO_API_URL", default="" if PRODUCTION else SABITO_SIMULATOR_URL)
 SABITO_API_KEY = env.str(
     "SABITO_API_KEY", default=SABITO_SIMULATOR_API_KEY if SABITO_API_URL == SABITO_SIMULATOR_URL else ""
 )

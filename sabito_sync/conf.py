@@ -75,7 +75,12 @@ def parse_number(name: str, value, problems: list[str], *, kind=int, minimum=0, 
 
 
 def parse_api_url(value, problems: list[str]) -> str:
-    url = str(value).strip().rstrip("/")
+    url = str(value or "").strip().rstrip("/")
+    if not url:
+        # No default on purpose: a default would sync against something that is not
+        # the operator's Sabito and pass every check.
+        problems.append("SABITO_API_URL is not set: the sync has no Sabito API to talk to; set it to its base URL, e.g. https://api.sabito.example")
+        return url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         problems.append(
