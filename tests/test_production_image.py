@@ -55,7 +55,7 @@ def test_the_development_lock_agrees_with_the_runtime_lock():
     runtime, development = pins(ROOT / "requirements.lock"), pins(ROOT / "requirements-dev.lock")
 
     assert {name: development.get(name) for name in runtime} == runtime
-    assert {"honcho", "pytest", "pip-tools", "pip-audit"} <= set(development)
+    assert {"honcho", "pytest", "pip-tools", "pip-audit", "build"} <= set(development)
 
 
 def test_gunicorn_takes_its_timeout_workers_and_max_requests_from_the_environment():

@@ -12,6 +12,8 @@ from sabito_simulator.cli import add_simulator_arguments, describe_businesses, s
 
 class Command(BaseCommand):
     help = "Serve a simulated Sabito API (GET /api/customers plus /_simulator/ controls) until Ctrl-C."
+    # The simulator needs no database nor Sabito settings: it is what those point at.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         add_simulator_arguments(parser)
