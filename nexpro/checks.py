@@ -31,7 +31,7 @@ def check_production_settings(app_configs=None, **kwargs):
                 f"SABITO_API_URL={settings.SABITO_API_URL!r} is plain HTTP: the API key and every customer "
                 "record would cross the network unencrypted.",
                 hint="Use the Sabito API's https:// URL.",
-                id="nexpro.W001",
+                id="nexpro.W002",
             )
         )
     return errors

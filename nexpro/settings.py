@@ -212,7 +212,7 @@ SPECTACULAR_SETTINGS = {
 # In development the sync talks to the built-in simulator (`manage.py
 # sabito_simulator`, key "sim-key") unless told otherwise. In production there is no
 # default: an unset SABITO_API_URL is a start-up error (sabito_sync.E001) and an
-# http:// one a warning (nexpro.W001). Once SABITO_API_URL names a real Sabito, the
+# http:// one a warning (nexpro.W002). Once SABITO_API_URL names a real Sabito, the
 # key must be set too: an empty one is a start-up error.
 SABITO_SIMULATOR_URL = "http://127.0.0.1:8001"
 SABITO_SIMULATOR_API_KEY = "sim-key"

@@ -90,7 +90,7 @@ def test_production_warns_about_a_plain_http_sabito_api_url(tmp_path):
 
     completed = manage("check", "--fail-level", "WARNING", env=env)
 
-    assert completed.returncode != 0 and "nexpro.W001" in completed.stderr
+    assert completed.returncode != 0 and "nexpro.W002" in completed.stderr
 
 
 def test_development_defaults_to_the_local_simulator(tmp_path):
