@@ -35,3 +35,28 @@ def check_production_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@register()
+def check_api_wait_fits_the_web_timeout(app_configs=None, **kwargs):
+    """The sync endpoints hold a web worker while they wait for the runs they queued:
+    a wait as long as gunicorn's timeout gets the worker killed mid-answer."""
+    import os
+
+    from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
+
+    try:
+        wait = load_sabito_settings().api_wait_seconds
+        timeout = int(os.environ.get("GUNICORN_TIMEOUT", "").strip() or 30)
+    except (SabitoSettingsError, ValueError):
+        return []  # reported by the checks of those settings
+    if wait + 5 <= timeout:
+        return []
+    return [
+        Warning(
+            f"SABITO_SYNC_API_WAIT={wait:g} leaves less than 5 s of GUNICORN_TIMEOUT={timeout}: a sync request "
+            "that waits that long is killed with its web worker.",
+            hint="Lower SABITO_SYNC_API_WAIT or raise GUNICORN_TIMEOUT.",
+            id="nexpro.W001",
+        )
+    ]

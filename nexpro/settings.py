@@ -131,6 +131,7 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
+FORMAT_MODULE_PATH = ["nexpro.formats"]
 USE_TZ = True
 
 STATIC_URL = "static/"
@@ -141,10 +142,18 @@ STORAGES = {
 }
 
 # --- Cache ----------------------------------------------------------------------
-# The API's throttle counters live in the cache: shared through Redis when there
-# is one, so every web process counts the same requests; per process otherwise.
+# The API's throttle counters (and the status endpoint's answers) live in the cache,
+# which every web process must share for the documented rate to hold: Redis when there
+# is one, otherwise files under CACHE_DIR that the processes of one host share.
 if env.str("REDIS_URL", default=""):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("REDIS_URL")}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env.str("CACHE_DIR", default="") or str(VAR_DIR / "cache"),
+        }
+    }
 
 # --- Celery ---------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -236,6 +245,7 @@ SABITO_TASK_MAX_RETRIES = env.str("SABITO_TASK_MAX_RETRIES", default="3")
 SABITO_TASK_RETRY_DELAY = env.str("SABITO_TASK_RETRY_DELAY", default="60")
 # Per-user rate of the two endpoints that start syncs, e.g. "30/minute"; "" = no limit.
 SABITO_SYNC_THROTTLE = env.str("SABITO_SYNC_THROTTLE", default="30/minute")
+SABITO_SYNC_API_WAIT = env.str("SABITO_SYNC_API_WAIT", default="20")
 SABITO_RUN_RETENTION_DAYS = env.str("SABITO_RUN_RETENTION_DAYS", default="90")
 SABITO_SYNC_ALERT_AFTER_FAILURES = env.str("SABITO_SYNC_ALERT_AFTER_FAILURES", default="1")
 SABITO_SYNC_WEBHOOK_URL = env.str("SABITO_SYNC_WEBHOOK_URL", default="")

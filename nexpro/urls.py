@@ -7,6 +7,9 @@ admin.site.site_header = "NEXPro administration"
 admin.site.site_title = "NEXPro admin"
 admin.site.index_title = "Tenants, customers and the Sabito sync"
 
+# The admin's "View site" leads to the API's documentation: the project has no pages of its own.
+admin.site.site_url = "/api/docs/"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

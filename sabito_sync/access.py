@@ -4,7 +4,7 @@ the mapping service and the documentation's table.
 Two kinds of people act on mappings:
 
 - Tenant roles (`Membership`) act only inside their own tenant: members read;
-  tenant admins also rename a mapping, pause or resume it and trigger its syncs.
+  tenant admins also rename a mapping, pause or resume it, and trigger and cancel its syncs.
 - Platform operators act through Django's model permissions on `SabitoMapping`
   (superusers hold them all), in any tenant. Connecting a business (creating a
   mapping), re-pointing a mapping at another business or tenant, and deleting one
@@ -46,7 +46,7 @@ class Action(enum.Enum):
         roles=frozenset({Membership.Role.ADMIN}),
         permissions=(f"{APP_LABEL}.change_sabitomapping",),
         refusal="Only admins of this tenant, or platform operators with the sabito_sync.change_sabitomapping "
-        "permission, may rename, pause, resume or sync its Sabito mappings.",
+        "permission, may rename, pause, resume or sync its Sabito mappings, or cancel their syncs.",
     )
     CONNECT = Rule(
         roles=frozenset(),

@@ -1,11 +1,13 @@
 """The Django admin: set up tenants and mappings, press "sync now", read the history.
 
 The admin is the platform operators': Django's model permissions decide what each
-may see and do (`is_staff` only lets them log in). The sync buttons and actions, and
-saving or deleting a mapping, are thin interfaces over the mapping service
-(`mappings`), like the API and the command: they queue syncs through
-`request_sync` and report with a message; the sync itself never runs inside the
-request (it can take minutes).
+may see and do (`is_staff` only lets them log in). The sync and cancel buttons and
+actions, and saving or deleting a mapping, are thin interfaces over the mapping
+service (`mappings`), like the API and the command: they queue syncs through
+`request_sync`, cancel through `cancel_run`, and report with a message; the sync
+itself never runs inside the request (it can take minutes). A page showing a queued
+or running run follows it (`run_progress.js` polls the run's progress view) and
+reloads itself once the run has finished.
 """
 
 from __future__ import annotations
@@ -19,23 +21,26 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
+from django.db.models import Count, Prefetch
 from django.db.models.fields.json import KT
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.timesince import timesince
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from . import access, metadata
 from . import mappings as mapping_service
 from .access import Action, ActionRefused
-from .mappings import SyncIsRunning, SyncQueueUnavailable
+from .mappings import RunAlreadyFinished, SyncIsRunning, SyncQueueUnavailable
 from .models import Customer, Membership, SabitoMapping, SyncRun, Tenant
+from .serializers import SyncRunSerializer
 
 ADMIN_CSS = {"all": ["sabito_sync/admin.css"]}
+ADMIN_JS = ["sabito_sync/run_progress.js"]
 EMPTY = "—"
 
 
@@ -89,6 +94,49 @@ def counters(*, created, updated, skipped, errors, processed=None) -> str:
 
 def runs_url(mapping: SabitoMapping) -> str:
     return reverse("admin:sabito_sync_syncrun_changelist") + "?" + urlencode({"mapping__id__exact": mapping.pk})
+
+
+RUN_STATE_BADGES = {
+    SyncRun.Status.QUEUED: "queued",
+    SyncRun.Status.RUNNING: "running",
+    SyncRun.Status.SUCCEEDED: "succeeded",
+    SyncRun.Status.FAILED: "failed",
+    SyncRun.Status.CANCELLED: "cancelled",
+    SyncRun.Status.INTERRUPTED: "interrupted",
+    SyncRun.Status.ALREADY_RUNNING: "skipped",
+}
+
+
+def run_progress(run: SyncRun) -> str:
+    """A queued or running run at a glance: its state, and the counters and pages so far."""
+    state = badge(RUN_STATE_BADGES.get(run.status, "never"), run.get_status_display())
+    if run.status == SyncRun.Status.QUEUED:
+        return format_html(
+            '{} <span class="sabito-quiet">waiting for a worker since {}</span>',
+            state,
+            timezone.localtime(run.started_at).strftime("%H:%M:%S"),
+        )
+    if run.status != SyncRun.Status.RUNNING:
+        return state
+    so_far = counters(
+        processed=run.customers_processed, created=run.created, updated=run.updated, skipped=run.skipped, errors=run.errors
+    )
+    stopping = " · cancel requested: stops after this page" if run.cancel_requested_at else ""
+    return format_html(
+        '{} <span class="sabito-progress">{} · pages <b>{}</b>{}</span>', state, so_far, run.pages_done, stopping
+    )
+
+
+def following(run: SyncRun, content: str) -> str:
+    """`content` kept current while `run` is queued or running (see run_progress.js)."""
+    if run.status in SyncRun.FINISHED_STATUSES:
+        return content
+    url = reverse("admin:sabito_sync_syncrun_progress", args=[quote(run.pk)])
+    return format_html('<span class="sabito-run-progress" data-sabito-run-progress="{}">{}</span>', url, content)
+
+
+def run_url(run: SyncRun) -> str:
+    return reverse("admin:sabito_sync_syncrun_change", args=[quote(run.pk)])
 
 
 def last_sync_result(mapping: SabitoMapping) -> dict:
@@ -278,6 +326,7 @@ class SabitoMappingForm(forms.ModelForm):
 @admin.register(SabitoMapping)
 class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
     form = SabitoMappingForm
+    empty_value_display = EMPTY
     # The state right after the name: it is what an operator scans the list for.
     list_display = ["business", "sync_state", "last_sync", "last_result", "runs_link", "tenant", "active"]
     list_display_links = ["business"]
@@ -288,6 +337,8 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
     actions = ["full_sync_selected", "incremental_sync_selected"]
     readonly_fields = [
         "sync_state",
+        "current_run",
+        "last_state",
         "last_sync",
         "last_result",
         "last_error",
@@ -302,6 +353,7 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
 
     class Media:
         css = ADMIN_CSS
+        js = ADMIN_JS
 
     def get_fieldsets(self, request, obj=None):
         mapping = (None, {"fields": ["business_name", "sabito_business_id", "tenant", "is_active"]})
@@ -309,14 +361,21 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
             return [mapping]
         return [
             mapping,
-            ("Sync status", {"fields": ["sync_state", "last_sync", "last_result", "last_error", "watermark", "runs_link"]}),
+            (
+                "Sync status",
+                {"fields": ["current_run", "last_state", "last_sync", "last_result", "last_error", "watermark", "runs_link"]},
+            ),
             ("Record", {"fields": ["created_at", "updated_at", "metadata"], "classes": ["collapse"]}),
         ]
 
     def get_queryset(self, request):
-        # One query for the whole list: the running state is a subquery, the
-        # last result lives in the mapping's own metadata.
-        return mapping_service.with_sync_running(super().get_queryset(request))
+        # Two queries for the whole list: the last result lives in the mapping's own
+        # metadata, its queued or running run comes with one more.
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(Prefetch("runs", queryset=mapping_service.active_runs(), to_attr="active_runs"))
+        )
 
     def save_model(self, request, obj, form, change):
         try:
@@ -362,8 +421,12 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
 
     @admin.display(description="State")
     def sync_state(self, mapping):
-        if getattr(mapping, "sync_running", False):
-            return badge("running", "Running")
+        if run := active_run(mapping):
+            return following(run, run_progress(run))
+        return self.last_state(mapping)
+
+    @admin.display(description="Last state")
+    def last_state(self, mapping):
         result = last_sync_result(mapping)
         if not result:
             return badge("never", "Never synced")
@@ -383,6 +446,7 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
         if not result:
             return EMPTY
         return counters(
+            processed=result.get("customersProcessed", 0),
             created=result.get("created", 0),
             updated=result.get("updated", 0),
             skipped=result.get("skipped", 0),
@@ -401,6 +465,13 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
             "{}<br>The next incremental sync asks Sabito for customers updated after this.",
             format_moment(mapping.last_synced_at),
         )
+
+    @admin.display(description="Current run")
+    def current_run(self, mapping):
+        run = active_run(mapping)
+        if run is None:
+            return "None: no sync of it is queued or running"
+        return format_html('{} <a href="{}">View run</a>', following(run, run_progress(run)), run_url(run))
 
     @admin.display(description="Runs")
     def runs_link(self, mapping):
@@ -435,6 +506,10 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
         if obj is not None:
             context["can_sync"] = self.has_change_permission(request, obj)
             context["runs_url"] = runs_url(obj)
+            run = active_run(obj)
+            if run is not None and access.may(request.user, Action.MANAGE, tenant=obj.tenant):
+                context["cancel_run_url"] = reverse("admin:sabito_sync_syncrun_cancel", args=[quote(run.pk)])
+                context["cancel_run_next"] = request.get_full_path()
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def sync_now_view(self, request, object_id, full_sync):
@@ -512,18 +587,20 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
 
 # --- Sync runs -------------------------------------------------------------------------
 
-RUN_STATE_BADGES = {
-    SyncRun.Status.RUNNING: "running",
-    SyncRun.Status.SUCCEEDED: "succeeded",
-    SyncRun.Status.FAILED: "failed",
-    SyncRun.Status.ALREADY_RUNNING: "skipped",
-}
+def active_run(mapping: SabitoMapping) -> SyncRun | None:
+    """The mapping's running run, or else its latest queued one (`mappings.active_runs`),
+    from the admin's prefetch when there is one."""
+    runs = getattr(mapping, "active_runs", None)
+    if runs is None:
+        runs = list(mapping_service.active_runs().filter(mapping=mapping)[:1])
+    return runs[0] if runs else None
 
 
 @admin.register(SyncRun)
 class SyncRunAdmin(admin.ModelAdmin):
     """The history, read-only: a run is written by the sync and only by the sync."""
 
+    empty_value_display = EMPTY
     list_display = ["started_at", "mapping_name", "state", "result", "run_duration", "kind", "trigger"]
     list_filter = ["mapping", "mapping__tenant", "status", "trigger", "full_sync"]
     search_fields = ["mapping__business_name", "mapping__sabito_business_id", "error_message"]
@@ -539,6 +616,7 @@ class SyncRunAdmin(admin.ModelAdmin):
                     "kind",
                     "trigger",
                     "state",
+                    "progress",
                     "started_at",
                     "finished_at",
                     "run_duration",
@@ -548,7 +626,7 @@ class SyncRunAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Counters", {"fields": ["customers_processed", "created", "updated", "skipped", "errors"]}),
+        ("Counters", {"fields": ["customers_processed", "created", "updated", "skipped", "errors", "pages_done"]}),
         ("Errors", {"fields": ["error_message", "error_details_table"]}),
     ]
     readonly_fields = [
@@ -556,13 +634,16 @@ class SyncRunAdmin(admin.ModelAdmin):
         "tenant",
         "kind",
         "state",
+        "progress",
         "run_duration",
         "updated_after_used",
         "error_details_table",
     ]
+    change_form_template = "admin/sabito_sync/syncrun/change_form.html"
 
     class Media:
         css = ADMIN_CSS
+        js = ADMIN_JS
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("mapping__tenant")
@@ -580,6 +661,77 @@ class SyncRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    # -- following and cancelling a run
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(require_POST(self.cancel_view)),
+                name="%s_%s_cancel" % info,
+            ),
+            path(
+                "<path:object_id>/progress/",
+                self.admin_site.admin_view(require_GET(self.progress_view)),
+                name="%s_%s_progress" % info,
+            ),
+            *super().get_urls(),
+        ]
+
+    def viewed_run(self, request, object_id) -> SyncRun:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            raise Http404(f"No sync run with id {object_id}")
+        return run
+
+    def cancel_view(self, request, object_id):
+        run = self.viewed_run(request, object_id)
+        try:
+            run = mapping_service.cancel_run(actor=request.user, run=run)
+        except ActionRefused as exc:
+            raise PermissionDenied(str(exc)) from None
+        except RunAlreadyFinished as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            if run.status == SyncRun.Status.CANCELLED:
+                self.message_user(request, f"Cancelled the queued sync of {run.mapping.business_name}", messages.SUCCESS)
+            else:
+                self.message_user(
+                    request,
+                    f"Cancel requested: the sync of {run.mapping.business_name} stops after the page it is writing",
+                    messages.SUCCESS,
+                )
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+            back = run_url(run)
+        return HttpResponseRedirect(back)
+
+    def progress_view(self, request, object_id):
+        """The run as the API shows it, plus its progress rendered as the pages show it."""
+        run = self.viewed_run(request, object_id)
+        return JsonResponse(
+            {
+                "finished": run.status in SyncRun.FINISHED_STATUSES,
+                "html": run_progress(run),
+                "run": SyncRunSerializer(run).data,
+            }
+        )
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.status not in SyncRun.FINISHED_STATUSES:
+            if access.may(request.user, Action.MANAGE, tenant=obj.mapping.tenant):
+                context["cancel_run_url"] = reverse("admin:sabito_sync_syncrun_cancel", args=[quote(obj.pk)])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="Progress")
+    def progress(self, run):
+        if run.status in SyncRun.FINISHED_STATUSES:
+            return EMPTY
+        return following(run, run_progress(run))
 
     @admin.display(description="Mapping", ordering="mapping__business_name")
     def mapping_name(self, run):
@@ -618,11 +770,11 @@ class SyncRunAdmin(admin.ModelAdmin):
     def run_duration(self, run):
         if run.status == SyncRun.Status.RUNNING:
             return f"running for {timesince(run.started_at, depth=2)}"
-        if run.status == SyncRun.Status.ALREADY_RUNNING:
+        if run.status in (SyncRun.Status.ALREADY_RUNNING, SyncRun.Status.QUEUED):
             return EMPTY
         return format_duration(run.duration)
 
-    @admin.display(description="updatedAfter used")
+    @admin.display(description="Asked Sabito for customers updated after")
     def updated_after_used(self, run):
         if run.updated_after is None:
             return "None: every customer was fetched (full sync or first sync)"

@@ -15,6 +15,7 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
+from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -38,9 +39,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import mappings as mapping_service
 from .access import Action, ActionRefused
-from .conf import SabitoSettingsError
+from .conf import SabitoSettingsError, load_sabito_settings
 from .logs import LOG_PREFIX
-from .mappings import BusinessAlreadyMapped, NoSuchTenant, SyncIsRunning, SyncQueueUnavailable
+from .mappings import BusinessAlreadyMapped, NoSuchTenant, RunAlreadyFinished, SyncIsRunning, SyncQueueUnavailable
 from .models import SabitoMapping, SyncRun
 from .permissions import TENANT_HEADER, ActionPermission, BearerTokenAuthentication, SyncTriggerThrottle, TenantPermission
 from .serializers import (
@@ -54,13 +55,17 @@ from .serializers import (
     SyncInputSerializer,
     SyncQueuedResponseSerializer,
     SyncResponseSerializer,
+    SyncRunCancelResponseSerializer,
     SyncRunPageResponseSerializer,
+    SyncRunResponseSerializer,
     SyncRunSerializer,
     SyncStatusResponseSerializer,
-    sync_result_data,
+    result_of_run,
+    result_status,
+    sync_run_result_data,
 )
 from .status import sync_status_json
-from .sync import SyncAlreadyRunning, SyncResult
+from .sync import SyncAlreadyRunning, SyncResult, already_running_result
 
 logger = logging.getLogger("sabito_sync.api")
 
@@ -98,7 +103,7 @@ def api_exception_handler(exc, context):
 
 
 def as_api_exception(exc: Exception) -> Exception:
-    if isinstance(exc, (SyncAlreadyRunning, SyncIsRunning)):
+    if isinstance(exc, (SyncAlreadyRunning, SyncIsRunning, RunAlreadyFinished)):
         return Conflict(str(exc))
     if isinstance(exc, ActionRefused):
         return PermissionDenied(str(exc))
@@ -112,9 +117,7 @@ def as_api_exception(exc: Exception) -> Exception:
             f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes are accepted."
         )
     if isinstance(exc, (BrokerUnavailable, SyncQueueUnavailable)):
-        return ServiceUnavailable(
-            'Could not queue the sync: the task queue is unavailable. Try again later, or sync without "async".'
-        )
+        return ServiceUnavailable("Could not queue the sync: the task queue is unavailable. Try again later.")
     if isinstance(exc, SabitoSettingsError):
         # The problems name settings and their values: for the operator's log, not for API callers.
         logger.error("%s Sync requested over the API but the settings are invalid: %s", LOG_PREFIX, exc)
@@ -238,6 +241,9 @@ TENANT_HEADER_PARAMETER = OpenApiParameter(
 MAPPING_ID_PARAMETER = OpenApiParameter(
     "mappingId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The mapping's id."
 )
+RUN_ID_PARAMETER = OpenApiParameter(
+    "runId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The run's id (a sync answer's runId)."
+)
 
 
 def error_response(description: str) -> OpenApiResponse:
@@ -255,6 +261,7 @@ def tenant_operation(
     parameters: tuple = (),
     action: Action = Action.READ,
     mapping_in_path: bool = False,
+    run_in_path: bool = False,
     throttled: bool = False,
     conflict: str | None = None,
 ):
@@ -264,6 +271,7 @@ def tenant_operation(
         400: error_response(
             f"Missing or malformed {TENANT_HEADER} header"
             + (", malformed mapping id" if mapping_in_path else "")
+            + (", malformed run id" if run_in_path else "")
             + (", or invalid body" if request is not None else "")
             + "."
         ),
@@ -272,6 +280,8 @@ def tenant_operation(
     }
     if mapping_in_path:
         errors[404] = error_response("No mapping with this id in this tenant (another tenant's id answers the same).")
+    if run_in_path:
+        errors[404] = error_response("No run with this id in this tenant (another tenant's id answers the same).")
     if conflict:
         errors[409] = error_response(conflict)
     if request is not None:
@@ -284,9 +294,21 @@ def tenant_operation(
         description=description,
         tags=tags,
         request=request,
-        parameters=[TENANT_HEADER_PARAMETER, *([MAPPING_ID_PARAMETER] if mapping_in_path else []), *parameters],
+        parameters=[
+            TENANT_HEADER_PARAMETER,
+            *([MAPPING_ID_PARAMETER] if mapping_in_path else []),
+            *([RUN_ID_PARAMETER] if run_in_path else []),
+            *parameters,
+        ],
         responses={**responses, **errors},
     )
+
+
+def path_uuid(name: str, raw: str, *, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ValidationError({name: [f"{raw[:100]!r} is not a valid {what} id; expected a UUID."]}) from None
 
 
 # --- Views ------------------------------------------------------------------------------------
@@ -310,13 +332,7 @@ class TenantAPIView(APIView):
         return SabitoMapping.objects.filter(tenant=self.request.tenant).select_related("tenant")
 
     def get_mapping(self, mapping_id: str) -> SabitoMapping:
-        try:
-            pk = uuid.UUID(mapping_id)
-        except ValueError:
-            raise ValidationError(
-                {"mappingId": [f"{mapping_id[:100]!r} is not a valid mapping id; expected a UUID."]}
-            ) from None
-        mapping = self.tenant_mappings().filter(pk=pk).first()
+        mapping = self.tenant_mappings().filter(pk=path_uuid("mappingId", mapping_id, what="mapping")).first()
         if mapping is None:
             # Exactly the answer for an id that exists in another tenant: ids cannot be probed.
             raise NotFound("Sabito mapping not found.")
@@ -324,6 +340,17 @@ class TenantAPIView(APIView):
 
     def get_exception_handler(self):
         return api_exception_handler
+
+    def get_run(self, run_id: str) -> SyncRun:
+        run = (
+            SyncRun.objects.filter(pk=path_uuid("runId", run_id, what="run"), mapping__tenant=self.request.tenant)
+            .select_related("mapping__tenant")
+            .first()
+        )
+        if run is None:
+            # Another tenant's run answers exactly like a missing one.
+            raise NotFound("Sync run not found.")
+        return run
 
     def input_data(self):
         """The JSON body; a body sent without a Content-Type would otherwise be
@@ -334,9 +361,11 @@ class TenantAPIView(APIView):
 
 
 SYNC_DESCRIPTION = (
-    "Runs inside the request and answers when the sync has finished, unless `async` is true: then the "
-    "sync is queued on the task queue and the answer (202) lists the queued task ids. Rate limited per "
-    "user (`SABITO_SYNC_THROTTLE`, default 30/minute)."
+    "Queues the syncs on the workers (never runs one in the web process), then waits for them up to "
+    "`SABITO_SYNC_API_WAIT` seconds (default 20). All finished: 200 with one result per mapping. Not all "
+    "finished: 202 with each run's id and a URL to poll (GET /api/sabito/runs/{runId}); the message says "
+    "when no worker has picked a run up. `\"async\": true` answers that 202 at once. Rate limited per user "
+    "(`SABITO_SYNC_THROTTLE`, default 30/minute)."
 )
 
 
@@ -354,9 +383,13 @@ class SyncTriggerApi(TenantAPIView):
         return params.validated_data["full_sync"], params.validated_data["run_async"]
 
 
-SYNC_QUEUED_RESPONSES = {
-    202: OpenApiResponse(SyncQueuedResponseSerializer, description='Queued ("async": true).'),
-    503: error_response('"async": true but the task queue is unavailable, or the sync is misconfigured.'),
+SYNC_RESPONSES = {
+    202: OpenApiResponse(
+        SyncQueuedResponseSerializer,
+        description='Queued, and not all finished within SABITO_SYNC_API_WAIT seconds (or "async": true): poll '
+        "each run's url.",
+    ),
+    503: error_response("The task queue is unavailable, or the sync is misconfigured on the server."),
 }
 
 
@@ -365,14 +398,15 @@ class SyncAllApi(SyncTriggerApi):
         operation_id="sync_all",
         summary="Sync all of the tenant's active mappings",
         description=SYNC_DESCRIPTION
-        + " Only active mappings are synced. `success` is false, and the message says how many failed, "
-        "if any mapping's sync failed; each item has its own `success` and, when false, `error` (a mapping "
-        "whose sync is already running is such an item).",
+        + " Only active mappings are synced. `success` is false, and the message says how many failed, if any "
+        "mapping's sync failed; each item has its own `success` and, when false, `error`. A mapping whose sync "
+        "was already running is an item with `alreadyRunning: true`, named in the message and not counted as a "
+        "failure; cancelled and interrupted runs are named there too.",
         tags=["sync"],
         request=SyncInputSerializer,
         responses={
-            200: OpenApiResponse(SyncResponseSerializer, description="The syncs ran; one result per mapping."),
-            **SYNC_QUEUED_RESPONSES,
+            200: OpenApiResponse(SyncResponseSerializer, description="Every sync finished; one result per mapping."),
+            **SYNC_RESPONSES,
         },
         action=Action.MANAGE,
         throttled=True,
@@ -380,12 +414,7 @@ class SyncAllApi(SyncTriggerApi):
     def post(self, request):
         full_sync, run_async = self.sync_options()
         mappings = list(self.tenant_mappings().filter(is_active=True))
-        if run_async:
-            return queued_response(request, mappings, full_sync=full_sync)
-        results = mapping_service.sync_all_now(
-            actor=request.user, mappings=mappings, full_sync=full_sync, trigger=SyncRun.Trigger.API
-        )
-        return sync_response(results)
+        return sync_answer(request, mappings, full_sync=full_sync, run_async=run_async)
 
 
 class SyncMappingApi(SyncTriggerApi):
@@ -393,12 +422,12 @@ class SyncMappingApi(SyncTriggerApi):
         operation_id="sync_mapping",
         summary="Sync one mapping",
         description=SYNC_DESCRIPTION
-        + " An inactive mapping is synced too when named here explicitly. `data` is a list of one result.",
+        + " An inactive mapping is synced too when named here explicitly. `data` is a list of one item.",
         tags=["sync"],
         request=SyncInputSerializer,
         responses={
-            200: OpenApiResponse(SyncResponseSerializer, description="The sync ran (successfully or not)."),
-            **SYNC_QUEUED_RESPONSES,
+            200: OpenApiResponse(SyncResponseSerializer, description="The sync finished (successfully or not)."),
+            **SYNC_RESPONSES,
         },
         action=Action.MANAGE,
         mapping_in_path=True,
@@ -408,40 +437,106 @@ class SyncMappingApi(SyncTriggerApi):
     def post(self, request, mappingId):
         mapping = self.get_mapping(mappingId)
         full_sync, run_async = self.sync_options()
-        if run_async:
-            return queued_response(request, [mapping], full_sync=full_sync, refuse_running=True)
-        result = mapping_service.sync_now(
-            actor=request.user, mapping=mapping, full_sync=full_sync, trigger=SyncRun.Trigger.API
-        )
-        return sync_response([result])
+        return sync_answer(request, [mapping], full_sync=full_sync, run_async=run_async, refuse_running=True)
 
 
-def sync_response(results: list[SyncResult]) -> Response:
-    failed = sum(not result.success for result in results)
+def sync_answer(
+    request, mappings: list[SabitoMapping], *, full_sync: bool, run_async: bool, refuse_running: bool = False
+) -> Response:
+    """Queue the syncs and wait for them (`SABITO_SYNC_API_WAIT`; not at all when
+    `run_async`). A mapping already syncing is not queued again: a 409 when it is the
+    only one asked for (`refuse_running`), an "already running" item otherwise."""
+    wait = 0.0 if run_async else load_sabito_settings().api_wait_seconds
+    outcome = mapping_service.request_sync(
+        actor=request.user, mappings=mappings, full_sync=full_sync, trigger=SyncRun.Trigger.API
+    )
+    refusals = already_running_refusals(outcome.already_running)
+    if refuse_running and refusals:
+        raise refusals[0]
+    task_ids = {item.run.pk: item.task_id for item in outcome.queued}
+    runs = [item.run for item in outcome.queued]
+    if not run_async:
+        runs = mapping_service.wait_for_runs(runs=runs, timeout=wait)
+    run_of = {run.mapping_id: run for run in runs}
+    refusal_of = {refusal.mapping.pk: refusal for refusal in refusals}
+    if not run_async and all(run.status in SyncRun.FINISHED_STATUSES for run in runs):
+        results = [
+            result_of_run(run_of[mapping.pk]) if mapping.pk in run_of else already_running_result(refusal_of[mapping.pk])
+            for mapping in mappings
+        ]
+        return finished_response(results)
+    items = [pending_item(request, mapping, run_of.get(mapping.pk), task_ids) for mapping in mappings]
+    return Response(
+        {"success": True, "message": pending_message(runs, refusals, waited=wait), "data": items},
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+def already_running_refusals(mappings: list[SabitoMapping]) -> list[SyncAlreadyRunning]:
+    """Why each of `mappings` was not queued, naming the run holding it."""
+    holders = {run.mapping_id: run for run in mapping_service.live_runs().filter(mapping__in=mappings)}
+    return [SyncAlreadyRunning(mapping, holders.get(mapping.pk)) for mapping in mappings]
+
+
+# How the message names the mappings that neither succeeded nor failed.
+NOT_COMPLETED = {
+    SyncRun.Status.ALREADY_RUNNING: "already running, so not started again",
+    SyncRun.Status.CANCELLED: "cancelled",
+    SyncRun.Status.INTERRUPTED: "interrupted by a worker shutting down, to resume in a new run",
+}
+
+
+def finished_response(results: list[SyncResult]) -> Response:
+    """The guide's answer: "Sync completed", with failures counted. A mapping that
+    was already syncing, or a run cancelled or interrupted, is not a failure: the
+    message names it."""
+    statuses = [result_status(result) for result in results]
+    failed = statuses.count(SyncRun.Status.FAILED)
     message = "Sync completed"
     if failed:
         plural = "" if len(results) == 1 else "s"
         message = f"Sync completed with failures for {failed} of {len(results)} mapping{plural}"
-    return Response({"success": not failed, "message": message, "data": [sync_result_data(result) for result in results]})
+    for run_status, label in NOT_COMPLETED.items():
+        names = [result.business_name for result, of in zip(results, statuses) if of == run_status]
+        if names:
+            message += f"; {label}: {', '.join(names)}"
+    data = [sync_run_result_data(result) for result in results]
+    return Response({"success": not failed, "message": message, "data": data})
 
 
-def queued_response(request, mappings: list[SabitoMapping], *, full_sync: bool, refuse_running: bool = False) -> Response:
-    """Queue the syncs; a mapping already syncing is not queued again (409 when it
-    is the only one asked for, named in the message otherwise)."""
-    outcome = mapping_service.request_sync(
-        actor=request.user, mappings=mappings, full_sync=full_sync, trigger=SyncRun.Trigger.API
-    )
-    if refuse_running and outcome.already_running:
-        raise SyncAlreadyRunning(outcome.already_running[0], None)
-    queued = [
-        {"mappingId": str(item.mapping.pk), "businessId": item.mapping.sabito_business_id, "taskId": item.task_id}
-        for item in outcome.queued
-    ]
-    message = "Sync queued"
-    if outcome.already_running:
-        names = ", ".join(mapping.business_name for mapping in outcome.already_running)
-        message += f"; not queued, a sync is already running: {names}"
-    return Response({"success": True, "message": message, "data": queued}, status=status.HTTP_202_ACCEPTED)
+def pending_item(request, mapping: SabitoMapping, run: SyncRun | None, task_ids: dict) -> dict:
+    item = {
+        "mappingId": str(mapping.pk),
+        "businessId": mapping.sabito_business_id,
+        "runId": str(run.pk) if run else None,
+        "taskId": task_ids.get(run.pk) if run else None,
+        "status": run.status if run else SyncRun.Status.ALREADY_RUNNING,
+        "url": request.build_absolute_uri(reverse("sabito_sync:run-detail", args=[run.pk])) if run else None,
+    }
+    if run is None:
+        item["alreadyRunning"] = True
+    return item
+
+
+def pending_message(runs: list[SyncRun], refusals: list[SyncAlreadyRunning], *, waited: float) -> str:
+    unfinished = [run for run in runs if run.status not in SyncRun.FINISHED_STATUSES]
+    if waited:
+        message = (
+            f"Sync queued; {len(unfinished)} of {len(runs)} run{'' if len(runs) == 1 else 's'} not finished after "
+            f"{waited:g} s. Poll each run's url for its progress and result."
+        )
+    else:
+        message = "Sync queued. Poll each run's url for its progress and result."
+    waiting = [run.mapping.business_name for run in runs if run.status == SyncRun.Status.QUEUED]
+    if waited and waiting:
+        message += (
+            f" No worker has picked up {', '.join(waiting)} within {waited:g} s: is a Celery worker running "
+            "(and not busy with other syncs)?"
+        )
+    if refusals:
+        names = ", ".join(refusal.mapping.business_name for refusal in refusals)
+        message += f" Not queued, a sync is already running: {names}."
+    return message
 
 
 class SyncStatusApi(TenantAPIView):
@@ -573,3 +668,45 @@ class MappingRunsApi(TenantAPIView):
         paginator = self.pagination_class()
         runs = paginator.paginate_queryset(mapping.runs.order_by("-started_at", "-pk"), request, view=self)
         return paginator.get_paginated_response(SyncRunSerializer(runs, many=True).data)
+
+
+class RunDetailApi(TenantAPIView):
+    actions_by_method = {"GET": Action.READ}
+
+    @tenant_operation(
+        operation_id="runs_retrieve",
+        summary="One sync run: its status and counters so far",
+        description="Poll this after a sync answered 202. `status` is queued (no worker has started it yet), "
+        "running, or how it ended; the counters and `pagesDone` grow while it runs.",
+        tags=["runs"],
+        responses={200: SyncRunResponseSerializer},
+        run_in_path=True,
+    )
+    def get(self, request, runId):
+        return Response({"success": True, "data": SyncRunSerializer(self.get_run(runId)).data})
+
+
+class RunCancelApi(TenantAPIView):
+    actions_by_method = {"POST": Action.MANAGE}
+
+    @tenant_operation(
+        operation_id="runs_cancel",
+        summary="Cancel a queued or running sync run",
+        description="A queued run is cancelled at once and never starts. A running one stops after the page it is "
+        "writing and is recorded cancelled; what it wrote stays and the incremental watermark does not move "
+        "(`cancelRequested` is true meanwhile). Asking again is harmless.",
+        tags=["runs"],
+        responses={202: SyncRunCancelResponseSerializer},
+        action=Action.MANAGE,
+        run_in_path=True,
+        conflict="The run has already finished.",
+    )
+    def post(self, request, runId):
+        run = mapping_service.cancel_run(actor=request.user, run=self.get_run(runId))
+        if run.status == SyncRun.Status.CANCELLED:
+            message = "Run cancelled before a worker started it."
+        else:
+            message = "Cancel requested: the run stops after the page it is writing."
+        return Response(
+            {"success": True, "message": message, "data": SyncRunSerializer(run).data}, status=status.HTTP_202_ACCEPTED
+        )

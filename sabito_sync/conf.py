@@ -43,6 +43,8 @@ class SabitoSettings:
     resume_within_seconds: int
     task_max_retries: int
     task_retry_delay_seconds: int
+    # How long the sync endpoints wait for the runs they queued before answering 202.
+    api_wait_seconds: float
     run_retention_days: int = 90
     alert_after_failures: int = 1
     webhook_url: str = ""
@@ -185,6 +187,9 @@ def load_sabito_settings() -> SabitoSettings:
         ),
         webhook_url=parse_webhook_url(getattr(settings, "SABITO_SYNC_WEBHOOK_URL", ""), problems),
         webhook_secret=str(getattr(settings, "SABITO_SYNC_WEBHOOK_SECRET", "")).strip(),
+        api_wait_seconds=parse_number(
+            "SABITO_SYNC_API_WAIT", getattr(settings, "SABITO_SYNC_API_WAIT", 20), problems, kind=float, maximum=300
+        ),
     )
     if not problems and loaded.stale_run_after_seconds < 5 * loaded.heartbeat_seconds:
         # A few missed beats (a database blip, a long garbage collection) must not

@@ -10,12 +10,13 @@ itself (a management command, a scheduled task).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -44,6 +45,10 @@ class SyncIsRunning(Exception):
     """The change must wait for the mapping's running sync to finish."""
 
 
+class RunAlreadyFinished(Exception):
+    """The run has ended; there is nothing left to cancel."""
+
+
 class SyncQueueUnavailable(Exception):
     """The broker refused a sync; `request` says what was done before it did."""
 
@@ -60,6 +65,15 @@ def live_runs() -> QuerySet:
     stale belongs to a dead worker: the next sync takes it over, so it does not count."""
     stale_before = stale_heartbeat_cutoff(load_sabito_settings())
     return SyncRun.objects.filter(status=SyncRun.Status.RUNNING, heartbeat_at__gte=stale_before)
+
+
+def active_runs() -> QuerySet:
+    """Runs waiting for a worker or holding their mapping now (see `live_runs`), the
+    running one of a mapping first: what an operator follows and may cancel."""
+    stale_before = stale_heartbeat_cutoff(load_sabito_settings())
+    return SyncRun.objects.filter(
+        Q(status=SyncRun.Status.QUEUED) | Q(status=SyncRun.Status.RUNNING, heartbeat_at__gte=stale_before)
+    ).order_by(Case(When(status=SyncRun.Status.RUNNING, then=Value(0)), default=Value(1)), "-started_at")
 
 
 def is_sync_running(*, mapping: SabitoMapping) -> bool:
@@ -266,6 +280,67 @@ def request_sync(*, actor, mappings: Iterable[SabitoMapping], full_sync: bool, t
             raise SyncQueueUnavailable(message, request=request) from exc
         request.queued.append(QueuedSync(mapping=mapping, task_id=task_id, run=run))
     return request
+
+
+def wait_for_runs(*, runs: Iterable[SyncRun], timeout: float) -> list[SyncRun]:
+    """The runs as the database holds them once all have finished, or when `timeout`
+    seconds have passed (0: look once, do not wait), in the order given.
+
+    Polls the database: the workers write every outcome there, and the project keeps
+    no Celery result backend. Call it outside a transaction, or it never sees the
+    workers' commits."""
+    runs = list(runs)
+    if not runs:
+        return []
+    ids = [run.pk for run in runs]
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        current = SyncRun.objects.select_related("mapping__tenant").in_bulk(ids)
+        # A run deleted meanwhile (its mapping was deleted) stays as it was last seen.
+        runs = [current.get(run.pk, run) for run in runs]
+        remaining = deadline - time.monotonic()
+        if all(run.status in SyncRun.FINISHED_STATUSES for run in runs) or remaining <= 0:
+            return runs
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)
+
+
+def cancel_run(*, actor, run: SyncRun) -> SyncRun:
+    """Cancel a run: one still queued is recorded `cancelled` at once (the worker that
+    later receives its task finds it not queued and does nothing); a running one is
+    asked to stop, and its worker stops it after the page it is writing, keeping what
+    it wrote and the watermark. Raises `RunAlreadyFinished` for a run that has ended."""
+    ensure_may(actor, Action.MANAGE, tenant=run.mapping.tenant)
+    now = timezone.now()
+    who = actor_name(actor)
+    cancelled = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
+        status=SyncRun.Status.CANCELLED,
+        cancel_requested_at=now,
+        finished_at=now,
+        heartbeat_at=now,
+        error_message=f"Cancelled by {who} before a worker started it.",
+    )
+    if not cancelled:
+        # Claimed by a worker since we looked, or running all along: ask it to stop
+        # (a second request keeps the first one's time).
+        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=now
+        )
+    mapping = run.mapping
+    run.refresh_from_db()
+    run.mapping = mapping
+    if not cancelled and run.status != SyncRun.Status.RUNNING:
+        raise RunAlreadyFinished(f"Run {run.pk} has already finished ({run.get_status_display().lower()}); there is nothing to cancel.")
+    logger.info(
+        "%s Run %s of %s %s by %s",
+        LOG_PREFIX,
+        run.pk,
+        mapping.business_name,
+        "cancelled" if cancelled else "asked to stop after the page it is writing",
+        who,
+    )
+    return run
 
 
 def sync_now(

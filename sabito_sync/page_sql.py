@@ -49,6 +49,14 @@ def write_customers(
     return page_sql(connection.vendor, tuple(fields)).write(tenant_id, creates, updates, now)
 
 
+def release_emails(*, tenant_id, customer_ids: list) -> None:
+    """Blank the addresses of these customers of the tenant, inside the page's
+    transaction, before the page's write gives them their new ones: so another
+    customer of the page can take an address one of them gives up (two customers
+    swapping addresses), which the unique index would refuse mid-statement."""
+    Customer.objects.filter(tenant_id=tenant_id, pk__in=customer_ids).update(email="")
+
+
 def record_run_progress(*, run_id, values: dict) -> bool:
     """Set `values` (field name → value) on the run if it is still running; False if it
     no longer is (it was taken over). The ORM's update() would build this statement

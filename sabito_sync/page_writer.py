@@ -4,6 +4,15 @@ after a complete full sync, the customers Sabito no longer has marked missing.
 A page is matched in Python against the candidates one query finds, then written in
 the same few statements whatever it holds (`page_sql`), in one transaction with the
 run's counters and heartbeat, so the run always describes what is committed.
+
+Sabito is the source of truth for emails too, and people change theirs: two customers
+swap addresses, one takes the address another gave up. An address held by a customer
+linked to another Sabito record therefore blocks a record only while that record
+still has it. Held by a record on the same page that moves it elsewhere, it is
+released first (the page blanks the moving customers' old addresses before writing,
+so the unique index never sees both); held by a record not on the page, the record
+is deferred and tried again once every page is written, when its holder may have
+moved on. Only what still conflicts then is an error.
 """
 
 from __future__ import annotations
@@ -17,12 +26,23 @@ from django.utils import timezone
 from . import page_sql, signals
 from .logs import LOG_PREFIX
 from .models import Customer, SabitoMapping, SyncRun
-from .records import SABITO_ID_POSITION, SYNCED_FIELDS, RejectedRecord, synced_values, values_error_detail
+from .records import (
+    EMAIL_POSITION,
+    SABITO_ID_POSITION,
+    SYNCED_FIELDS,
+    RejectedRecord,
+    synced_values,
+    values_error_detail,
+)
 from .runs import RunTakenOver, SyncResult, run_counters
 
 logger = logging.getLogger("sabito_sync.sync")
 
 MISSING_BATCH_SIZE = 1000
+
+# Records waiting for an address another customer still holds are kept in memory and in
+# the run's checkpoint; past this many, a further one is an error at once.
+MAX_DEFERRED_RECORDS = 1000
 
 
 @dataclass
@@ -31,6 +51,11 @@ class PagePlan:
     updates: list[StoredCustomer] = field(default_factory=list)
     skipped: int = 0
     errors: list[dict] = field(default_factory=list)
+    # Records whose address a customer linked to another Sabito record holds: tried
+    # again after the last page (they count as what they finally become).
+    deferred: list[dict] = field(default_factory=list)
+    # Customers updated to another address: their old one is blanked first.
+    releases: list = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
@@ -60,9 +85,13 @@ def write_page(
     validated: list[dict | RejectedRecord],
     seen_ids: set[str],
     result: SyncResult,
+    deferred: list[dict] | None = None,
+    final: bool = False,
 ) -> None:
     """Match and write one page of validated records (see `records.validate_records`)
-    in one transaction, together with the run's counters and heartbeat."""
+    in one transaction, together with the run's counters and heartbeat. Records kept
+    waiting for an address are appended to `deferred`; with `final` (the retry after
+    the last page) nothing waits any more."""
     valid: list[dict] = []
     page_errors: list[dict] = []
     for values in validated:
@@ -73,17 +102,22 @@ def write_page(
                 seen_ids.add(values.sabito_id)
             continue
         # Overlapping or drifting pages may repeat a record: process it once per sync.
-        if values["sabito_customer_id"] in seen_ids:
-            continue
-        seen_ids.add(values["sabito_customer_id"])
+        if not final:
+            if values["sabito_customer_id"] in seen_ids:
+                continue
+            seen_ids.add(values["sabito_customer_id"])
         valid.append(values)
 
+    deferred = [] if deferred is None else deferred
+    room = 0 if final else MAX_DEFERRED_RECORDS - len(deferred)
+    page = {"run": run, "result": result, "tenant_id": mapping.tenant_id, "valid": valid, "page_errors": page_errors}
     try:
-        plan = write_planned_page(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
+        plan = write_planned_page(**page, may_defer=room, deferred_before=deferred)
     except IntegrityError:
         # Someone else (another mapping of this tenant, a person) wrote a matching
         # customer after we looked: look again and write record by record.
-        plan = write_page_record_by_record(run=run, result=result, tenant_id=mapping.tenant_id, valid=valid, page_errors=page_errors)
+        plan = write_page_record_by_record(**page, may_defer=room, deferred_before=deferred)
+    deferred.extend(plan.deferred)
     apply_plan_to_result(plan, result)
     # The bulk writes send no post_save: the host learns of the page's customers here.
     signals.page_written(
@@ -97,26 +131,65 @@ def write_page(
 # --- Matching ---------------------------------------------------------------------------------
 
 
-def plan_page(*, tenant_id, valid: list[dict]) -> PagePlan:
-    """Decide create / update / skip / error for each valid record of a page, with
-    one lookup of the tenant's candidate customers for the whole page."""
+def plan_page(*, tenant_id, valid: list[dict], may_defer: int = 0) -> PagePlan:
+    """Decide create / update / skip / defer / error for each valid record of a page,
+    with one lookup of the tenant's candidate customers for the whole page (one more
+    in the rare page where a customer expected to give up its address cannot).
+    At most `may_defer` records are deferred; past that, a blocked one is an error."""
+    # Each Sabito record's address as this page leaves it: a customer whose own record
+    # is on the page with another address gives its old one up to whoever takes it.
+    moving_to = {values["sabito_customer_id"]: values["email"].lower() for values in valid}
+    for _attempt in range(3):
+        plan, stuck = plan_page_once(tenant_id=tenant_id, valid=valid, moving_to=moving_to, may_defer=may_defer)
+        if not stuck:
+            return plan
+        # Customers that were to give their address up but do not (deferred or in
+        # error themselves) keep it: plan again with them holding on.
+        for sabito_id in stuck:
+            moving_to.pop(sabito_id, None)
+    return plan_page_once(tenant_id=tenant_id, valid=valid, moving_to={}, may_defer=may_defer)[0]
+
+
+def plan_page_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], may_defer: int) -> tuple[PagePlan, set]:
+    """One planning pass; also returns the Sabito ids whose customers other records
+    counted on to release an address but which did not move (deferred or in error)."""
     by_id, by_email = load_candidates(tenant_id=tenant_id, valid=valid)
     plan = PagePlan()
+    relied_on: set[str] = set()
     for values in valid:
         sabito_id = values["sabito_customer_id"]
         email_key = values["email"].lower()
         id_match = by_id.get(sabito_id)
         email_match = by_email.get(email_key) if email_key else None
 
-        if id_match is not None and email_match is not None and id_match is not email_match:
-            plan.errors.append(
-                values_error_detail(
-                    values,
-                    f"Sabito id {sabito_id} belongs to customer {id_match} but email {values['email']} "
-                    f"belongs to another customer ({email_match}); not merging them",
+        if email_match is not None and email_match is not id_match:
+            holder_id = email_match.sabito_customer_id
+            if holder_id is not None and holder_id != sabito_id:
+                # The address belongs to another Sabito record's customer.
+                if moving_to.get(holder_id, email_key) != email_key:
+                    relied_on.add(holder_id)
+                    email_match = None  # it moves elsewhere on this page: released first
+                elif len(plan.deferred) < may_defer:
+                    plan.deferred.append(values)
+                    continue
+                else:
+                    plan.errors.append(
+                        values_error_detail(
+                            values,
+                            f"email {values['email']} already belongs to the customer linked to Sabito id {holder_id}, "
+                            "whose Sabito record still has it; not moving it",
+                        )
+                    )
+                    continue
+            elif id_match is not None:
+                plan.errors.append(
+                    values_error_detail(
+                        values,
+                        f"Sabito id {sabito_id} belongs to customer {id_match} but email {values['email']} "
+                        f"belongs to another customer ({email_match}), not linked to Sabito; not merging them",
+                    )
                 )
-            )
-            continue
+                continue
         # The Sabito id is tried first because emails change and are shared by
         # mistake; the id is the one thing Sabito promises stays the record's.
         customer = id_match or email_match
@@ -128,28 +201,21 @@ def plan_page(*, tenant_id, valid: list[dict]) -> PagePlan:
             if email_key:
                 by_email[email_key] = customer
             continue
-        if customer.sabito_customer_id not in (None, sabito_id):
-            plan.errors.append(
-                values_error_detail(
-                    values,
-                    f"email {values['email']} already belongs to the customer linked to Sabito id "
-                    f"{customer.sabito_customer_id}",
-                )
-            )
-            continue
         if customer.values == synced:
             plan.skipped += 1
             continue
+        old_email_key = customer.values[EMAIL_POSITION].lower()
         customer.values = synced
-        # Keep the old email key too: its row still holds that email until the page
-        # commits, so another record claiming it now must be a conflict, not a create.
         by_id[sabito_id] = customer
         if email_key:
-            by_email.setdefault(email_key, customer)
+            by_email[email_key] = customer
         if customer.pk is None:
             continue  # created earlier in this page; the insert carries the change
+        if old_email_key and old_email_key != email_key:
+            plan.releases.append(customer.pk)
         plan.updates.append(customer)
-    return plan
+    moved = {customer.sabito_customer_id for customer in plan.updates + plan.creates}
+    return plan, relied_on - moved
 
 
 def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer]]:
@@ -179,12 +245,14 @@ def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCu
 # --- Writing ------------------------------------------------------------------------------------
 
 
-def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
+def write_planned_page(*, run, result, tenant_id, valid, page_errors, may_defer, deferred_before) -> PagePlan:
     """The whole page in the same statements, whatever it holds: find the candidates,
     write the new and changed customers, record the run's progress."""
     with transaction.atomic():
-        plan = plan_page(tenant_id=tenant_id, valid=valid)
+        plan = plan_page(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
         plan.errors = page_errors + plan.errors
+        if plan.releases:
+            page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
         updated = page_sql.write_customers(
             tenant_id=tenant_id,
             creates=[customer.values for customer in plan.creates],
@@ -195,15 +263,17 @@ def write_planned_page(*, run, result, tenant_id, valid, page_errors) -> PagePla
         if updated != len(plan.updates):
             # A customer was deleted after we looked; the counters must not claim it.
             raise IntegrityError(f"{len(plan.updates) - updated} customers to update were deleted meanwhile")
-        record_progress(run=run, result=result, plan=plan)
+        record_progress(run=run, result=result, plan=plan, deferred=deferred_before + plan.deferred)
     return plan
 
 
-def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -> PagePlan:
+def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors, may_defer, deferred_before) -> PagePlan:
     with transaction.atomic():
-        plan = plan_page(tenant_id=tenant_id, valid=valid)
-        written = PagePlan(skipped=plan.skipped, errors=page_errors + plan.errors)
+        plan = plan_page(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
+        written = PagePlan(skipped=plan.skipped, errors=page_errors + plan.errors, deferred=plan.deferred)
         now = timezone.now()
+        if plan.releases:
+            page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
         for customer in plan.creates + plan.updates:
             values = dict(zip(SYNCED_FIELDS, customer.values))
             try:
@@ -218,14 +288,14 @@ def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors) -
                 )
                 continue
             (written.creates if customer.pk is None else written.updates).append(customer)
-        record_progress(run=run, result=result, plan=written)
+        record_progress(run=run, result=result, plan=written, deferred=deferred_before + written.deferred)
     return written
 
 
-def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None:
+def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan, deferred: list[dict]) -> None:
     """Heartbeat, counters, pages done and checkpoint of the run, inside the page's
-    transaction: the checkpoint (`run.checkpoint`, set by the sync for this page) is
-    stored exactly when the page is."""
+    transaction: the checkpoint (`run.checkpoint`, set by the sync for this page, with
+    the records still `deferred`) is stored exactly when the page is."""
     projected = SyncResult(
         business_id=result.business_id,
         business_name=result.business_name,
@@ -236,7 +306,8 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan) -> None
     if len(projected.error_details) == len(result.error_details):
         # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every page.
         del counters["error_details"]
-    values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + 1, "checkpoint": run.checkpoint}
+    checkpoint = {**run.checkpoint, "deferred": deferred} if run.checkpoint is not None else None
+    values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + 1, "checkpoint": checkpoint}
     if not page_sql.record_run_progress(run_id=run.pk, values=values):
         raise RunTakenOver()
     run.pages_done += 1

@@ -44,6 +44,7 @@ SYNCED_FIELDS = (
 )
 synced_values = operator.itemgetter(*SYNCED_FIELDS)  # a record's values as a tuple, in that order
 SABITO_ID_POSITION = SYNCED_FIELDS.index("sabito_customer_id")
+EMAIL_POSITION = SYNCED_FIELDS.index("email")
 
 
 class InvalidRecord(ValueError):

@@ -17,6 +17,7 @@ from rest_framework import serializers
 
 from . import metadata
 from .models import SyncRun
+from .runs import SyncResult
 
 # --- Strict input ------------------------------------------------------------------------
 
@@ -177,10 +178,92 @@ def sync_result_data(result) -> dict:
     return dict(SyncResultSerializer(result).data)
 
 
-class QueuedSyncSerializer(serializers.Serializer):
+def result_status(result: SyncResult) -> str:
+    """The `SyncRun` status a result ends its run with."""
+    if result.success:
+        return SyncRun.Status.SUCCEEDED
+    if result.already_running:
+        return SyncRun.Status.ALREADY_RUNNING
+    return result.stopped or SyncRun.Status.FAILED
+
+
+# What a run that did not succeed says when its row carries no error of its own.
+ENDED_WITHOUT_ERROR_TEXT = {
+    SyncRun.Status.CANCELLED: "Cancelled on request; what it wrote stays, and the watermark did not move.",
+    SyncRun.Status.INTERRUPTED: "Interrupted: its worker was shutting down; the sync resumes in a new run.",
+}
+
+
+def result_of_run(run: SyncRun) -> SyncResult:
+    """A finished run's row as the result its sync returned, so one serializer renders
+    both (the worker's return value is not kept: there is no result backend)."""
+    status = run.status
+    return SyncResult(
+        business_id=run.mapping.sabito_business_id,
+        business_name=run.mapping.business_name,
+        success=status == SyncRun.Status.SUCCEEDED,
+        created=run.created,
+        updated=run.updated,
+        skipped=run.skipped,
+        errors=run.errors,
+        marked_missing=run.marked_missing,
+        error_details=run.error_details if isinstance(run.error_details, list) else [],
+        error=None
+        if status == SyncRun.Status.SUCCEEDED
+        else (run.error_message or ENDED_WITHOUT_ERROR_TEXT.get(status) or f"The run ended {status}."),
+        already_running=status == SyncRun.Status.ALREADY_RUNNING,
+        stopped=status if status in (SyncRun.Status.CANCELLED, SyncRun.Status.INTERRUPTED) else None,
+        run_id=str(run.pk),
+    )
+
+
+class SyncRunResultSerializer(SyncResultSerializer):
+    """One mapping's finished sync: the guide's result, plus its run."""
+
+    runId = serializers.UUIDField(
+        source="run_id",
+        allow_null=True,
+        help_text="The run (GET /api/sabito/runs/{runId}); null for a mapping not started because a sync of it "
+        "was already running.",
+    )
+    status = serializers.SerializerMethodField(
+        help_text="How the run ended: succeeded, failed, cancelled, interrupted (its worker stopped; the sync "
+        "resumes in a new run) or already_running (not started: another run held the mapping)."
+    )
+    alreadyRunning = serializers.BooleanField(
+        source="already_running",
+        required=False,
+        help_text="Present (true) only when the mapping was not synced because a sync of it was already running: "
+        "not counted as a failure.",
+    )
+
+    @extend_schema_field(serializers.ChoiceField(choices=SyncRun.Status.choices))
+    def get_status(self, result) -> str:
+        return result_status(result)
+
+    def to_representation(self, result):
+        data = super().to_representation(result)
+        if not result.already_running:
+            del data["alreadyRunning"]
+        return data
+
+
+def sync_run_result_data(result: SyncResult) -> dict:
+    return dict(SyncRunResultSerializer(result).data)
+
+
+class PendingSyncSerializer(serializers.Serializer):
     mappingId = serializers.UUIDField()
     businessId = serializers.CharField()
-    taskId = serializers.CharField(help_text="The Celery task id.")
+    runId = serializers.UUIDField(
+        allow_null=True, help_text="The run to follow; null when a sync of the mapping was already running."
+    )
+    taskId = serializers.CharField(allow_null=True, help_text="The Celery task id; null when nothing was queued.")
+    status = serializers.ChoiceField(choices=SyncRun.Status.choices, help_text="The run's status when answering.")
+    url = serializers.URLField(allow_null=True, help_text="Poll this for the run's progress and result.")
+    alreadyRunning = serializers.BooleanField(
+        required=False, help_text="Present (true) only when nothing was queued because a sync of it was already running."
+    )
 
 
 class LastSyncResultSerializer(serializers.Serializer):
@@ -308,6 +391,7 @@ class MappingSerializer(MappingMetadataFieldsMixin):
 
 class SyncRunSerializer(serializers.Serializer):
     id = serializers.UUIDField()
+    mappingId = serializers.UUIDField(source="mapping_id")
     fullSync = serializers.BooleanField(source="full_sync")
     trigger = serializers.ChoiceField(choices=SyncRun.Trigger.choices)
     status = serializers.ChoiceField(choices=SyncRun.Status.choices)
@@ -324,12 +408,19 @@ class SyncRunSerializer(serializers.Serializer):
     markedMissing = serializers.IntegerField(
         source="marked_missing", help_text="Customers this (full) run found gone from Sabito and marked missing."
     )
+    pagesDone = serializers.IntegerField(source="pages_done", help_text="Pages fetched and written so far.")
+    cancelRequested = serializers.SerializerMethodField(
+        help_text="Whether a cancel was asked for; a running run stops after the page it is writing."
+    )
     errorDetails = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField(help_text="Why the run failed or did not start; null if it did not.")
     note = serializers.SerializerMethodField(
         help_text="Why the run is what it is, when its trigger does not say (for example the first run after the "
         "mapping was re-pointed fetches every customer); null if nothing to say."
     )
+
+    def get_cancelRequested(self, run) -> bool:
+        return run.cancel_requested_at is not None
 
     @extend_schema_field(SyncErrorDetailSerializer(many=True))
     def get_errorDetails(self, run) -> list:
@@ -365,13 +456,24 @@ class ErrorResponseSerializer(serializers.Serializer):
 class SyncResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField(help_text="False if any mapping's sync failed.")
     message = serializers.CharField()
-    data = SyncResultSerializer(many=True)
+    data = SyncRunResultSerializer(many=True)
 
 
 class SyncQueuedResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField()
+    message = serializers.CharField(help_text="What is pending, and whether a worker has picked the runs up.")
+    data = PendingSyncSerializer(many=True)
+
+
+class SyncRunResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = SyncRunSerializer()
+
+
+class SyncRunCancelResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
     message = serializers.CharField()
-    data = QueuedSyncSerializer(many=True)
+    data = SyncRunSerializer()
 
 
 class SyncStatusResponseSerializer(serializers.Serializer):

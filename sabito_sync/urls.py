@@ -16,4 +16,6 @@ urlpatterns = [
     path("sabito/mappings", api.MappingListApi.as_view(), name="mapping-list"),
     path("sabito/mappings/<str:mappingId>", api.MappingDetailApi.as_view(), name="mapping-detail"),
     path("sabito/mappings/<str:mappingId>/runs", api.MappingRunsApi.as_view(), name="mapping-runs"),
+    path("sabito/runs/<str:runId>", api.RunDetailApi.as_view(), name="run-detail"),
+    path("sabito/runs/<str:runId>/cancel", api.RunCancelApi.as_view(), name="run-cancel"),
 ]

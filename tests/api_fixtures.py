@@ -46,6 +46,10 @@ def runs_url(mapping) -> str:
     return f"{mapping_url(mapping)}/runs"
 
 
+def run_url(run) -> str:
+    return f"/api/sabito/runs/{run if isinstance(run, str) else run.pk}"
+
+
 @dataclass
 class Caller:
     """A user with a Bearer token, acting for one tenant through X-Tenant-ID."""
@@ -135,6 +139,46 @@ def fresh_throttle_history():
     caches["default"].clear()
     yield
     caches["default"].clear()
+
+
+@pytest.fixture
+def inline_worker(monkeypatch, settings, django_capture_on_commit_callbacks):
+    """A worker in this process that runs each sync the moment it is queued.
+
+    The sync endpoints queue runs and wait for a worker; a unit test runs inside a
+    transaction that never commits, so `transaction.on_commit` would never send the
+    task. Here it is sent at once and `apply` runs the real task in this process (the
+    run claimed, synced and recorded), so the endpoint finds it finished. The
+    end-to-end tests use a real worker over the real broker instead."""
+    from sabito_sync import mappings, tasks
+
+    queue = mappings.enqueue_mapping_sync
+
+    def queue_and_run(**kwargs) -> str:
+        with django_capture_on_commit_callbacks(execute=True):
+            return queue(**kwargs)
+
+    def run_here(*, args, kwargs, task_id):
+        return tasks.sync_mapping_task.apply(args=args, kwargs=kwargs, task_id=task_id, throw=True)
+
+    monkeypatch.setattr(mappings, "enqueue_mapping_sync", queue_and_run)
+    monkeypatch.setattr(tasks.sync_mapping_task, "apply_async", run_here)
+    # A task retry is a run of its own, which `apply` would run at once, ignoring the
+    # countdown; the endpoint answers for the run it queued.
+    settings.SABITO_TASK_MAX_RETRIES = "0"
+
+
+def queued_run(mapping, **fields) -> SyncRun:
+    """A run queued from the admin, waiting for a worker (none runs in a unit test)."""
+    now = timezone.now()
+    return SyncRun.objects.create(
+        mapping=mapping,
+        trigger=fields.pop("trigger", SyncRun.Trigger.ADMIN),
+        status=SyncRun.Status.QUEUED,
+        started_at=now,
+        heartbeat_at=now,
+        **fields,
+    )
 
 
 def running_run(mapping, **fields) -> SyncRun:

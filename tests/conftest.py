@@ -25,10 +25,32 @@ def own_celery_queue():
     return queue
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache_folder(tmp_path_factory):
+    """Without Redis the cache is a folder shared by a host's processes: this run's
+    own, for itself and every process it starts, so runs never count each other's
+    requests (nor clear each other's counters)."""
+    import os
+
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+        folder = str(tmp_path_factory.mktemp("cache"))
+        os.environ["CACHE_DIR"] = folder
+        override = override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": folder}})
+        override.enable()
+        yield folder
+        override.disable()
+    else:
+        yield None
+
+
 @pytest.fixture(autouse=True)
 def sabito_test_settings(settings):
-    """Point the sync at a fake Sabito, make retries immediate, and hash test
-    passwords cheaply (the default hasher costs ~0.3 s per login)."""
+    """Point the sync at a fake Sabito, make retries immediate, answer sync requests
+    without waiting, and hash test passwords cheaply (the default hasher costs ~0.3 s
+    per login)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.SABITO_API_URL = SABITO_TEST_URL
     settings.SABITO_API_KEY = SABITO_TEST_KEY
@@ -38,6 +60,9 @@ def sabito_test_settings(settings):
     # A sync in a test transaction must not have its heartbeat thread (another
     # database connection) look for a row it cannot see: no beat within a unit test.
     settings.SABITO_HEARTBEAT_SECONDS = "10"
+    # The sync endpoints answer at once: no worker runs in a unit test (they use
+    # `inline_worker`); the end-to-end tests set the wait they need.
+    settings.SABITO_SYNC_API_WAIT = "0"
     return settings
 
 
@@ -123,18 +148,27 @@ def pytest_configure(config):
         settings.CELERY_BROKER_FOLDER = folder
 
 
-@pytest.fixture
-def celery_worker_thread(transactional_db):
-    """A real Celery worker (two threads) in this process, consuming the real
-    broker: the filesystem transport by default, Redis when REDIS_URL is set.
-    Tasks are serialised to JSON and travel through the broker as in production."""
+@contextmanager
+def celery_worker(*, purge: bool = True):
+    """A real Celery worker (two threads) in this process, consuming this run's queue
+    on the real broker: the filesystem transport by default, Redis when REDIS_URL is
+    set. Tasks are serialised to JSON and travel through the broker as in production.
+    `purge` first drops what earlier tests left in the queue."""
     from celery.contrib.testing.worker import start_worker
 
     from nexpro.celery import app
 
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(app.conf.task_default_queue)
+    if purge:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(app.conf.task_default_queue)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30) as worker:
+        yield worker
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db):
+    """`celery_worker()` for the whole test."""
+    with celery_worker() as worker:
         yield worker
 
 

@@ -46,7 +46,7 @@ SYNC_ALL_URL = "/admin/sabito_sync/sabitomapping/sync-all/"
 
 def make_run(mapping, *, status=SyncRun.Status.SUCCEEDED, started_ago=timedelta(hours=1), **fields):
     started_at = timezone.now() - started_ago
-    finished = status != SyncRun.Status.RUNNING
+    finished = status in SyncRun.FINISHED_STATUSES
     return SyncRun.objects.create(
         mapping=mapping,
         trigger=fields.pop("trigger", SyncRun.Trigger.BEAT),
@@ -483,7 +483,7 @@ def test_change_page_shows_the_sync_status_and_watermark(admin_client, mapping):
     page = text(admin_client.get(change_url(mapping)))
 
     assert "Succeeded" in page
-    assert "created 7 · updated 0 · skipped 0 · errors 0" in page
+    assert "processed 7 · created 7 · updated 0 · skipped 0 · errors 0" in page
     assert "Incremental watermark" in page and "(2 hours ago)" in page
     assert "View runs" in page
 
@@ -638,6 +638,148 @@ def test_sync_run_list_shows_a_badge_per_status(admin_client, mapping):
         assert f"sabito-badge--{css_class}" in html
 
 
+# --- Following and cancelling a run ------------------------------------------------------------
+
+
+def run_change_url(run):
+    return reverse("admin:sabito_sync_syncrun_change", args=[run.pk])
+
+
+def cancel_url(run):
+    return reverse("admin:sabito_sync_syncrun_cancel", args=[run.pk])
+
+
+def progress_url(run):
+    return reverse("admin:sabito_sync_syncrun_progress", args=[run.pk])
+
+
+def test_changelist_shows_a_running_run_with_its_counters_and_pages_so_far(admin_client, mapping):
+    make_run(mapping, status=SyncRun.Status.RUNNING, customers_processed=300, created=290, updated=10, pages_done=3)
+
+    response = admin_client.get(reverse(CHANGELIST))
+
+    assert 'sabito-badge--running">Running' in response.content.decode()
+    assert "processed 300 · created 290 · updated 10 · skipped 0 · errors 0 · pages 3" in text(response)
+
+
+def test_changelist_shows_a_queued_run_as_waiting_for_a_worker(admin_client, mapping):
+    make_run(mapping, status=SyncRun.Status.QUEUED, started_ago=timedelta(0))
+
+    response = admin_client.get(reverse(CHANGELIST))
+
+    assert 'sabito-badge--queued">Queued' in response.content.decode()
+    assert "waiting for a worker since" in text(response)
+
+
+def test_mapping_page_follows_its_queued_run_and_offers_to_cancel_it(admin_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.QUEUED, started_ago=timedelta(0))
+
+    response = admin_client.get(change_url(mapping))
+
+    html = response.content.decode()
+    assert f'data-sabito-run-progress="{progress_url(run)}"' in html
+    assert "sabito_sync/run_progress.js" in html
+    assert f'action="{cancel_url(run)}"' in html and "Cancel run" in html
+    assert f'name="next" value="{change_url(mapping)}"' in html
+
+
+def test_mapping_page_without_a_queued_or_running_run_neither_follows_nor_offers_cancel(admin_client, mapping):
+    make_run(mapping)
+
+    html = admin_client.get(change_url(mapping)).content.decode()
+
+    assert "data-sabito-run-progress" not in html and "Cancel run" not in html
+    assert "None: no sync of it is queued or running" in html
+
+
+def test_mapping_page_hides_the_cancel_button_from_a_view_only_user(staff_client, mapping):
+    make_run(mapping, status=SyncRun.Status.RUNNING)
+
+    html = staff_client("view_sabitomapping").get(change_url(mapping)).content.decode()
+
+    assert "data-sabito-run-progress" in html and "Cancel run" not in html
+
+
+def test_cancel_button_cancels_a_queued_run_and_returns_to_the_page_it_came_from(admin_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.QUEUED)
+
+    response = admin_client.post(cancel_url(run), {"next": change_url(mapping)}, follow=True)
+
+    assert response.redirect_chain == [(change_url(mapping), 302)]
+    assert message_texts(response) == ["Cancelled the queued sync of iCreations Global"]
+    assert SyncRun.objects.get(pk=run.pk).status == SyncRun.Status.CANCELLED
+
+
+def test_cancel_button_asks_a_running_run_to_stop_after_its_page(admin_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.RUNNING)
+
+    response = admin_client.post(cancel_url(run))
+
+    assert response.status_code == 302 and response["Location"] == run_change_url(run)
+    assert message_texts(response) == [
+        "Cancel requested: the sync of iCreations Global stops after the page it is writing"
+    ]
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.RUNNING and run.cancel_requested_at is not None
+
+
+def test_cancel_button_on_a_finished_run_says_so_and_changes_nothing(admin_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.FAILED)
+
+    response = admin_client.post(cancel_url(run))
+
+    assert message_texts(response) == [f"Run {run.pk} has already finished (failed); there is nothing to cancel."]
+    assert SyncRun.objects.get(pk=run.pk).cancel_requested_at is None
+
+
+def test_cancel_button_never_redirects_to_another_site(admin_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.QUEUED)
+
+    response = admin_client.post(cancel_url(run), {"next": "https://evil.example/"})
+
+    assert response["Location"] == run_change_url(run)
+
+
+def test_cancel_refuses_get_with_405(admin_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.QUEUED)
+
+    assert admin_client.get(cancel_url(run)).status_code == 405
+    assert SyncRun.objects.get(pk=run.pk).status == SyncRun.Status.QUEUED
+
+
+def test_cancel_is_forbidden_to_a_view_only_user(staff_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.QUEUED)
+
+    response = staff_client("view_sabitomapping").post(cancel_url(run))
+
+    assert response.status_code == 403
+    assert SyncRun.objects.get(pk=run.pk).status == SyncRun.Status.QUEUED
+
+
+def test_run_page_offers_cancel_while_queued_or_running_only(admin_client, mapping):
+    queued = make_run(mapping, status=SyncRun.Status.QUEUED)
+    done = make_run(SabitoMappingFactory())
+
+    assert f'action="{cancel_url(queued)}"' in admin_client.get(run_change_url(queued)).content.decode()
+    assert "Cancel run" not in admin_client.get(run_change_url(done)).content.decode()
+
+
+def test_progress_view_answers_the_run_its_rendered_progress_and_whether_it_finished(admin_client, mapping):
+    run = make_run(mapping, status=SyncRun.Status.RUNNING, customers_processed=40, created=40, pages_done=2)
+
+    running = admin_client.get(progress_url(run)).json()
+    SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.SUCCEEDED, finished_at=timezone.now())
+    finished = admin_client.get(progress_url(run)).json()
+
+    assert running["finished"] is False and finished["finished"] is True
+    assert (running["run"]["status"], running["run"]["pagesDone"], running["run"]["customersProcessed"]) == (
+        "running",
+        2,
+        40,
+    )
+    assert "pages <b>2</b>" in running["html"] and "sabito-badge--running" in running["html"]
+
+
 # --- Customers, tenants, memberships ---------------------------------------------------------
 
 
@@ -765,3 +907,22 @@ def test_membership_change_form_uses_autocomplete_widgets(admin_client):
 def test_celery_beat_schedule_stays_in_the_admin(admin_client):
     assert admin.site.is_registered(PeriodicTask)
     assert admin_client.get(reverse("admin:django_celery_beat_periodictask_changelist")).status_code == 200
+
+
+def test_every_admin_page_writes_dates_one_way(admin_client, mapping):
+    run = make_run(mapping, started_ago=timedelta(hours=3))
+    started = timezone.localtime(run.started_at).strftime("%Y-%m-%d %H:%M")
+
+    run_page = text(admin_client.get(reverse("admin:sabito_sync_syncrun_change", args=[run.pk])))
+    runs_list = text(admin_client.get(reverse(RUNS)))
+
+    assert started in run_page and started in runs_list
+    assert " a.m." not in run_page + runs_list and " p.m." not in run_page + runs_list
+    assert "Error message: -" not in run_page
+
+
+def test_view_site_leads_to_the_api_docs(admin_client):
+    html = admin_client.get(reverse("admin:index")).content.decode()
+
+    assert 'href="/api/docs/">View site' in html
+    assert admin_client.get("/api/docs/").status_code == 200

@@ -2,6 +2,7 @@
 call what, and bad input. Sabito is faked at the HTTP boundary (`fake_sabito`)."""
 
 import uuid
+from unittest.mock import ANY
 
 import pytest
 from kombu.exceptions import OperationalError
@@ -17,10 +18,13 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     error_body,
     finished_run,
     fresh_throttle_history,
+    inline_worker,
     make_caller,
     mapping_url,
     member,
     operator,
+    queued_run,
+    run_url,
     running_run,
     runs_url,
     sync_one_url,
@@ -47,13 +51,15 @@ def result_item(business_id, *, processed=0, created=0, updated=0, skipped=0) ->
         "skipped": skipped,
         "errors": 0,
         "errorDetails": [],
+        "runId": ANY,
+        "status": "succeeded",
     }
 
 
 # --- POST /api/sabito/sync ------------------------------------------------------------------
 
 
-def test_sync_all_answers_the_guides_shape_for_each_active_mapping(admin, tenant, fake_sabito):
+def test_sync_all_answers_the_guides_shape_for_each_active_mapping(admin, tenant, fake_sabito, inline_worker):
     SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-a", business_name="A business")
     SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-b", business_name="B business")
     SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-off", business_name="C business", is_active=False)
@@ -71,7 +77,7 @@ def test_sync_all_answers_the_guides_shape_for_each_active_mapping(admin, tenant
     assert Customer.objects.filter(tenant=tenant).count() == 3
 
 
-def test_sync_all_counts_created_updated_and_skipped_like_the_guide(admin, mapping, fake_sabito):
+def test_sync_all_counts_created_updated_and_skipped_like_the_guide(admin, mapping, fake_sabito, inline_worker):
     fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2)]
     admin.post(SYNC_ALL, {"fullSync": False})
     fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2, name="Renamed"), sabito_record(3)]
@@ -81,7 +87,7 @@ def test_sync_all_counts_created_updated_and_skipped_like_the_guide(admin, mappi
     assert response.json()["data"] == [result_item("biz-a", processed=3, created=1, updated=1, skipped=1)]
 
 
-def test_sync_without_a_body_is_incremental(admin, mapping, fake_sabito):
+def test_sync_without_a_body_is_incremental(admin, mapping, fake_sabito, inline_worker):
     admin.post(SYNC_ALL, {"fullSync": True})
 
     admin.post(SYNC_ALL)
@@ -90,7 +96,7 @@ def test_sync_without_a_body_is_incremental(admin, mapping, fake_sabito):
     assert "updatedAfter" in fake_sabito.requests[-1]
 
 
-def test_full_sync_asks_sabito_for_every_customer(admin, mapping, fake_sabito):
+def test_full_sync_asks_sabito_for_every_customer(admin, mapping, fake_sabito, inline_worker):
     admin.post(SYNC_ALL, {"fullSync": False})
 
     admin.post(SYNC_ALL, {"fullSync": True})
@@ -99,7 +105,7 @@ def test_full_sync_asks_sabito_for_every_customer(admin, mapping, fake_sabito):
     assert SyncRun.objects.filter(mapping=mapping, full_sync=True, trigger=SyncRun.Trigger.API).count() == 1
 
 
-def test_sync_all_reports_failures_in_success_and_message(admin, tenant, fake_sabito):
+def test_sync_all_reports_failures_in_success_and_message(admin, tenant, fake_sabito, inline_worker):
     SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-a", business_name="A business")
     SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-b", business_name="B business")
     fake_sabito.answer_next(401, '{"error": "bad key"}')  # A's first request
@@ -113,18 +119,29 @@ def test_sync_all_reports_failures_in_success_and_message(admin, tenant, fake_sa
     assert succeeded["success"] is True and "error" not in succeeded
 
 
-def test_sync_all_reports_an_already_running_mapping_as_a_failed_item(admin, mapping, fake_sabito):
+def test_sync_all_reports_an_already_running_mapping_as_such_and_not_as_a_failure(
+    admin, tenant, mapping, fake_sabito, inline_worker
+):
     running_run(mapping)
+    SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-b", business_name="B business")
 
     body = admin.post(SYNC_ALL, {"fullSync": False}).json()
 
-    assert body["success"] is False
-    assert body["data"][0]["success"] is False
-    assert "already running" in body["data"][0]["error"]
-    assert fake_sabito.requests == []
+    assert body["success"] is True
+    assert body["message"] == "Sync completed; already running, so not started again: iCreations Global"
+    synced, running = body["data"]  # by business name
+    assert (running["success"], running["alreadyRunning"], running["status"], running["runId"]) == (
+        False,
+        True,
+        "already_running",
+        None,
+    )
+    assert running["error"].startswith("A sync is already running for iCreations Global since ")
+    assert synced["status"] == "succeeded" and "alreadyRunning" not in synced
+    assert {request["businessId"] for request in fake_sabito.requests} == {"biz-b"}
 
 
-def test_sync_all_without_active_mappings_answers_an_empty_list(admin, tenant, fake_sabito):
+def test_sync_all_without_active_mappings_answers_an_empty_list(admin, tenant, fake_sabito, inline_worker):
     SabitoMappingFactory(tenant=tenant, is_active=False)
 
     response = admin.post(SYNC_ALL, {"fullSync": False})
@@ -133,7 +150,7 @@ def test_sync_all_without_active_mappings_answers_an_empty_list(admin, tenant, f
     assert response.json() == {"success": True, "message": "Sync completed", "data": []}
 
 
-def test_no_answer_ever_contains_the_sabito_api_key(admin, mapping, fake_sabito):
+def test_no_answer_ever_contains_the_sabito_api_key(admin, mapping, fake_sabito, inline_worker):
     fake_sabito.answer_next(401, '{"error": "bad key"}')
 
     sync = admin.post(SYNC_ALL, {"fullSync": False})
@@ -144,7 +161,7 @@ def test_no_answer_ever_contains_the_sabito_api_key(admin, mapping, fake_sabito)
     assert fake_sabito.requests[0]["X-API-Key"] == SABITO_TEST_KEY  # the key was really used
 
 
-def test_sync_result_reports_customers_marked_missing_after_a_full_sync(admin, mapping, fake_sabito):
+def test_sync_result_reports_customers_marked_missing_after_a_full_sync(admin, mapping, fake_sabito, inline_worker):
     fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2)]
     admin.post(SYNC_ALL, {"fullSync": True})
     fake_sabito.records["biz-a"] = [sabito_record(1)]
@@ -167,7 +184,7 @@ def test_misconfigured_sabito_settings_answer_503_without_details(admin, mapping
 # --- POST /api/sabito/sync/<mappingId> ------------------------------------------------------
 
 
-def test_sync_one_mapping_answers_a_list_of_one_result(admin, mapping, fake_sabito):
+def test_sync_one_mapping_answers_a_list_of_one_result(admin, mapping, fake_sabito, inline_worker):
     SabitoMappingFactory(tenant=mapping.tenant, sabito_business_id="biz-other")
     fake_sabito.records["biz-a"] = [sabito_record(1)]
 
@@ -182,7 +199,7 @@ def test_sync_one_mapping_answers_a_list_of_one_result(admin, mapping, fake_sabi
     assert {request["businessId"] for request in fake_sabito.requests} == {"biz-a"}
 
 
-def test_sync_one_inactive_mapping_named_explicitly_still_syncs(admin, tenant, fake_sabito):
+def test_sync_one_inactive_mapping_named_explicitly_still_syncs(admin, tenant, fake_sabito, inline_worker):
     inactive = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-off", is_active=False)
     fake_sabito.records["biz-off"] = [sabito_record(1)]
 
@@ -191,7 +208,7 @@ def test_sync_one_inactive_mapping_named_explicitly_still_syncs(admin, tenant, f
     assert response.json()["data"] == [result_item("biz-off", processed=1, created=1)]
 
 
-def test_sync_one_failure_answers_success_false_with_the_error(admin, mapping, fake_sabito):
+def test_sync_one_failure_answers_success_false_with_the_error(admin, mapping, fake_sabito, inline_worker):
     fake_sabito.answer_next(403, '{"error": "forbidden"}')
 
     response = admin.post(sync_one_url(mapping), {"fullSync": False})
@@ -242,12 +259,14 @@ def test_async_sync_all_answers_202_with_a_task_per_active_mapping(
 
     assert response.status_code == 202
     body = response.json()
-    assert body["success"] is True and body["message"] == "Sync queued"
-    assert [(item["mappingId"], item["businessId"]) for item in body["data"]] == [
-        (str(first.pk), "biz-a"),
-        (str(second.pk), "biz-b"),
+    assert body["success"] is True and body["message"] == "Sync queued. Poll each run's url for its progress and result."
+    assert [(item["mappingId"], item["businessId"], item["status"]) for item in body["data"]] == [
+        (str(first.pk), "biz-a", "queued"),
+        (str(second.pk), "biz-b", "queued"),
     ]
     assert all(uuid.UUID(item["taskId"]) for item in body["data"])
+    for item in body["data"]:
+        assert item["url"] == f"http://testserver/api/sabito/runs/{item['runId']}"
     assert len(callbacks) == 2  # queued on commit, not inside the request's transaction
     # Nothing ran: each mapping has a run waiting for a worker, nothing more.
     assert fake_sabito.requests == []
@@ -299,10 +318,180 @@ def test_async_sync_with_the_broker_down_answers_503(make_caller, monkeypatch):
     assert "task queue is unavailable" in error_body(response)["message"]
 
 
+# --- Waiting for the workers ------------------------------------------------------------------
+
+
+def test_a_sync_not_picked_up_within_the_wait_answers_202_saying_no_worker_took_it(admin, mapping, settings):
+    settings.SABITO_SYNC_API_WAIT = "0.2"  # no worker runs here
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": True})
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["message"] == (
+        "Sync queued; 1 of 1 run not finished after 0.2 s. Poll each run's url for its progress and result. "
+        "No worker has picked up iCreations Global within 0.2 s: is a Celery worker running (and not busy with "
+        "other syncs)?"
+    )
+    [item] = body["data"]
+    run = SyncRun.objects.get(mapping=mapping)
+    assert item == {
+        "mappingId": str(mapping.pk),
+        "businessId": "biz-a",
+        "runId": str(run.pk),
+        "taskId": ANY,
+        "status": "queued",
+        "url": f"http://testserver/api/sabito/runs/{run.pk}",
+    }
+
+
+def test_without_a_wait_a_sync_answers_202_at_once_without_blaming_the_workers(admin, mapping):
+    response = admin.post(SYNC_ALL, {"fullSync": False})
+
+    assert response.status_code == 202
+    assert response.json()["message"] == "Sync queued. Poll each run's url for its progress and result."
+
+
+@pytest.fixture
+def before_the_worker(monkeypatch, inline_worker):
+    """`before_the_worker(do)`: `do(run)` happens to each queued run before the
+    inline worker takes it."""
+    from sabito_sync import mappings
+
+    queue_and_run = mappings.enqueue_mapping_sync
+
+    def arrange(do):
+        def queue(**kwargs):
+            do(kwargs["run"])
+            return queue_and_run(**kwargs)
+
+        monkeypatch.setattr(mappings, "enqueue_mapping_sync", queue)
+
+    return arrange
+
+
+def test_a_mapping_the_worker_finds_already_running_is_reported_as_such(admin, mapping, fake_sabito, before_the_worker):
+    before_the_worker(lambda run: running_run(run.mapping))
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": False})
+
+    body = response.json()
+    assert (response.status_code, body["success"]) == (200, True)
+    assert body["message"] == "Sync completed; already running, so not started again: iCreations Global"
+    [item] = body["data"]
+    queued = SyncRun.objects.get(mapping=mapping, trigger=SyncRun.Trigger.API)
+    assert (item["alreadyRunning"], item["status"], item["runId"]) == (True, "already_running", str(queued.pk))
+    assert item["error"].startswith("Not started: run ")
+    assert fake_sabito.requests == []
+
+
+def test_a_run_cancelled_before_the_worker_took_it_is_reported_cancelled_not_failed(
+    admin, mapping, fake_sabito, before_the_worker
+):
+    from sabito_sync.mappings import cancel_run
+
+    before_the_worker(lambda run: cancel_run(actor=None, run=run))
+
+    body = admin.post(sync_one_url(mapping), {"fullSync": False}).json()
+
+    assert body["success"] is True
+    assert body["message"] == "Sync completed; cancelled: iCreations Global"
+    [item] = body["data"]
+    assert (item["success"], item["status"]) == (False, "cancelled")
+    assert item["error"] == "Cancelled by the platform before a worker started it."
+    assert fake_sabito.requests == []
+
+
+# --- GET /api/sabito/runs/<runId> and POST /api/sabito/runs/<runId>/cancel -------------------
+
+
+def test_run_endpoint_shows_status_counters_so_far_and_pages_done(admin, mapping):
+    run = running_run(mapping, customers_processed=250, created=240, updated=10, pages_done=3, full_sync=True)
+
+    response = admin.get(run_url(run))
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert {name: data[name] for name in ("id", "mappingId", "status", "fullSync", "trigger", "finishedAt")} == {
+        "id": str(run.pk),
+        "mappingId": str(mapping.pk),
+        "status": "running",
+        "fullSync": True,
+        "trigger": "beat",
+        "finishedAt": None,
+    }
+    assert (data["customersProcessed"], data["created"], data["updated"], data["pagesDone"]) == (250, 240, 10, 3)
+    assert (data["cancelRequested"], data["error"], data["note"], data["updatedAfter"]) == (False, None, None, None)
+    assert data["startedAt"]
+
+
+def test_run_endpoint_for_an_unknown_run_answers_404(admin):
+    response = admin.get(run_url(str(uuid.uuid4())))
+
+    assert response.status_code == 404
+    assert error_body(response)["message"] == "Sync run not found."
+
+
+def test_run_endpoint_for_a_malformed_id_answers_400(admin):
+    response = admin.get(run_url("not-a-uuid"))
+
+    assert response.status_code == 400
+    assert "runId" in error_body(response)["errors"]
+
+
+def test_cancelling_a_queued_run_records_it_cancelled_at_once(admin, mapping):
+    run = queued_run(mapping)
+
+    response = admin.post(f"{run_url(run)}/cancel")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["message"] == "Run cancelled before a worker started it."
+    assert (body["data"]["status"], body["data"]["cancelRequested"]) == ("cancelled", True)
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.CANCELLED and run.finished_at is not None
+    assert run.error_message == f"Cancelled by {admin.user.username} before a worker started it."
+
+
+def test_cancelling_a_running_run_asks_it_to_stop_after_its_page(admin, mapping):
+    run = running_run(mapping)
+
+    response = admin.post(f"{run_url(run)}/cancel")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["message"] == "Cancel requested: the run stops after the page it is writing."
+    assert (body["data"]["status"], body["data"]["cancelRequested"]) == ("running", True)
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.RUNNING and run.cancel_requested_at is not None
+
+
+def test_cancelling_a_running_run_twice_keeps_the_first_requests_time(admin, mapping):
+    run = running_run(mapping)
+    admin.post(f"{run_url(run)}/cancel")
+    first = SyncRun.objects.get(pk=run.pk).cancel_requested_at
+
+    again = admin.post(f"{run_url(run)}/cancel")
+
+    assert again.status_code == 202
+    assert SyncRun.objects.get(pk=run.pk).cancel_requested_at == first
+
+
+def test_cancelling_a_finished_run_answers_409_and_changes_nothing(admin, mapping):
+    run = finished_run(mapping)
+
+    response = admin.post(f"{run_url(run)}/cancel")
+
+    assert response.status_code == 409
+    assert error_body(response)["message"] == f"Run {run.pk} has already finished (succeeded); there is nothing to cancel."
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.SUCCEEDED and run.cancel_requested_at is None
+
+
 # --- GET /api/sabito/sync/status --------------------------------------------------------------
 
 
-def test_status_answers_the_guides_shape(admin, mapping, fake_sabito):
+def test_status_answers_the_guides_shape(admin, mapping, fake_sabito, inline_worker):
     fake_sabito.records["biz-a"] = [sabito_record(1), sabito_record(2)]
     admin.post(SYNC_ALL, {"fullSync": False})
     mapping.refresh_from_db()
@@ -491,7 +680,7 @@ def test_update_mapping_keeps_its_sync_metadata(admin, mapping):
     assert mapping.metadata == {"lastSyncedAt": "2025-12-14T12:00:00.000Z"}
 
 
-def test_delete_mapping_deletes_it_and_its_runs_but_keeps_customers(admin, operator, mapping, fake_sabito):
+def test_delete_mapping_deletes_it_and_its_runs_but_keeps_customers(admin, operator, mapping, fake_sabito, inline_worker):
     fake_sabito.records["biz-a"] = [sabito_record(1)]
     admin.post(sync_one_url(mapping), {"fullSync": False})
 
@@ -516,7 +705,7 @@ def test_delete_mapping_while_it_syncs_answers_409(operator, mapping):
 # --- GET /api/sabito/mappings/<id>/runs -----------------------------------------------------
 
 
-def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sabito):
+def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sabito, inline_worker):
     fake_sabito.records["biz-a"] = [sabito_record(1), {"id": "cust-bad", "email": "not an email"}]
     admin.post(sync_one_url(mapping), {"fullSync": True})
     fake_sabito.answer_next(401, '{"error": "bad key"}')
@@ -530,6 +719,7 @@ def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sab
     newest, oldest = body["data"]
     assert list(oldest) == [
         "id",
+        "mappingId",
         "fullSync",
         "trigger",
         "status",
@@ -542,6 +732,8 @@ def test_runs_are_listed_newest_first_with_their_fields(admin, mapping, fake_sab
         "skipped",
         "errors",
         "markedMissing",
+        "pagesDone",
+        "cancelRequested",
         "errorDetails",
         "error",
         "note",
@@ -731,7 +923,7 @@ def test_a_staff_user_with_a_member_role_is_just_a_member(make_caller, tenant, m
     assert staff_member.post(sync_one_url(mapping), {"fullSync": False}).status_code == 403
 
 
-def test_superuser_can_act_on_any_tenant_without_membership(make_caller, fake_sabito):
+def test_superuser_can_act_on_any_tenant_without_membership(make_caller, fake_sabito, inline_worker):
     other_tenant = TenantFactory()
     mapping = SabitoMappingFactory(tenant=other_tenant, sabito_business_id="biz-other")
     superuser = make_caller(other_tenant, role=None, is_superuser=True)
@@ -790,8 +982,8 @@ def test_malformed_json_answers_400(admin, mapping, fake_sabito, raw):
     response = admin.client.post(SYNC_ALL, raw, content_type="application/json")
 
     if raw == "":
-        # No body at all is the default request: an incremental sync.
-        assert response.status_code == 200
+        # No body at all is the default request: an incremental sync, queued (no worker runs here).
+        assert response.status_code == 202
         return
     assert response.status_code == 400
     error_body(response)
@@ -872,7 +1064,7 @@ def sync_rate_of_two(settings):
     settings.SABITO_SYNC_THROTTLE = "2/minute"
 
 
-def test_sync_endpoints_answer_429_after_the_rate(admin, mapping, fake_sabito, sync_rate_of_two):
+def test_sync_endpoints_answer_429_after_the_rate(admin, mapping, fake_sabito, sync_rate_of_two, inline_worker):
     answers = [
         admin.post(SYNC_ALL, {"fullSync": False}).status_code,
         admin.post(sync_one_url(mapping), {"fullSync": False}).status_code,
@@ -886,7 +1078,7 @@ def test_sync_endpoints_answer_429_after_the_rate(admin, mapping, fake_sabito, s
     assert SyncRun.objects.count() == 2
 
 
-def test_syncs_still_start_when_the_throttles_cache_server_is_down(admin, mapping, fake_sabito, caplog):
+def test_syncs_still_start_when_the_throttles_cache_server_is_down(admin, mapping, fake_sabito, caplog, inline_worker):
     from django.test import override_settings
 
     fake_sabito.records["biz-a"] = [sabito_record(1)]
@@ -898,7 +1090,7 @@ def test_syncs_still_start_when_the_throttles_cache_server_is_down(admin, mappin
     assert "throttle skipped: the cache is unavailable" in caplog.text
 
 
-def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, mapping, fake_sabito, sync_rate_of_two):
+def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, mapping, fake_sabito, sync_rate_of_two, inline_worker):
     other_admin = make_caller(tenant)
     for _ in range(2):
         admin.post(SYNC_ALL, {"fullSync": False})
@@ -922,3 +1114,24 @@ def test_status_items_equal_the_status_serializers_output(tenant, mapping):
 
     assert sync_status_items(mappings) == SyncStatusSerializer(mappings, many=True).data
     assert [item["syncRunning"] for item in sync_status_items(mappings)].count(True) == 1
+
+
+def test_without_redis_the_throttle_counts_are_shared_by_the_hosts_processes(settings):
+    """Two gunicorn workers count the same requests: what one process stores, another reads."""
+    import subprocess
+    import sys
+
+    from django.core.cache import cache
+
+    if not settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+        pytest.skip("with Redis the counters are in Redis")
+    cache.set("throttle_sabito_sync_42", ["a request"], 60)
+
+    other_process = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.core.cache import cache; "
+         "print(cache.get('throttle_sabito_sync_42'))"],
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "nexpro.settings"},
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert other_process.stdout.strip() == "['a request']", other_process.stderr

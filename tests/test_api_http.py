@@ -1,23 +1,19 @@
 """The API over real HTTP: a running server (pytest-django's `live_server`),
-`requests` as the client, Sabito faked at its HTTP boundary."""
+`requests` as the client, a real Celery worker consuming the real broker, and the
+Sabito simulator over HTTP. The web process only queues syncs and waits for them."""
+
+from unittest.mock import ANY
 
 import pytest
 import requests
-import responses
+from celery.signals import task_postrun
 
-from tests.api_fixtures import fresh_throttle_history, make_caller  # noqa: F401 (fixtures)
-from tests.conftest import FakeSabito
-from tests.factories import SabitoMappingFactory, sabito_record
+from sabito_sync.models import Customer, SyncRun
+from tests.api_fixtures import fresh_throttle_history, make_caller, queued_run  # noqa: F401 (fixtures)
+from tests.conftest import celery_worker, wait_for
+from tests.factories import SabitoMappingFactory, TenantFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
-
-
-@pytest.fixture
-def fake_sabito_beside(live_server):
-    """`fake_sabito`, letting the test's own requests through to the live server
-    (`responses` intercepts every `requests` call in the process)."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False, passthru_prefixes=(live_server.url,)) as mock:
-        yield FakeSabito(mock)
 
 
 @pytest.fixture
@@ -30,35 +26,175 @@ def session(make_caller):
         yield session
 
 
-def test_sync_then_status_over_http(live_server, fake_sabito_beside, session):
-    mapping = SabitoMappingFactory(tenant=session.tenant, sabito_business_id="biz-http", business_name="Over HTTP")
-    fake_sabito_beside.records["biz-http"] = [sabito_record(1), sabito_record(2)]
+@pytest.fixture
+def mapping(session, sabito_simulator):
+    business_id = sabito_simulator.business_ids[0]
+    return SabitoMappingFactory(
+        tenant=session.tenant, sabito_business_id=business_id, business_name=sabito_simulator.business_names[business_id]
+    )
 
-    sync = session.post(f"{live_server.url}/api/sabito/sync", json={"fullSync": True}, timeout=30)
+
+@pytest.fixture
+def slow_sabito(sabito_simulator, settings):
+    """Sabito answering each page of 10 after 0.3 s: a sync of a business's 60
+    customers takes seven answers, over two seconds, whatever the machine."""
+    settings.SABITO_PAGE_SIZE = "10"
+    sabito_simulator.set_faults({"slow_seconds": 0.3})
+    return sabito_simulator
+
+
+@pytest.fixture
+def finished_tasks():
+    """Task id → what the task returned, for every task this process's workers finish."""
+    finished = {}
+
+    def record(task_id=None, retval=None, **kwargs):
+        finished[task_id] = retval
+
+    task_postrun.connect(record, weak=False)
+    yield finished
+    task_postrun.disconnect(record)
+
+
+def test_a_quick_sync_answers_200_with_the_guides_results(
+    live_server, session, mapping, sabito_simulator, celery_worker_thread, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "20"
+    customers = len(sabito_simulator.customers(mapping.sabito_business_id))
+
+    sync = session.post(f"{live_server.url}/api/sabito/sync", json={"fullSync": True}, timeout=60)
     status = session.get(f"{live_server.url}/api/sabito/sync/status", timeout=30)
 
     assert sync.status_code == 200
     assert sync.headers["Content-Type"] == "application/json"
+    run = SyncRun.objects.get(mapping=mapping)
     assert sync.json() == {
         "success": True,
         "message": "Sync completed",
         "data": [
             {
                 "success": True,
-                "businessId": "biz-http",
-                "customersProcessed": 2,
-                "created": 2,
+                "businessId": mapping.sabito_business_id,
+                "customersProcessed": customers,
+                "created": customers,
                 "updated": 0,
                 "skipped": 0,
                 "errors": 0,
                 "errorDetails": [],
+                "runId": str(run.pk),
+                "status": "succeeded",
             }
         ],
     }
+    assert run.worker  # a worker ran it, not the web process
     [item] = status.json()["data"]
-    assert item["id"] == str(mapping.pk)
-    assert item["lastSyncResult"]["created"] == 2
+    assert item["lastSyncResult"]["created"] == customers
     assert item["lastSyncAt"] is not None and item["syncRunning"] is False
+
+
+def test_a_slow_sync_answers_202_with_a_run_url_that_shows_progress_then_the_result(
+    live_server, session, mapping, slow_sabito, celery_worker_thread, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "0.5"
+    customers = len(slow_sabito.customers(mapping.sabito_business_id))
+
+    sync = session.post(f"{live_server.url}/api/sabito/sync/{mapping.pk}", json={"fullSync": True}, timeout=60)
+
+    assert sync.status_code == 202
+    [item] = sync.json()["data"]
+    assert item["status"] in ("queued", "running")
+    assert item["url"] == f"{live_server.url}/api/sabito/runs/{item['runId']}"
+    seen = []
+
+    def finished():
+        run = session.get(item["url"], timeout=30).json()["data"]
+        seen.append(run)
+        return run["finishedAt"] is not None
+
+    wait_for(finished, timeout=60, message="the run to finish")
+    progress = [run for run in seen if run["status"] == "running" and 0 < run["customersProcessed"] < customers]
+    assert progress, "no answer showed the run part way through"
+    final = seen[-1]
+    assert (final["status"], final["customersProcessed"], final["created"], final["error"]) == (
+        "succeeded",
+        customers,
+        customers,
+        None,
+    )
+
+
+def test_cancelling_a_running_sync_stops_it_after_its_page_and_keeps_the_watermark(
+    live_server, session, mapping, slow_sabito, celery_worker_thread, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "0"
+    settings.SABITO_HEARTBEAT_SECONDS = "0.2"
+    mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
+    mapping.save()
+    customers = len(slow_sabito.customers(mapping.sabito_business_id))
+    [item] = session.post(f"{live_server.url}/api/sabito/sync/{mapping.pk}", json={}, timeout=60).json()["data"]
+    wait_for(
+        lambda: session.get(item["url"], timeout=30).json()["data"]["pagesDone"] >= 1,
+        timeout=60,
+        message="the run to write a page",
+    )
+
+    cancel = session.post(f"{item['url']}/cancel", json={}, timeout=30)
+
+    assert cancel.status_code == 202
+    final = wait_for(
+        lambda: (run := session.get(item["url"], timeout=30).json()["data"])["finishedAt"] and run,
+        timeout=60,
+        message="the run to stop",
+    )
+    assert final["status"] == "cancelled" and "Cancelled on request" in final["error"]
+    assert 0 < final["customersProcessed"] < customers
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == final["created"]
+    mapping.refresh_from_db()
+    assert mapping.metadata["lastSyncedAt"] == "2026-11-30T12:00:00.000Z"
+
+
+def test_with_no_worker_consuming_the_answer_comes_within_the_wait_and_says_so(
+    live_server, session, mapping, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "0.5"
+
+    sync = session.post(f"{live_server.url}/api/sabito/sync", json={}, timeout=60)
+
+    assert sync.status_code == 202
+    body = sync.json()
+    assert f"No worker has picked up {mapping.business_name} within 0.5 s: is a Celery worker running" in body["message"]
+    [item] = body["data"]
+    assert item["status"] == "queued"
+    assert session.get(item["url"], timeout=30).json()["data"]["status"] == "queued"
+
+
+def test_a_run_cancelled_while_queued_never_starts_when_a_worker_comes(
+    live_server, session, mapping, sabito_simulator, finished_tasks
+):
+    [item] = session.post(f"{live_server.url}/api/sabito/sync", json={"async": True}, timeout=60).json()["data"]
+
+    cancel = session.post(f"{item['url']}/cancel", timeout=30)
+    with celery_worker(purge=False):
+        wait_for(lambda: item["taskId"] in finished_tasks, timeout=60, message="the worker to take the task")
+
+    assert cancel.status_code == 202 and cancel.json()["data"]["status"] == "cancelled"
+    assert finished_tasks[item["taskId"]] == {"success": False, "error": ANY, "runId": item["runId"], "status": "cancelled"}
+    assert SyncRun.objects.get(pk=item["runId"]).status == SyncRun.Status.CANCELLED
+    assert sabito_simulator.stats["customerRequests"] == 0
+
+
+def test_another_tenants_run_answers_404_exactly_like_a_missing_one_over_http(live_server, session):
+    theirs = queued_run(SabitoMappingFactory(tenant=TenantFactory(name="Someone Else")))
+
+    answers = [
+        session.get(f"{live_server.url}/api/sabito/runs/{theirs.pk}", timeout=30),
+        session.post(f"{live_server.url}/api/sabito/runs/{theirs.pk}/cancel", timeout=30),
+        session.get(f"{live_server.url}/api/sabito/runs/00000000-0000-4000-8000-000000000000", timeout=30),
+    ]
+
+    assert [answer.status_code for answer in answers] == [404, 404, 404]
+    assert len({answer.content for answer in answers}) == 1
+    assert SyncRun.objects.get(pk=theirs.pk).status == SyncRun.Status.QUEUED
 
 
 def test_missing_token_over_http_answers_401_json(live_server, session):

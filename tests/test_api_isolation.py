@@ -14,9 +14,12 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     error_body,
     finished_run,
     fresh_throttle_history,
+    inline_worker,
     grant,
     make_caller,
     mapping_url,
+    queued_run,
+    run_url,
     runs_url,
     sync_one_url,
 )
@@ -96,7 +99,7 @@ def test_another_tenants_mapping_answers_exactly_like_a_missing_one(
     assert error_body(theirs)["message"] == "Sabito mapping not found."
 
 
-def test_another_tenants_mapping_is_left_untouched(a_admin, b_mapping, fake_sabito):
+def test_another_tenants_mapping_is_left_untouched(a_admin, b_mapping, fake_sabito, inline_worker):
     a_admin.patch(mapping_url(b_mapping), {"businessName": "Taken over", "isActive": False})
     a_admin.delete(mapping_url(b_mapping))
     a_admin.post(sync_one_url(b_mapping), {"fullSync": True})
@@ -107,7 +110,7 @@ def test_another_tenants_mapping_is_left_untouched(a_admin, b_mapping, fake_sabi
     assert fake_sabito.requests == []
 
 
-def test_sync_all_syncs_only_the_header_tenants_mappings(a_admin, a_mapping, b_mapping, fake_sabito):
+def test_sync_all_syncs_only_the_header_tenants_mappings(a_admin, a_mapping, b_mapping, fake_sabito, inline_worker):
     fake_sabito.records["biz-a"] = [sabito_record(1)]
     fake_sabito.records["biz-b"] = [sabito_record(2)]
 
@@ -134,7 +137,9 @@ def test_guessed_ids_all_answer_404(a_admin, b_mapping):
     assert {a_admin.get(mapping_url(guess)).status_code for guess in guesses} == {404}
 
 
-def test_naming_another_tenant_in_the_header_answers_403_everywhere(a_admin, tenant_b, b_mapping, fake_sabito):
+def test_naming_another_tenant_in_the_header_answers_403_everywhere(
+    a_admin, tenant_b, b_mapping, fake_sabito, inline_worker
+):
     a_admin.acting_for(tenant_b)
 
     answers = [
@@ -155,7 +160,7 @@ def test_naming_another_tenant_in_the_header_answers_403_everywhere(a_admin, ten
 
 
 def test_swapping_the_header_between_requests_follows_the_role_in_each_tenant(
-    make_caller, tenant_a, tenant_b, a_mapping, b_mapping, fake_sabito
+    make_caller, tenant_a, tenant_b, a_mapping, b_mapping, fake_sabito, inline_worker
 ):
     """Admin of A, member of B: each request is judged by the tenant it names."""
     caller = make_caller(tenant_a)
@@ -172,3 +177,15 @@ def test_swapping_the_header_between_requests_follows_the_role_in_each_tenant(
     assert in_b.status_code == 403
     assert a_by_way_of_b.status_code == 404
     assert [item["id"] for item in back_in_a.json()["data"]] == [str(a_mapping.pk)]
+
+
+@pytest.mark.parametrize("method,suffix", [("get", ""), ("post", "/cancel")], ids=["retrieve", "cancel"])
+def test_another_tenants_run_answers_exactly_like_a_missing_one(a_admin, b_mapping, method, suffix):
+    theirs_run = queued_run(b_mapping)
+
+    theirs = getattr(a_admin, method)(run_url(theirs_run) + suffix)
+    missing = getattr(a_admin, method)(run_url(missing_id()) + suffix)
+
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.content == missing.content
+    assert SyncRun.objects.get(pk=theirs_run.pk).status == SyncRun.Status.QUEUED

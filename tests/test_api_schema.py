@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 
-from tests.api_fixtures import fresh_throttle_history  # noqa: F401 (fixtures)
+from tests.api_fixtures import fresh_throttle_history, queued_run  # noqa: F401 (fixtures)
 from tests.factories import MembershipFactory, SabitoMappingFactory, TenantFactory, UserFactory, sabito_record
 
 OPERATIONS = {
@@ -28,6 +28,8 @@ OPERATIONS = {
     ("/api/sabito/mappings/{mappingId}", "patch"),
     ("/api/sabito/mappings/{mappingId}", "delete"),
     ("/api/sabito/mappings/{mappingId}/runs", "get"),
+    ("/api/sabito/runs/{runId}", "get"),
+    ("/api/sabito/runs/{runId}/cancel", "post"),
 }
 
 
@@ -83,7 +85,7 @@ def test_every_operation_documents_its_error_answers(openapi):
             assert operation["responses"][status]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/ErrorResponse"
             }, (path, method, status)
-        if "{mappingId}" in path:
+        if "{mappingId}" in path or "{runId}" in path:
             assert "404" in operation["responses"], (path, method)
 
 
@@ -96,13 +98,30 @@ def test_error_answers_say_success_is_false_so_their_examples_do_too(openapi):
     assert success["type"] == "boolean" and success["enum"] == [False]
 
 
-def test_sync_operations_document_both_answers_and_the_throttle(openapi):
+def test_sync_operations_document_finished_pending_unavailable_and_the_throttle(openapi):
     for path in ("/api/sabito/sync", "/api/sabito/sync/{mappingId}"):
         responses = openapi["paths"][path]["post"]["responses"]
         assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/SyncResponse")
         assert responses["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/SyncQueuedResponse")
-        assert "429" in responses
+        assert "503" in responses and "429" in responses
     assert "409" in openapi["paths"]["/api/sabito/sync/{mappingId}"]["post"]["responses"]
+
+
+def test_sync_answers_document_each_runs_id_status_and_url(openapi):
+    schemas = openapi["components"]["schemas"]
+
+    assert {"runId", "status", "alreadyRunning"} <= set(schemas["SyncRunResult"]["properties"])
+    assert {"mappingId", "businessId", "runId", "status", "url"} <= set(schemas["PendingSync"]["properties"])
+
+
+def test_run_operations_document_the_run_and_the_cancel_answers(openapi):
+    run = openapi["paths"]["/api/sabito/runs/{runId}"]["get"]["responses"]
+    cancel = openapi["paths"]["/api/sabito/runs/{runId}/cancel"]["post"]["responses"]
+
+    assert run["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/SyncRunResponse")
+    assert cancel["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/SyncRunCancelResponse")
+    assert "409" in cancel
+    assert {"pagesDone", "cancelRequested", "mappingId"} <= set(openapi["components"]["schemas"]["SyncRun"]["properties"])
 
 
 def test_sync_body_documents_full_sync_and_async(openapi):
@@ -145,6 +164,7 @@ def connections_kept_open():
 FUZZ_TOKEN = "f" * 40
 FUZZ_TENANT_ID = "7d9a1c3e-0b5f-4e2a-9c61-2f8e4b7a5d10"
 FUZZ_MAPPING_ID = "0c1e5a77-3d2b-4f60-8a9e-6b5d4c3a2f19"
+FUZZ_RUN_ID = "5b7f2c10-9e4d-4a3b-8c21-7d6e5f4a3b29"
 
 
 def fuzz_schema(**parameters):
@@ -166,28 +186,36 @@ def fuzz_schema(**parameters):
                                 "expected-statuses": ["2xx", "400", "401", "403", "404", "409"]
                             }
                         },
-                    }
+                    },
+                    {
+                        # The first cancel of the queued run cancels it; every later one finds it finished: 409.
+                        "include-operation-id": "runs_cancel",
+                        "checks": {
+                            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409"]}
+                        },
+                    },
                 ],
             }
         ),
     )
 
 
-# Generated mapping ids (almost always unknown: 404) and the id of the caller's real mapping.
+# Generated ids (almost always unknown: 404) and the ids of the caller's real mapping and run.
 schema = fuzz_schema()
-schema_with_real_mapping = fuzz_schema(**{"path.mappingId": FUZZ_MAPPING_ID})
+schema_with_real_mapping = fuzz_schema(**{"path.mappingId": FUZZ_MAPPING_ID, "path.runId": FUZZ_RUN_ID})
 
 
 @pytest.fixture
 def fuzz_caller(db, fake_sabito, settings):
-    """A tenant admin with a mapping that has history and customers in Sabito."""
+    """A tenant admin with a mapping that has a queued run and customers in Sabito."""
     # Generated requests come faster than any sensible rate.
     settings.SABITO_SYNC_THROTTLE = ""
     tenant = TenantFactory(pk=FUZZ_TENANT_ID)
     user = UserFactory(password=None)
     MembershipFactory(user=user, tenant=tenant, role="admin")
     Token.objects.create(user=user, key=FUZZ_TOKEN)
-    SabitoMappingFactory(pk=FUZZ_MAPPING_ID, tenant=tenant, sabito_business_id="biz-fuzz")
+    mapping = SabitoMappingFactory(pk=FUZZ_MAPPING_ID, tenant=tenant, sabito_business_id="biz-fuzz")
+    queued_run(mapping, pk=FUZZ_RUN_ID)
     fake_sabito.records["biz-fuzz"] = [sabito_record(1), sabito_record(2)]
     with connections_kept_open():
         yield

@@ -42,9 +42,7 @@ def test_json_log_lines_carry_level_logger_timestamp_and_the_sync_ids(transactio
     run = SyncRun.objects.get(mapping=mapping)
     assert [line["message"].split(":")[0] for line in sync_lines] == [
         "[Sabito Sync] Starting sync for business",
-        "[Sabito Sync] Found 25 customers to sync (offset 0)",
-        "[Sabito Sync] Found 25 customers to sync (offset 25)",
-        "[Sabito Sync] Found 10 customers to sync (offset 50)",
+        "[Sabito Sync] Found 60 customers to sync",
         "[Sabito Sync] Sync completed for " + mapping.business_name,
     ]
     for line in sync_lines:

@@ -18,6 +18,7 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     admin,
     error_body,
     fresh_throttle_history,
+    inline_worker,
     make_caller,
     mapping_url,
     operator,
@@ -55,7 +56,9 @@ def stale_run(mapping) -> SyncRun:
 # --- Re-pointing ---------------------------------------------------------------------------
 
 
-def test_repointing_resets_the_watermark_and_the_next_sync_fetches_everything(admin, operator, mapping, fake_sabito):
+def test_repointing_resets_the_watermark_and_the_next_sync_fetches_everything(
+    admin, operator, mapping, fake_sabito, inline_worker
+):
     gone = CustomerFactory(
         tenant=mapping.tenant, sabito_business_id="biz-a", sabito_customer_id="old-1", sabito_missing_since=timezone.now()
     )
@@ -83,7 +86,9 @@ def test_repointing_resets_the_watermark_and_the_next_sync_fetches_everything(ad
     assert mapping.watermark_reset_reason == "" and "watermarkReset" not in mapping.metadata
 
 
-def test_a_failed_first_sync_after_a_repoint_keeps_the_reason_for_the_next(admin, operator, mapping, fake_sabito):
+def test_a_failed_first_sync_after_a_repoint_keeps_the_reason_for_the_next(
+    admin, operator, mapping, fake_sabito, inline_worker
+):
     operator.patch(mapping_url(mapping), {"sabitoBusinessId": "biz-b"})
     fake_sabito.answer_next(503, times=10)
 

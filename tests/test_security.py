@@ -10,6 +10,7 @@ import pytest
 
 from sabito_sync.models import SyncRun
 
+from .api_fixtures import inline_worker  # noqa: F401 (fixture)
 from .conftest import SABITO_TEST_KEY
 from .factories import SabitoMappingFactory, sabito_record
 
@@ -103,7 +104,9 @@ def test_development_defaults_to_the_local_simulator(tmp_path):
 
 
 @pytest.mark.django_db
-def test_api_key_appears_in_no_log_result_admin_page_or_api_response(fake_sabito, admin_client, caplog):
+def test_api_key_appears_in_no_log_result_admin_page_or_api_response(
+    fake_sabito, admin_client, caplog, inline_worker
+):
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
@@ -135,6 +138,7 @@ def test_api_key_appears_in_no_log_result_admin_page_or_api_response(fake_sabito
         api.get("/api/sabito/sync/status").content,
         api.get("/api/sabito/mappings").content,
         api.get(f"/api/sabito/mappings/{mapping.pk}/runs").content,
+        *[api.get(f"/api/sabito/runs/{run.pk}").content for run in SyncRun.objects.all()],
         api.post(f"/api/sabito/sync/{mapping.pk}", {"fullSync": True}, format="json").content,
     ]
 

@@ -34,6 +34,14 @@ def test_settings_are_parsed_into_typed_values(settings):
     assert loaded.api_url == "https://api.sabito.example"
 
 
+def test_the_api_waits_20_seconds_by_default_and_0_means_not_at_all(settings):
+    del settings.SABITO_SYNC_API_WAIT
+    assert load_sabito_settings().api_wait_seconds == 20
+
+    settings.SABITO_SYNC_API_WAIT = "0"
+    assert load_sabito_settings().api_wait_seconds == 0
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
@@ -48,6 +56,9 @@ def test_settings_are_parsed_into_typed_values(settings):
         ("SABITO_PAGE_SIZE", "ten", "is not a whole number"),
         ("SABITO_READ_TIMEOUT", "-1", "out of range"),
         ("SABITO_MAX_RETRIES", "lots", "is not a whole number"),
+        ("SABITO_SYNC_API_WAIT", "-1", "out of range"),
+        ("SABITO_SYNC_API_WAIT", "3600", "out of range"),
+        ("SABITO_SYNC_API_WAIT", "twenty", "is not a number"),
     ],
 )
 def test_a_bad_value_is_a_system_check_error_naming_it(settings, name, value, message):
@@ -134,3 +145,15 @@ def test_a_missing_required_app_is_a_start_up_error(settings, app):
 
 def test_the_project_installs_every_app_the_sync_needs():
     assert check_required_apps() == []
+
+
+def test_an_api_wait_close_to_the_web_timeout_is_reported(settings, monkeypatch):
+    from nexpro.checks import check_api_wait_fits_the_web_timeout
+
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "30")
+    settings.SABITO_SYNC_API_WAIT = "20"
+    assert check_api_wait_fits_the_web_timeout() == []
+
+    settings.SABITO_SYNC_API_WAIT = "28"
+    [warning] = check_api_wait_fits_the_web_timeout()
+    assert warning.id == "nexpro.W001" and "GUNICORN_TIMEOUT=30" in warning.msg

@@ -441,7 +441,7 @@ def test_log_lines_follow_the_guide(fake_sabito, mapping, caplog):
     assert lines[0] == "[Sabito Sync] Starting sync for all tenants..."
     assert lines[1] == "[Sabito Sync] Found 1 tenant mappings to sync"
     assert lines[2].startswith("[Sabito Sync] Starting sync for business: iCreations Global (biz-123)")
-    assert "[Sabito Sync] Found 1 customers to sync (offset 0)" in lines
+    assert lines.count("[Sabito Sync] Found 1 customers to sync") == 1
     assert (
         "[Sabito Sync] Sync completed for iCreations Global: "
         "{ processed: 1, created: 1, updated: 0, skipped: 0, errors: 0 }"
@@ -463,3 +463,14 @@ def test_api_key_appears_in_no_log_line_or_result(fake_sabito, mapping, caplog):
     everything = caplog.text + repr([sync_result_data(r) for r in (failed, garbled, ok)])
     everything += repr(list(SyncRun.objects.values()))
     assert SABITO_TEST_KEY not in everything
+
+
+def test_a_sync_that_finds_nothing_says_so(fake_sabito, mapping, caplog):
+    serve(fake_sabito, mapping, [])
+    caplog.set_level(logging.INFO, logger="sabito_sync")
+
+    sync_mapping(mapping=mapping)
+
+    lines = [record.getMessage() for record in caplog.records if record.name.startswith("sabito_sync")]
+    assert "[Sabito Sync] Found 0 customers to sync" in lines
+    assert not any("(offset" in line for line in lines)  # the per-page lines are at DEBUG

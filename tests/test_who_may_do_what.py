@@ -19,7 +19,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from sabito_sync.models import Membership, SabitoMapping
+from sabito_sync.models import Membership, SabitoMapping, SyncRun
 from tests.api_fixtures import (  # noqa: F401 (fixtures)
     MAPPINGS,
     OPERATOR_PERMISSIONS,
@@ -27,8 +27,11 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     SYNC_ALL,
     fresh_throttle_history,
     grant,
+    inline_worker,
     make_caller,
     mapping_url,
+    queued_run,
+    run_url,
     runs_url,
     sync_one_url,
 )
@@ -58,11 +61,13 @@ class World:
     tenant: object
     other_tenant: object
     mapping: SabitoMapping
+    # A run of the mapping waiting for a worker (queued from the admin).
+    run: SyncRun
 
     def snapshot(self):
         return list(
             SabitoMapping.objects.order_by("pk").values_list("pk", "sabito_business_id", "business_name", "tenant_id", "is_active")
-        ) + [("runs", self.mapping.runs.count() if SabitoMapping.objects.filter(pk=self.mapping.pk).exists() else None)]
+        ) + list(SyncRun.objects.order_by("pk").values_list("pk", "status", "cancel_requested_at"))
 
 
 @dataclass(frozen=True)
@@ -78,19 +83,27 @@ def mapping_row(world):
     return SabitoMapping.objects.filter(pk=world.mapping.pk).first()
 
 
+def synced_once_over_the_api(world) -> bool:
+    return world.mapping.runs.filter(trigger=SyncRun.Trigger.API, status=SyncRun.Status.SUCCEEDED).count() == 1
+
+
+def run_cancelled(world) -> bool:
+    return SyncRun.objects.get(pk=world.run.pk).status == SyncRun.Status.CANCELLED
+
+
 API = {
     "`GET /api/sabito/sync/status`": Recipe(lambda c, w: c.get(STATUS), 200),
     "`GET /api/sabito/mappings`": Recipe(lambda c, w: c.get(MAPPINGS), 200),
     "`GET /api/sabito/mappings/<id>`": Recipe(lambda c, w: c.get(mapping_url(w.mapping)), 200),
     "`GET /api/sabito/mappings/<id>/runs`": Recipe(lambda c, w: c.get(runs_url(w.mapping)), 200),
+    "`GET /api/sabito/runs/<id>`": Recipe(lambda c, w: c.get(run_url(w.run)), 200),
     "`POST /api/sabito/sync`": Recipe(
-        lambda c, w: c.post(SYNC_ALL, {"fullSync": True}, format="json"), 200, lambda w: w.mapping.runs.count() == 1
+        lambda c, w: c.post(SYNC_ALL, {"fullSync": True}, format="json"), 200, synced_once_over_the_api
     ),
     "`POST /api/sabito/sync/<id>`": Recipe(
-        lambda c, w: c.post(sync_one_url(w.mapping), {"fullSync": True}, format="json"),
-        200,
-        lambda w: w.mapping.runs.count() == 1,
+        lambda c, w: c.post(sync_one_url(w.mapping), {"fullSync": True}, format="json"), 200, synced_once_over_the_api
     ),
+    "`POST /api/sabito/runs/<id>/cancel`": Recipe(lambda c, w: c.post(f"{run_url(w.run)}/cancel"), 202, run_cancelled),
     "`PATCH /api/sabito/mappings/<id>` `businessName`, `isActive` (rename, pause, resume)": Recipe(
         lambda c, w: c.patch(mapping_url(w.mapping), {"businessName": "Renamed", "isActive": False}, format="json"),
         200,
@@ -139,9 +152,11 @@ ADMIN = {
     "Admin: sync buttons and actions": Recipe(
         lambda c, w: c.post(f"/admin/sabito_sync/sabitomapping/{w.mapping.pk}/sync/full/"),
         302,
-        # The sync is queued on commit; a test transaction never commits, so nothing runs.
-        None,
+        lambda w: w.mapping.runs.filter(trigger=SyncRun.Trigger.ADMIN, status=SyncRun.Status.SUCCEEDED).count() == 1,
         admin=True,
+    ),
+    "Admin: cancel a run": Recipe(
+        lambda c, w: c.post(f"/admin/sabito_sync/syncrun/{w.run.pk}/cancel/"), 302, run_cancelled, admin=True
     ),
     "Admin: add a mapping": Recipe(
         lambda c, w: c.post(
@@ -177,12 +192,15 @@ def test_the_table_and_the_recipes_name_the_same_actions():
 
 
 @pytest.fixture
-def world(db, fake_sabito):
+def world(db, fake_sabito, inline_worker):
+    """Sync requests run at once (`inline_worker`), so an allowed one shows its effect."""
     tenant = TenantFactory(name="Tenant One")
+    mapping = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-1", business_name="Business One")
     return World(
         tenant=tenant,
         other_tenant=TenantFactory(name="Tenant Two"),
-        mapping=SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-1", business_name="Business One"),
+        mapping=mapping,
+        run=queued_run(mapping),
     )
 
 
