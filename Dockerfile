@@ -18,9 +18,9 @@ RUN pip install --require-hashes --no-deps -r requirements.lock \
 # a lower layer of the production image holds them.
 FROM base AS source
 COPY . /src
-RUN rm /src/sabito_sync/simulator.py \
-       /src/sabito_sync/management/commands/sabito_simulator.py \
-       /src/sabito_sync/management/commands/sabito_demo.py
+RUN rm -r /src/sabito_simulator \
+          /src/nexpro/management/commands/sabito_simulator.py \
+          /src/nexpro/management/commands/sabito_demo.py
 
 FROM base AS app
 COPY --from=source /src /app
@@ -35,7 +35,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 CMD ["gunicorn", "nexpro.wsgi", "-c", "gunicorn.conf.py", "--bind", "0.0.0.0:8000"]
 
 FROM app AS demo
-COPY sabito_sync/simulator.py sabito_sync/
-COPY sabito_sync/management/commands/sabito_simulator.py sabito_sync/management/commands/sabito_demo.py sabito_sync/management/commands/
+COPY sabito_simulator sabito_simulator/
+COPY nexpro/management/commands/sabito_simulator.py nexpro/management/commands/sabito_demo.py nexpro/management/commands/
 
 FROM app AS production

@@ -1,8 +1,8 @@
 """The benchmark's orchestration: the database, the servers and processes, each size's
 scenarios in order, the fan-out through Celery and the status API under load.
 
-The simulator is served by a thread of this process (`with SabitoSimulator(...)`, as
-the tests and `manage.py sabito_simulator` start it); every measured scenario runs in a
+The simulator is served by a thread of this process (`with serving(...)`, as the
+tests and `manage.py sabito_simulator` start it); every measured scenario runs in a
 process of its own (`scenarios.py`).
 """
 
@@ -117,9 +117,9 @@ class Benchmark:
     def simulator(self, *, customers: int, businesses: int, seed: int):
         """The project's simulator, served by a thread of this process: every client it
         serves (the measured scenarios, the Celery worker) runs in a process of its own."""
-        from sabito_sync.simulator import SabitoSimulator
+        from sabito_simulator import serving
 
-        return SabitoSimulator(customers_per_business=customers, businesses=businesses, seed=seed, api_key=API_KEY)
+        return serving(customers_per_business=customers, businesses=businesses, seed=seed, api_key=API_KEY)
 
     def child(self, name: str, params: dict, *, env: dict) -> dict:
         """Run one scenario of `scenarios.py` in a fresh process; its figures."""

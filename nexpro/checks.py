@@ -25,6 +25,15 @@ def check_production_settings(app_configs=None, **kwargs):
                 id="nexpro.E002",
             )
         )
+    if str(settings.SABITO_API_URL).strip().lower().startswith("http://"):
+        errors.append(
+            Warning(
+                f"SABITO_API_URL={settings.SABITO_API_URL!r} is plain HTTP: the API key and every customer "
+                "record would cross the network unencrypted.",
+                hint="Use the Sabito API's https:// URL.",
+                id="nexpro.W002",
+            )
+        )
     return errors
 
 

@@ -192,20 +192,11 @@ CELERY_BEAT_SCHEDULER = "sabito_sync.health:HeartbeatScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- REST framework -------------------------------------------------------------
-# JSON in and out (the browsable API only with DEBUG), `Authorization: Bearer <token>`,
-# one error body shape from sabito_sync.api, and a per-user rate limit on the two
-# endpoints that start syncs (SABITO_SYNC_THROTTLE, e.g. "30/minute"; "" = no limit).
+# The sabito_sync API views carry their own authentication (Bearer tokens), JSON
+# rendering and parsing, error body and throttle; the project only picks the schema
+# generator for /api/schema/.
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["sabito_sync.permissions.BearerTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
-        *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "sabito_sync.api.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"sabito_sync": env.str("SABITO_SYNC_THROTTLE", default="30/minute") or None},
 }
 
 SPECTACULAR_SETTINGS = {
@@ -227,12 +218,14 @@ SPECTACULAR_SETTINGS = {
 
 # --- Sabito sync ----------------------------------------------------------------
 # Raw strings on purpose: parsed and validated by sabito_sync.conf / checks.
-# Out of the box the sync talks to the built-in simulator (`manage.py
-# sabito_simulator`), whose key is "sim-key". Once SABITO_API_URL names a real
-# Sabito, the key must be set too: an empty one is a start-up error.
+# In development the sync talks to the built-in simulator (`manage.py
+# sabito_simulator`, key "sim-key") unless told otherwise. In production there is no
+# default: an unset SABITO_API_URL is a start-up error (sabito_sync.E001) and an
+# http:// one a warning (nexpro.W002). Once SABITO_API_URL names a real Sabito, the
+# key must be set too: an empty one is a start-up error.
 SABITO_SIMULATOR_URL = "http://127.0.0.1:8001"
 SABITO_SIMULATOR_API_KEY = "sim-key"
-SABITO_API_URL = env.str("SABITO_API_URL", default=SABITO_SIMULATOR_URL)
+SABITO_API_URL = env.str("SABITO_API_URL", default="" if PRODUCTION else SABITO_SIMULATOR_URL)
 SABITO_API_KEY = env.str(
     "SABITO_API_KEY", default=SABITO_SIMULATOR_API_KEY if SABITO_API_URL == SABITO_SIMULATOR_URL else ""
 )
@@ -250,6 +243,8 @@ SABITO_HEARTBEAT_SECONDS = env.str("SABITO_HEARTBEAT_SECONDS", default="2")
 SABITO_RESUME_WITHIN = env.str("SABITO_RESUME_WITHIN", default="86400")
 SABITO_TASK_MAX_RETRIES = env.str("SABITO_TASK_MAX_RETRIES", default="3")
 SABITO_TASK_RETRY_DELAY = env.str("SABITO_TASK_RETRY_DELAY", default="60")
+# Per-user rate of the two endpoints that start syncs, e.g. "30/minute"; "" = no limit.
+SABITO_SYNC_THROTTLE = env.str("SABITO_SYNC_THROTTLE", default="30/minute")
 SABITO_SYNC_API_WAIT = env.str("SABITO_SYNC_API_WAIT", default="20")
 SABITO_RUN_RETENTION_DAYS = env.str("SABITO_RUN_RETENTION_DAYS", default="90")
 SABITO_SYNC_ALERT_AFTER_FAILURES = env.str("SABITO_SYNC_ALERT_AFTER_FAILURES", default="1")

@@ -2,6 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+# The project names its admin; the sabito_sync app leaves the host's admin site as it is.
+admin.site.site_header = "NEXPro administration"
+admin.site.site_title = "NEXPro admin"
+admin.site.index_title = "Tenants, customers and the Sabito sync"
+
 # The admin's "View site" leads to the API's documentation: the project has no pages of its own.
 admin.site.site_url = "/api/docs/"
 
@@ -13,5 +18,5 @@ urlpatterns = [
 ]
 
 # JSON error bodies for API paths (unknown endpoint, unhandled error); Django's pages elsewhere.
-handler404 = "sabito_sync.api.not_found"
-handler500 = "sabito_sync.api.server_error"
+handler404 = "nexpro.errors.not_found"
+handler500 = "nexpro.errors.server_error"

@@ -39,10 +39,6 @@ from .mappings import RunAlreadyFinished, SyncIsRunning, SyncQueueUnavailable
 from .models import Customer, Membership, SabitoMapping, SyncRun, Tenant
 from .serializers import SyncRunSerializer
 
-admin.site.site_header = "NEXPro administration"
-admin.site.site_title = "NEXPro admin"
-admin.site.index_title = "Tenants, customers and the Sabito sync"
-
 ADMIN_CSS = {"all": ["sabito_sync/admin.css"]}
 ADMIN_JS = ["sabito_sync/run_progress.js"]
 EMPTY = "—"

@@ -16,7 +16,6 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.urls import reverse
-from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -44,7 +43,7 @@ from .conf import SabitoSettingsError, load_sabito_settings
 from .logs import LOG_PREFIX
 from .mappings import BusinessAlreadyMapped, NoSuchTenant, RunAlreadyFinished, SyncIsRunning, SyncQueueUnavailable
 from .models import SabitoMapping, SyncRun
-from .permissions import TENANT_HEADER, ActionPermission, SyncTriggerThrottle, TenantPermission
+from .permissions import TENANT_HEADER, ActionPermission, BearerTokenAuthentication, SyncTriggerThrottle, TenantPermission
 from .serializers import (
     ErrorResponseSerializer,
     MappingCreateInputSerializer,
@@ -149,28 +148,6 @@ def flat_messages(detail) -> list[str]:
 
 def error_payload(message: str) -> dict:
     return {"success": False, "message": message, "errors": {}}
-
-
-def not_found(request, exception=None):
-    """Project 404 handler: JSON for API paths, Django's page for the rest."""
-    if request.path_info.startswith("/api/"):
-        message = "There is no API endpoint at this path."
-        if request.path_info.endswith("/") and request.path_info != "/api/":
-            message += f" API paths have no trailing slash: try {request.path_info.rstrip('/')}"
-        return json_error(message, status=404)
-    return defaults.page_not_found(request, exception)
-
-
-def server_error(request):
-    """Project 500 handler: JSON for API paths, Django's page for the rest."""
-    if request.path_info.startswith("/api/"):
-        return json_error("Internal server error; the details are in the server's log.", status=500)
-    return defaults.server_error(request)
-
-
-def json_error(message: str, *, status: int) -> HttpResponse:
-    # Rendered like every other API answer, byte for byte the same format.
-    return HttpResponse(JSONRenderer().render(error_payload(message)), content_type="application/json", status=status)
 
 
 # --- Request parsing and paging ---------------------------------------------------------------
@@ -338,10 +315,16 @@ def path_uuid(name: str, raw: str, *, what: str) -> uuid.UUID:
 
 
 # Authenticated and tenant-scoped: `TenantPermission` sets `request.tenant` before
-# any handler runs. (A comment: a docstring would become every operation's description.)
+# any handler runs. The view carries all of its DRF wiring (Bearer tokens, JSON in and
+# out, no throttle but the sync triggers' own, the one error body), so that the host
+# project's REST_FRAMEWORK settings, or their absence, do not change the answers.
+# (A comment: a docstring would become every operation's description.)
 class TenantAPIView(APIView):
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [IsAuthenticated, TenantPermission, ActionPermission]
+    renderer_classes = [JSONRenderer]
     parser_classes = [JSONBodyParser]
+    throttle_classes = []
     # The `access.Action` each method needs, checked by `ActionPermission`.
     actions_by_method: dict[str, Action] = {}
 
@@ -354,6 +337,9 @@ class TenantAPIView(APIView):
             # Exactly the answer for an id that exists in another tenant: ids cannot be probed.
             raise NotFound("Sabito mapping not found.")
         return mapping
+
+    def get_exception_handler(self):
+        return api_exception_handler
 
     def get_run(self, run_id: str) -> SyncRun:
         run = (

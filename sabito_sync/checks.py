@@ -1,9 +1,32 @@
 """System checks: tell the operator at start-up (runserver, migrate, the worker,
 `manage.py check`) what is misconfigured, instead of failing mid-sync."""
 
+from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import SabitoSettingsError, load_sabito_settings
+from .conf import SabitoSettingsError, load_sabito_settings, sync_throttle_rate
+
+
+# The apps sabito_sync's models, API and schedule build on: without them migrate fails
+# on a foreign key, every API call fails on the token table, or beat has no schedule.
+REQUIRED_APPS = {
+    "rest_framework": "the REST API",
+    "rest_framework.authtoken": "the API's Bearer tokens (its Token model)",
+    "django_celery_beat": "the periodic sync's schedule rows",
+}
+
+
+@register(Tags.compatibility)
+def check_required_apps(app_configs=None, **kwargs):
+    return [
+        Error(
+            f"{name!r} is not in INSTALLED_APPS; sabito_sync needs it for {purpose}.",
+            hint=f"Add {name!r} to INSTALLED_APPS (see the README's \"Use it in your own project\").",
+            id="sabito_sync.E006",
+        )
+        for name, purpose in REQUIRED_APPS.items()
+        if not apps.is_installed(name)
+    ]
 
 
 @register(Tags.compatibility)
@@ -67,10 +90,9 @@ def operations_messages() -> list:
 
 
 def throttle_rate_problem() -> str | None:
-    from django.conf import settings
     from rest_framework.throttling import SimpleRateThrottle
 
-    rate = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {}).get("sabito_sync")
+    rate = sync_throttle_rate()
     if rate is None:
         return None
     try:

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+DEFAULT_SYNC_THROTTLE = "30/minute"
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -75,7 +77,12 @@ def parse_number(name: str, value, problems: list[str], *, kind=int, minimum=0, 
 
 
 def parse_api_url(value, problems: list[str]) -> str:
-    url = str(value).strip().rstrip("/")
+    url = str(value or "").strip().rstrip("/")
+    if not url:
+        # No default on purpose: a default would sync against something that is not
+        # the operator's Sabito and pass every check.
+        problems.append("SABITO_API_URL is not set: the sync has no Sabito API to talk to; set it to its base URL, e.g. https://api.sabito.example")
+        return url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         problems.append(
@@ -116,6 +123,15 @@ def cron_problem(expression: str) -> str | None:
     except Exception as exc:  # celery raises ValueError or its own ParseException
         return f"SABITO_SYNC_INTERVAL={expression!r} is not a valid cron expression: {exc}"
     return None
+
+
+def sync_throttle_rate() -> str | None:
+    """The sync-trigger endpoints' per-user rate (`SABITO_SYNC_THROTTLE`, e.g.
+    "30/minute"), or None for no limit (an empty value)."""
+    rate = getattr(settings, "SABITO_SYNC_THROTTLE", DEFAULT_SYNC_THROTTLE)
+    if rate is None:
+        return None
+    return str(rate).strip() or None
 
 
 def load_sabito_settings() -> SabitoSettings:

@@ -86,7 +86,8 @@ def migrations_problem() -> str | None:
 
 
 def broker_problem() -> str | None:
-    from nexpro.celery import app
+    # The host project's Celery app (the current one), whatever its module is called.
+    from celery import current_app as app
 
     try:
         with app.connection_for_write(connect_timeout=BROKER_CONNECT_TIMEOUT) as broker:

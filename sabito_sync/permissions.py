@@ -13,10 +13,10 @@ import uuid
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
 from rest_framework.permissions import BasePermission
-from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from . import access
+from .conf import sync_throttle_rate
 from .models import Membership, Tenant
 
 logger = logging.getLogger(__name__)
@@ -92,13 +92,14 @@ def tenant_id_from_header(request) -> uuid.UUID:
 
 class SyncTriggerThrottle(ScopedRateThrottle):
     """Per-user rate limit on the endpoints that start syncs (scope `sabito_sync`,
-    rate `SABITO_SYNC_THROTTLE`, default 30/minute).
+    rate `SABITO_SYNC_THROTTLE`, default 30/minute; empty: no limit).
 
-    Reads the rate when each request arrives: DRF's own class copies the rates once
-    at import, so a changed setting (an override in a test) would be ignored."""
+    The rate is the app's own setting, not DRF's `DEFAULT_THROTTLE_RATES`, so a host
+    project needs no REST_FRAMEWORK entry for it. Read when each request arrives, so a
+    changed setting (an override in a test) takes effect."""
 
     def get_rate(self):
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        return sync_throttle_rate()
 
     def allow_request(self, request, view) -> bool:
         # The counters live in the cache. With the cache server down, refusing every

@@ -66,7 +66,7 @@ def main() -> int:
     options = parser.parse_args()
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "sabito_sync.simulator", "--port", "0", "--businesses", "1",
+        [sys.executable, "-m", "sabito_simulator", "--port", "0", "--businesses", "1",
          "--customers", str(options.customers), "--api-key", API_KEY],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

@@ -115,9 +115,9 @@ SIMULATOR_KEY = "sim-key"
 @pytest.fixture
 def sabito_simulator(settings):
     """The project's Sabito simulator over real HTTP, with the sync pointed at it."""
-    from sabito_sync.simulator import SabitoSimulator
+    from sabito_simulator import serving
 
-    with SabitoSimulator(customers_per_business=60, businesses=2, seed=7, api_key=SIMULATOR_KEY) as simulator:
+    with serving(customers_per_business=60, businesses=2, seed=7, api_key=SIMULATOR_KEY) as simulator:
         settings.SABITO_API_URL = simulator.url
         settings.SABITO_API_KEY = SIMULATOR_KEY
         yield simulator

@@ -1061,7 +1061,7 @@ def test_a_body_over_the_upload_limit_answers_413_in_the_error_envelope(admin, s
 
 @pytest.fixture
 def sync_rate_of_two(settings):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"sabito_sync": "2/minute"}}
+    settings.SABITO_SYNC_THROTTLE = "2/minute"
 
 
 def test_sync_endpoints_answer_429_after_the_rate(admin, mapping, fake_sabito, sync_rate_of_two, inline_worker):

@@ -665,9 +665,9 @@ def test_a_borrowed_session_is_left_open_for_its_owner():
 
 @pytest.fixture
 def live_simulator():
-    from sabito_sync.simulator import SabitoSimulator
+    from sabito_simulator import serving
 
-    with SabitoSimulator(customers_per_business=5, businesses=1, seed=3, api_key=API_KEY) as simulator:
+    with serving(customers_per_business=5, businesses=1, seed=3, api_key=API_KEY) as simulator:
         yield simulator
 
 

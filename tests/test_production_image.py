@@ -25,8 +25,11 @@ def test_the_image_leaves_out_tests_benchmarks_the_simulator_and_the_demo():
     for folder in ("tests", "benchmarks", "docs", "scripts", ".ci"):
         assert folder in ignored
     source_stage = dockerfile.split("FROM base AS source", 1)[1].split("FROM ", 1)[0]
-    for path in ("sabito_sync/simulator.py", "commands/sabito_simulator.py", "commands/sabito_demo.py"):
+    for path in ("/src/sabito_simulator", "commands/sabito_simulator.py", "commands/sabito_demo.py"):
         assert path in source_stage
+    # Nothing of the simulator or the demo is left inside the app package for the image to carry.
+    assert not (ROOT / "sabito_sync" / "simulator.py").exists()
+    assert not list((ROOT / "sabito_sync").rglob("sabito_demo.py"))
     assert "COPY --from=source /src /app" in dockerfile
     assert dockerfile.rstrip().splitlines()[-1] == "FROM app AS production"  # the default target
 
@@ -52,7 +55,7 @@ def test_the_development_lock_agrees_with_the_runtime_lock():
     runtime, development = pins(ROOT / "requirements.lock"), pins(ROOT / "requirements-dev.lock")
 
     assert {name: development.get(name) for name in runtime} == runtime
-    assert {"honcho", "pytest", "pip-tools", "pip-audit"} <= set(development)
+    assert {"honcho", "pytest", "pip-tools", "pip-audit", "build"} <= set(development)
 
 
 def test_gunicorn_takes_its_timeout_workers_and_max_requests_from_the_environment():

@@ -171,14 +171,14 @@ def test_hostile_records_are_error_entries_and_the_good_ones_are_saved(mapping, 
 
 
 def test_hostile_record_variants_each_have_a_reason():
-    from sabito_sync.simulator import _hostile_variant
+    from sabito_simulator.faults import hostile_variant
 
     chaos = random.Random(3)
     good = {"id": "c1", "email": "a@example.com", "name": "A", "country": "USA"}
     reasons = set()
     for _ in range(200):
         try:
-            customer_values(_hostile_variant(dict(good), chaos), business_id="b")
+            customer_values(hostile_variant(dict(good), chaos), business_id="b")
         except InvalidRecord as exc:
             reasons.add(str(exc).split(" ")[0])
     assert len(reasons) >= 3

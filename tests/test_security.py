@@ -72,6 +72,37 @@ def test_production_without_a_sabito_api_key_is_a_start_up_error(tmp_path):
     assert completed.returncode != 0 and "sabito_sync.E002" in completed.stderr
 
 
+def test_production_without_a_sabito_api_url_is_a_start_up_error_not_the_simulator(tmp_path):
+    env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(64), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
+    del env["SABITO_API_URL"]
+
+    completed = manage("check", env=env)
+
+    assert completed.returncode != 0
+    assert "sabito_sync.E001" in completed.stderr and "SABITO_API_URL is not set" in completed.stderr
+
+
+def test_production_warns_about_a_plain_http_sabito_api_url(tmp_path):
+    env = PRODUCTION_ENV | {
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "SABITO_API_URL": "http://api.sabito.example",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+    }
+
+    completed = manage("check", "--fail-level", "WARNING", env=env)
+
+    assert completed.returncode != 0 and "nexpro.W002" in completed.stderr
+
+
+def test_development_defaults_to_the_local_simulator(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
+    read = "from django.conf import settings; print(settings.SABITO_API_URL, settings.SABITO_API_KEY)"
+
+    completed = manage("shell", "-v", "0", "-c", read, env=env)
+
+    assert completed.stdout.split() == ["http://127.0.0.1:8001", "sim-key"]
+
+
 @pytest.mark.django_db
 def test_api_key_appears_in_no_log_result_admin_page_or_api_response(
     fake_sabito, admin_client, caplog, inline_worker

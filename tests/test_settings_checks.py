@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sabito_sync.checks import check_sabito_settings
+from sabito_sync.checks import check_required_apps, check_sabito_settings
 from sabito_sync.conf import load_sabito_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +70,14 @@ def test_a_bad_value_is_a_system_check_error_naming_it(settings, name, value, me
     assert name in text and message in text
 
 
+def test_an_unset_api_url_is_an_error_that_says_so(settings):
+    settings.SABITO_API_URL = ""
+
+    [(check_id, text)] = check_messages()
+
+    assert check_id == "sabito_sync.E001" and text.startswith("SABITO_API_URL is not set")
+
+
 def test_missing_api_key_is_an_error_while_sync_is_enabled(settings):
     settings.SABITO_API_KEY = ""
 
@@ -98,7 +106,7 @@ def test_manage_py_check_fails_at_start_up_on_a_bad_interval(tmp_path):
 
 @pytest.mark.parametrize("rate", ["lots", "30/fortnight", "x/minute"])
 def test_a_bad_sync_throttle_rate_is_a_start_up_error(settings, rate):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"sabito_sync": rate}}
+    settings.SABITO_SYNC_THROTTLE = rate
 
     [(check_id, text)] = check_messages()
 
@@ -124,6 +132,19 @@ def test_a_stale_limit_of_fewer_than_five_heartbeats_is_reported(settings):
     settings.SABITO_STALE_RUN_AFTER = "60"
 
     assert ("sabito_sync.E001", "SABITO_STALE_RUN_AFTER=60 must be at least 5 times SABITO_HEARTBEAT_SECONDS=20.") in check_messages()
+
+
+@pytest.mark.parametrize("app", ["django_celery_beat", "rest_framework.authtoken"])
+def test_a_missing_required_app_is_a_start_up_error(settings, app):
+    settings.INSTALLED_APPS = [name for name in settings.INSTALLED_APPS if name != app]
+
+    [message] = check_required_apps()
+
+    assert message.id == "sabito_sync.E006" and repr(app) in message.msg
+
+
+def test_the_project_installs_every_app_the_sync_needs():
+    assert check_required_apps() == []
 
 
 def test_an_api_wait_close_to_the_web_timeout_is_reported(settings, monkeypatch):

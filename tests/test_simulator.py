@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sabito_sync.simulator import Faults, SabitoSimulator
+from sabito_simulator import Faults, SabitoSimulator, serving
 
 KEY = "test-sim-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def sabito_test_settings():
 
 @pytest.fixture
 def simulator():
-    with SabitoSimulator(customers_per_business=250, businesses=2, seed=42, api_key=KEY) as running:
+    with serving(customers_per_business=250, businesses=2, seed=42, api_key=KEY) as running:
         yield running
 
 
@@ -129,7 +129,7 @@ def test_records_are_ordered_by_updated_at_then_id(simulator, business_id):
 
 
 def test_max_page_size_caps_the_page():
-    with SabitoSimulator(customers_per_business=120, businesses=1, api_key=KEY, max_page_size=50) as capped:
+    with serving(customers_per_business=120, businesses=1, api_key=KEY, max_page_size=50) as capped:
         page = get_customers(capped, capped.business_ids[0], limit=100).json()["data"]
 
     assert len(page) == 50
@@ -411,7 +411,7 @@ def read_lines(stream, count: int, *, timeout: float) -> list[str]:
 def test_module_runs_as_a_command_line_server():
     # --port 0 works because the simulator prints the port it actually bound.
     process = subprocess.Popen(
-        [sys.executable, "-m", "sabito_sync.simulator", "--port", "0", "--customers", "30",
+        [sys.executable, "-m", "sabito_simulator", "--port", "0", "--customers", "30",
          "--businesses", "2", "--seed", "5", "--api-key", KEY],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

@@ -1,5 +1,8 @@
 """`manage.py sabito_demo`: the demo that `scripts/run` starts beside the stack.
 
+A project command, not the app's: it creates a superuser with a known password, so
+it stays out of the `sabito_sync` package and the production image.
+
 `--setup` (run before the stack starts) creates a demo tenant, one mapping per
 simulator business, and an admin user with an API token. Without it, the command
 narrates: it waits for the start-up sync, then edits and adds customers in the
@@ -17,9 +20,9 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from sabito_simulator import SabitoSimulator
 from sabito_sync.conf import load_sabito_settings
 from sabito_sync.models import Membership, SabitoMapping, SyncRun, Tenant
-from sabito_sync.simulator import SabitoSimulator
 from sabito_sync.tasks import enqueue_mapping_syncs
 
 DEMO_TENANT_SLUG = "demo"

@@ -1,233 +1,35 @@
-"""A Sabito simulator: a real HTTP server that speaks Sabito's `GET /api/customers`.
-
-The demo, the end-to-end tests, the chaos tests and the benchmark all talk to it over
-real HTTP. It is plain standard library on purpose (`python -m sabito_sync.simulator`
-runs it without Django), and each of them starts it the same way: `with
-SabitoSimulator(...) as simulator:` serves it from a background thread for the block.
-
-What it serves
-    GET /api/customers?businessId=&updatedAfter=&limit=&offset=   (header X-API-Key)
-        {"data": [customer, ...]}, customers with `updatedAt > updatedAfter` ordered by
-        (updatedAt, id): the order in which offset pagination drifts when records are
-        edited mid-scan. `limit` defaults to 100 and is silently capped at
-        `max_page_size`, as real servers do.
-
-    Control endpoints, no key needed (tests, demo, benchmark):
-        GET  /_simulator/businesses                  ids, names, customer counts
-        GET  /_simulator/customers?businessId=       every current record, in served order
-        POST /_simulator/edit|add|delete             {"businessId", "count"} -> {"ids": [...]}
-        GET  /_simulator/faults, POST /_simulator/faults   fault config ({} resets)
-        GET  /_simulator/stats                       requests, customerRequests, recordsServed,
-                                                     statuses, faultsInjected, driftEditedIds
-        POST /_simulator/reset                       seeded data, no faults, zeroed stats
-
-The data is deterministic for a seed: the same seed gives the same businesses and
-customers (ids, emails, names, timestamps) in any process started on the same UTC day.
-Faults (`Faults`) apply to /api/customers only, after the key and the parameters
-have been checked, so a 401 or 400 always means what it says.
-"""
+"""The simulator's HTTP server: `SabitoSimulator` holds the data and the faults and
+answers `/api/customers` and the `/_simulator/` controls; `serving()` runs one from a
+background thread for a `with` block, which is how everything starts one."""
 
 from __future__ import annotations
 
-import argparse
-import bisect
-import functools
 import hmac
 import json
-import os
 import random
 import re
-import signal
 import socket
 import socketserver
 import sys
 import threading
 import time
-import unicodedata
-import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["EditDuringPaging", "Faults", "SabitoSimulator", "UnknownBusinessError", "main"]
+from .data import UNIX_EPOCH, Business, UnknownBusinessError, default_epoch, edited_customer, generate_business, new_customer
+from .faults import GARBAGE_BODY, Faults, hostile_variant, is_whole_number
 
 DEFAULT_LIMIT = 100
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-DAY_MS = 24 * 60 * 60 * 1000
-HISTORY_MS = 30 * DAY_MS
-# A few percent of customers lack a phone or a country, so the sync's "country
-# defaults to USA" and "no phone" paths run on every demo and test, not only in theory.
-MISSING_PHONE_RATE = 0.03
-MISSING_COUNTRY_RATE = 0.03
-# Bulk imports give many records the same updatedAt; ties are where a strict
-# `updatedAt > watermark` drops records, so the seeded data contains some.
-SHARED_TIMESTAMP_RATE = 0.02
 MAX_CONTROL_BODY = 1 << 20
-BUSINESS_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://sabito.example/simulator/businesses")
-
-FIRST_NAMES = (
-    "Ama", "Kwame", "Kofi", "Abena", "Yaw", "Efua", "Akosua", "Kojo", "John", "Mary", "José",
-    "Zoë", "Chloé", "Søren", "Priya", "Wei", "Fatima", "Liam", "Olivia", "Noah", "Emma", "Aisha",
-    "Mateo", "Seán", "Łukasz", "Chidi", "Ngozi", "Hiroshi", "Ana", "David",
-)
-LAST_NAMES = (
-    "Mensah", "Owusu", "Boateng", "Asante", "Osei", "Agyeman", "Smith", "Johnson", "Williams",
-    "Brown", "García", "O'Brien", "Nguyen", "Patel", "Kim", "Müller", "Okafor", "Adeyemi", "Rossi",
-    "Dubois", "van der Berg", "Nowak", "Tanaka", "Silva", "Lee",
-)
-EMAIL_DOMAINS = ("example.com", "example.org", "mail.example.net")  # RFC 2606: never a real inbox
-STREETS = (
-    "Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Independence Ave", "Liberation Rd",
-    "High Street", "Station Rd", "Queen St W", "Pine St", "Ring Rd Central",
-)
-# (country as Sabito sends it, phone prefix, digits after the prefix, [(city, state)])
-COUNTRIES = (
-    ("USA", "+1", 10, (("New York", "NY"), ("Austin", "TX"), ("Seattle", "WA"), ("Denver", "CO"), ("Miami", "FL"))),
-    ("Ghana", "+233", 9, (("Accra", "Greater Accra"), ("Kumasi", "Ashanti"), ("Tamale", "Northern"))),
-    ("Canada", "+1", 10, (("Toronto", "ON"), ("Vancouver", "BC"))),
-    ("United Kingdom", "+44", 10, (("London", "England"), ("Manchester", "England"))),
-)
-COUNTRY_WEIGHTS = (70, 15, 8, 7)
-GARBAGE_BODY = (
-    b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>"
-    b"<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
-)
-
-
-class UnknownBusinessError(LookupError):
-    def __init__(self, business_id: str):
-        self.business_id = business_id
-        super().__init__(f"unknown business {business_id!r}")
 
 
 class BadRequest(ValueError):
     """A request the simulator refuses with HTTP 400; the message goes to the client."""
-
-
-# --- Faults ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EditDuringPaging:
-    """After `after_requests` pages of a business were served, edit `count` of the
-    records the pager already passed, once: they jump to the end of the order and
-    every later record shifts back, so a plain limit/offset pager skips `count`."""
-
-    after_requests: int
-    count: int
-
-    def __post_init__(self):
-        for name in ("after_requests", "count"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"edit_during_paging.{_camel(name)} must be a whole number >= 1, got {value!r}")
-
-    @classmethod
-    def from_value(cls, value) -> EditDuringPaging | None:
-        if value is None or isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError('edit_during_paging must be {"afterRequests": N, "count": K} or null')
-        known = {"after_requests", "count"}
-        values = {_snake(key): item for key, item in value.items()}
-        if unknown := sorted(set(values) - known):
-            raise ValueError(f"unknown edit_during_paging key(s) {unknown}; expected afterRequests and count")
-        if missing := sorted(known - set(values)):
-            raise ValueError(f"edit_during_paging is missing {[_camel(name) for name in missing]}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return {"afterRequests": self.after_requests, "count": self.count}
-
-
-@dataclass(frozen=True)
-class Faults:
-    """How /api/customers misbehaves. Rates are per request and exclusive: one draw
-    picks at most one of error, rate limit, timeout, drop, truncated, garbage, so their
-    sum must not exceed 1. `bad_records_rate` is drawn per record of a page that is
-    otherwise served normally. `seed` makes a run's faults reproducible (default: the
-    simulator's seed)."""
-
-    error_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    retry_after: int = 1
-    timeout_rate: float = 0.0
-    timeout_seconds: float = 5.0
-    drop_rate: float = 0.0
-    truncated_rate: float = 0.0
-    garbage_rate: float = 0.0
-    slow_seconds: float = 0.0
-    edit_during_paging: EditDuringPaging | None = None
-    max_page_size: int | None = None
-    bad_records_rate: float = 0.0
-    seed: int | None = None
-
-    EXCLUSIVE_RATES = ("error_rate", "rate_limit_rate", "timeout_rate", "drop_rate", "truncated_rate", "garbage_rate")
-
-    def __post_init__(self):
-        for name in (*self.EXCLUSIVE_RATES, "bad_records_rate"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value <= 1:
-                raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
-        if sum(getattr(self, name) for name in self.EXCLUSIVE_RATES) > 1 + 1e-9:
-            raise ValueError(f"the sum of {', '.join(self.EXCLUSIVE_RATES)} must not exceed 1")
-        for name in ("timeout_seconds", "slow_seconds"):
-            value = getattr(self, name)
-            if not _is_number(value) or value < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
-        if not _is_int(self.retry_after) or self.retry_after < 0:
-            raise ValueError(f"retry_after must be a whole number of seconds >= 0, got {self.retry_after!r}")
-        if self.max_page_size is not None and (not _is_int(self.max_page_size) or self.max_page_size < 1):
-            raise ValueError(f"max_page_size must be a whole number >= 1 or null, got {self.max_page_size!r}")
-        if self.seed is not None and not _is_int(self.seed):
-            raise ValueError(f"seed must be a whole number or null, got {self.seed!r}")
-        object.__setattr__(self, "edit_during_paging", EditDuringPaging.from_value(self.edit_during_paging))
-
-    @classmethod
-    def from_value(cls, value: Faults | dict | None) -> Faults:
-        """Accepts a `Faults`, None (no faults) or a dict with snake_case or camelCase keys."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError("faults must be a JSON object")
-        known = {item.name for item in fields(cls)}
-        values = {_snake(key): item for key, item in value.items()}
-        if unknown := sorted(set(values) - known):
-            raise ValueError(f"unknown fault setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["edit_during_paging"] = self.edit_during_paging.to_dict() if self.edit_during_paging else None
-        return values
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-# --- Data --------------------------------------------------------------------------
-
-
-def format_timestamp(ms: int) -> str:
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
 
 
 def parse_timestamp_ms(text: str) -> int:
@@ -246,153 +48,6 @@ def parse_timestamp_ms(text: str) -> int:
         moment = moment.replace(tzinfo=timezone.utc)
     return (moment - UNIX_EPOCH) // timedelta(milliseconds=1)
 
-
-def default_epoch() -> datetime:
-    """Start of the current UTC day: recent enough that a sync's clock-based watermark
-    makes sense, fixed enough that two simulators with one seed serve identical data."""
-    now = datetime.now(timezone.utc)
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _encode(record: dict) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@functools.cache
-def _email_word(name: str) -> str:
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
-    return re.sub(r"[^a-z0-9]", "", ascii_name)
-
-
-def _phone(rng: random.Random, country: tuple) -> str:
-    _, prefix, digits, _ = country
-    return prefix + str(rng.randrange(2 * 10 ** (digits - 1), 10**digits))
-
-
-def _new_customer(rng: random.Random, *, seq: int, updated_ms: int, created_ms: int) -> dict:
-    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-    country = rng.choices(COUNTRIES, weights=COUNTRY_WEIGHTS)[0]
-    city, state = rng.choice(country[3])
-    missing_country = rng.random() < MISSING_COUNTRY_RATE
-    if missing_country:
-        country = COUNTRIES[0]  # a record without a country is a US one: the mapping's default
-        city, state = rng.choice(country[3])
-    missing_phone = rng.random() < MISSING_PHONE_RATE
-    return {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        # The sequence number keeps emails unique within a business for ever, also
-        # across deletes and adds.
-        "email": f"{_email_word(first)}.{_email_word(last)}.{seq}@{rng.choice(EMAIL_DOMAINS)}",
-        "name": f"{first} {last}",
-        "phone": None if missing_phone else _phone(rng, country),
-        "address": f"{rng.randrange(1, 10000)} {rng.choice(STREETS)}",
-        "city": city,
-        "state": state,
-        "country": None if missing_country else country[0],
-        "sourceReferralId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "sourceType": "referral",
-        "updatedAt": format_timestamp(updated_ms),
-        "createdAt": format_timestamp(created_ms),
-    }
-
-
-def _edited(record: dict, rng: random.Random, *, updated_ms: int) -> dict:
-    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-    country = next((c for c in COUNTRIES if c[0] == record["country"]), COUNTRIES[0])
-    return record | {
-        "name": f"{first} {last}",
-        "phone": _phone(rng, country),
-        "updatedAt": format_timestamp(updated_ms),
-    }
-
-
-class _Business:
-    """One business's customers, kept as the exact bytes served, plus a sorted index
-    rebuilt lazily after a change (edits are rare next to page reads)."""
-
-    def __init__(self, *, business_id: str, name: str):
-        self.id = business_id
-        self.name = name
-        self.entries: dict[str, tuple[int, bytes]] = {}  # id -> (updatedAt ms, JSON)
-        self.next_seq = 0
-        self.pages_served = 0
-        self.drift_done = False
-        self._keys: list[int] = []
-        self._ids: list[str] = []
-        self._blobs: list[bytes] = []
-        self._dirty = True
-
-    def put(self, record: dict, updated_ms: int) -> None:
-        self.entries[record["id"]] = (updated_ms, _encode(record))
-        self._dirty = True
-
-    def remove(self, customer_id: str) -> None:
-        del self.entries[customer_id]
-        self._dirty = True
-
-    def record(self, customer_id: str) -> dict:
-        return json.loads(self.entries[customer_id][1])
-
-    def index(self) -> tuple[list[int], list[str], list[bytes]]:
-        if self._dirty:
-            ordered = sorted(self.entries.items(), key=lambda item: (item[1][0], item[0]))
-            self._keys = [updated_ms for _, (updated_ms, _) in ordered]
-            self._ids = [customer_id for customer_id, _ in ordered]
-            self._blobs = [blob for _, (_, blob) in ordered]
-            self._dirty = False
-        return self._keys, self._ids, self._blobs
-
-    def view_start(self, after_ms: int | None) -> int:
-        keys, _, _ = self.index()
-        return 0 if after_ms is None else bisect.bisect_right(keys, after_ms)
-
-
-def _generate_business(*, seed: int, index: int, customers: int, epoch_ms: int) -> _Business:
-    business = _Business(
-        business_id=str(uuid.uuid5(BUSINESS_NAMESPACE, f"{seed}:{index}")),
-        name="iCreations Global" if index == 0 else f"Business {index + 1}",
-    )
-    rng = random.Random(f"sabito-simulator:{seed}:{index}")
-    updated_ms = epoch_ms - 1
-    for seq in range(customers):
-        if not (seq and rng.random() < SHARED_TIMESTAMP_RATE):
-            updated_ms = epoch_ms - 1 - rng.randrange(HISTORY_MS)
-        created_ms = updated_ms - rng.randrange(3 * HISTORY_MS)
-        business.put(_new_customer(rng, seq=seq, updated_ms=updated_ms, created_ms=created_ms), updated_ms)
-    business.next_seq = customers
-    business.index()  # sort now, not inside the first request
-    return business
-
-
-# --- Hostile records ---------------------------------------------------------------
-
-
-def _hostile_variant(record: dict, rng: random.Random) -> dict:
-    """A record a careless sync would choke on or store as garbage."""
-    bad = dict(record)
-    kind = rng.randrange(8)
-    if kind == 0:
-        del bad["id"]
-    elif kind == 1:
-        bad["id"] = rng.randrange(1, 10**6)
-    elif kind == 2:
-        bad["email"] = {"address": record["email"]}
-    elif kind == 3:
-        bad["name"] = record["name"].split(" ", 1)
-    elif kind == 4:
-        bad["phone"] = rng.randrange(10**9, 10**10)
-    elif kind == 5:
-        bad["email"] = rng.choice(("not-an-email", "two@@example.com", "@example.com", ""))
-    elif kind == 6:
-        bad["name"] = "N" * 5000
-        bad["address"] = "A" * 10000
-    else:
-        bad["name"] = "Eve\x00\x07\x1b[2J" + record["name"]
-        bad["city"] = "\u202eAccra\r\nX-Injected: 1"
-    return bad
-
-
-# --- Replies -----------------------------------------------------------------------
 
 
 @dataclass
@@ -470,7 +125,7 @@ class SabitoSimulator:
         self._businesses = {
             business.id: business
             for business in (
-                _generate_business(
+                generate_business(
                     seed=self.seed, index=index, customers=self.customers_per_business, epoch_ms=self._epoch_ms
                 )
                 for index in range(self.business_count)
@@ -517,15 +172,6 @@ class SabitoSimulator:
         self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        """Serves until Ctrl-C (KeyboardInterrupt), started and stopped as `with` does."""
-        with self:
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-
     def stop(self) -> None:
         if self._server is None:
             return
@@ -550,15 +196,6 @@ class SabitoSimulator:
                 connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-    # `with SabitoSimulator(...) as simulator:` is how everything starts one (the tests'
-    # fixtures, the benchmark, the demo's `manage.py sabito_simulator`): serving in a
-    # background thread for the block, stopped however the block ends.
-    def __enter__(self) -> SabitoSimulator:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -609,7 +246,7 @@ class SabitoSimulator:
             now_ms = self._now_ms()
             ids = []
             for _ in range(count):
-                record = _new_customer(self._control_rng, seq=business.next_seq, updated_ms=now_ms, created_ms=now_ms)
+                record = new_customer(self._control_rng, seq=business.next_seq, updated_ms=now_ms, created_ms=now_ms)
                 business.next_seq += 1
                 business.put(record, now_ms)
                 ids.append(record["id"])
@@ -654,7 +291,7 @@ class SabitoSimulator:
                 "driftEditedIds": list(self._stats["driftEditedIds"]),
             }
 
-    def _business(self, business_id: str) -> _Business:
+    def _business(self, business_id: str) -> Business:
         try:
             return self._businesses[business_id]
         except KeyError:
@@ -667,10 +304,10 @@ class SabitoSimulator:
         self._last_now_ms = max(now_ms, self._last_now_ms + 1)
         return self._last_now_ms
 
-    def _edit_locked(self, business: _Business, customer_ids: list[str], rng: random.Random) -> list[str]:
+    def _edit_locked(self, business: Business, customer_ids: list[str], rng: random.Random) -> list[str]:
         now_ms = self._now_ms()
         for customer_id in customer_ids:
-            business.put(_edited(business.record(customer_id), rng, updated_ms=now_ms), now_ms)
+            business.put(edited_customer(business.record(customer_id), rng, updated_ms=now_ms), now_ms)
         return list(customer_ids)
 
     # -- HTTP: /api/customers
@@ -744,12 +381,12 @@ class SabitoSimulator:
         spoiled = []
         for blob in page:
             if self._fault_rng.random() < rate:
-                blob = json.dumps(_hostile_variant(json.loads(blob), self._fault_rng)).encode()
+                blob = json.dumps(hostile_variant(json.loads(blob), self._fault_rng)).encode()
                 self._stats["faultsInjected"]["bad_record"] += 1
             spoiled.append(blob)
         return spoiled
 
-    def _drift_locked(self, business: _Business, faults: Faults, after_ms: int | None) -> None:
+    def _drift_locked(self, business: Business, faults: Faults, after_ms: int | None) -> None:
         drift = faults.edit_during_paging
         if drift is None or business.drift_done or business.pages_served < drift.after_requests:
             return
@@ -815,7 +452,7 @@ class SabitoSimulator:
 
 
 def _check_count(count) -> None:
-    if not _is_int(count) or count < 0:
+    if not is_whole_number(count) or count < 0:
         raise ValueError(f"count must be a whole number >= 0, got {count!r}")
 
 
@@ -965,68 +602,14 @@ class _SabitoRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-# --- Command line -------------------------------------------------------------------
-
-
-def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by `python -m sabito_sync.simulator` and `manage.py sabito_simulator`."""
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8001, help="port; 0 picks a free one (default: 8001)")
-    parser.add_argument("--customers", type=int, default=500, help="customers per business (default: 500)")
-    parser.add_argument("--businesses", type=int, default=2, help="number of businesses (default: 2)")
-    parser.add_argument("--seed", type=int, default=42, help="data seed (default: 42)")
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("SABITO_API_KEY") or "sim-key",
-        help="the X-API-Key clients must send (default: $SABITO_API_KEY, else sim-key)",
-    )
-    parser.add_argument("--max-page-size", type=int, default=1000, help="cap on limit (default: 1000)")
-
-
-def simulator_from_options(options, *, verbose: bool) -> SabitoSimulator:
-    return SabitoSimulator(
-        customers_per_business=options["customers"],
-        businesses=options["businesses"],
-        seed=options["seed"],
-        api_key=options["api_key"],
-        host=options["host"],
-        port=options["port"],
-        max_page_size=options["max_page_size"],
-        verbose=verbose,
-    )
-
-
-def describe_businesses(simulator: SabitoSimulator) -> str:
-    return ", ".join(f"{business_id} ({name})" for business_id, name in simulator.business_names.items())
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Prints the URL on the first line of stdout and the business ids, space
-    separated, on the second (both flushed) so a parent process can read them."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sabito_sync.simulator",
-        description="Serve a simulated Sabito API (GET /api/customers) until Ctrl-C.",
-    )
-    add_simulator_arguments(parser)
-    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    options = vars(parser.parse_args(argv))
+@contextmanager
+def serving(**options) -> Iterator[SabitoSimulator]:
+    """A simulator (`SabitoSimulator`'s options) serving from a background thread for
+    the `with` block, stopped however the block ends. The one way everything starts
+    one: the tests' fixtures, the benchmark, the demo stack's simulator process
+    (`manage.py sabito_simulator`) and `python -m sabito_simulator`."""
+    simulator = SabitoSimulator(**options).start()
     try:
-        simulator = simulator_from_options(options, verbose=options["verbose"]).bind()
-    except (OSError, ValueError) as exc:
-        parser.exit(2, f"Cannot start the Sabito simulator on {options['host']}:{options['port']}: {exc}\n")
-    print(simulator.url, flush=True)
-    print(" ".join(simulator.business_ids), flush=True)
-    description = f"Sabito simulator on {simulator.url}: {describe_businesses(simulator)}. Ctrl-C to stop."
-    print(description, file=sys.stderr, flush=True)
-    # A parent's terminate() then ends serving cleanly instead of killing mid-write.
-    signal.signal(signal.SIGTERM, _interrupt)
-    simulator.serve_forever()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        yield simulator
+    finally:
+        simulator.stop()
