@@ -44,7 +44,11 @@ class StrictCharField(serializers.CharField):
     trimming would accept strings the schema calls too long or blank."""
 
     default_error_messages = {"invalid": "Must be a JSON string."}
-    TEXT_PATTERN = r"^[^\s\x00]([^\x00]*[^\s\x00])?$"
+    # Whitespace spelled out rather than `\s`: Python's and the schema's (ECMAScript's)
+    # `\s` differ (\x1c-\x1f and \x85 in one, \ufeff in the other), and the server and
+    # the schema must agree on every string. Control characters count as blank too.
+    BLANK = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+    TEXT_PATTERN = rf"^[^{BLANK}]([^\x00]*[^{BLANK}])?$"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trim_whitespace", False)
