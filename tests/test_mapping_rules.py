@@ -297,3 +297,21 @@ def test_deleting_a_mapping_keeps_its_customers(operator, mapping):
     operator.delete(mapping_url(mapping))
 
     assert Customer.objects.filter(sabito_customer_id="c-1").exists()
+
+
+def test_a_tenant_admin_pauses_and_resumes_through_the_service_and_a_member_may_not(make_caller, mapping):
+    from sabito_sync.access import ActionRefused
+    from sabito_sync.mappings import set_mapping_active
+    from sabito_sync.models import Membership
+
+    admin_user = make_caller(mapping.tenant).user
+    member_user = make_caller(mapping.tenant, role=Membership.Role.MEMBER).user
+
+    set_mapping_active(actor=admin_user, mapping=mapping, active=False)
+    mapping.refresh_from_db()
+    assert mapping.is_active is False and mapping.metadata["lastSyncedAt"] == WATERMARK
+    with pytest.raises(ActionRefused, match="Only admins of this tenant"):
+        set_mapping_active(actor=member_user, mapping=mapping, active=True)
+    set_mapping_active(actor=admin_user, mapping=mapping, active=True)
+    mapping.refresh_from_db()
+    assert mapping.is_active is True
