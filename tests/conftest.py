@@ -79,6 +79,9 @@ class FakeSabito:
         self.queued_answers: list[tuple[int, str]] = []
         # offset → body served instead of the page at that offset.
         self.bodies_at_offset: dict[int, str] = {}
+        # While set, every request whose window reaches past this offset answers 503:
+        # Sabito going down part way through a feed (None: it is up).
+        self.down_from_offset: int | None = None
         self.mock = mock
         mock.add_callback(responses.GET, f"{SABITO_TEST_URL}/api/customers", callback=self.serve)
 
@@ -92,6 +95,8 @@ class FakeSabito:
             status, body = self.queued_answers.pop(0)
             return status, {"Content-Type": "application/json"}, body
         limit = int(query.get("limit", 100))
+        if self.down_from_offset is not None and int(query.get("offset", 0)) + limit > self.down_from_offset:
+            return 503, {"Content-Type": "application/json"}, '{"error": "down"}'
         if self.page_cap:
             limit = min(limit, self.page_cap)
         offset = int(query.get("offset", 0))

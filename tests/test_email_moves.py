@@ -3,8 +3,6 @@ addresses others gave up, on one page or across pages, and the tenant converges 
 one sync with exact counters. Only an address its holder's Sabito record still has
 is a conflict."""
 
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 
 from sabito_sync.models import Customer, SyncRun
@@ -146,23 +144,14 @@ def test_a_record_waiting_for_an_address_survives_a_failed_run_and_the_resume_ap
     filler = [sabito_record(n) for n in range(10, 14)]
     synced_once(fake_sabito, mapping, sabito_record(1, email="a@example.com"), *filler, sabito_record(2, email="b@example.com"))
     feed(fake_sabito, sabito_record(1, email="b@example.com"), *filler, sabito_record(2, email="c@example.com"))
-    serve, failing = fake_sabito.serve, {"on": True}
-
-    def fail_at_the_end(request):
-        query = {key: values[0] for key, values in parse_qs(urlsplit(request.url).query).items()}
-        if failing["on"] and int(query["offset"]) + int(query["limit"]) > 5:
-            return 503, {"Content-Type": "application/json"}, '{"error": "down"}'
-        return serve(request)
-
-    fake_sabito.mock.remove(fake_sabito.mock.registered()[0])
-    fake_sabito.mock.add_callback("GET", "https://sabito.test/api/customers", callback=fail_at_the_end)
+    fake_sabito.down_from_offset = 5  # the page with cust-2 never comes
 
     failed = sync_mapping(mapping=mapping, full_sync=True)
     assert not failed.success
     assert [values["sabito_customer_id"] for values in SyncRun.objects.get(pk=failed.run_id).checkpoint["deferred"]] == [
         "cust-1"
     ]
-    failing["on"] = False
+    fake_sabito.down_from_offset = None
 
     resumed = sync_mapping(mapping=mapping, full_sync=True)
 

@@ -5,7 +5,6 @@ its worker dies, and ends whatever goes wrong at its end."""
 import time
 from datetime import timedelta
 from unittest.mock import patch
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.utils import timezone
@@ -36,32 +35,16 @@ def replace_sabito(fake_sabito, callback) -> None:
     fake_sabito.mock.add_callback("GET", "https://sabito.test/api/customers", callback=callback)
 
 
-def fail_from_offset(fake_sabito, offset: int) -> dict:
-    """Sabito answers 503 for every window reaching `offset` or beyond while
-    `failing["on"]` (the returned dict) is true."""
-    failing = {"on": True}
-
-    def serve_or_fail(request):
-        query = {key: values[0] for key, values in parse_qs(urlsplit(request.url).query).items()}
-        if failing["on"] and int(query["offset"]) + int(query["limit"]) > offset:
-            fake_sabito.requests.append(query)
-            return 503, {"Content-Type": "application/json"}, '{"error": "down"}'
-        return fake_sabito.serve(request)
-
-    replace_sabito(fake_sabito, serve_or_fail)
-    return failing
-
-
 # --- Resume ---------------------------------------------------------------------------------
 
 
 def test_a_full_sync_failing_at_page_12_resumes_there_and_ends_exact(mapping, fake_sabito):
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(2000)]
-    failing = fail_from_offset(fake_sabito, 1100)  # page 12 (records 1,100 to 1,199) never comes
+    fake_sabito.down_from_offset = 1100  # page 12 (records 1,100 to 1,199) never comes
 
     failed = sync_mapping(mapping=mapping, full_sync=True)
     assert not failed.success and Customer.objects.count() == 1100
-    failing["on"] = False
+    fake_sabito.down_from_offset = None
     fake_sabito.requests.clear()
 
     resumed = sync_mapping(mapping=mapping, full_sync=True)
@@ -81,9 +64,9 @@ def test_an_incremental_sync_resumes_with_the_failed_runs_updated_after(mapping,
     mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
     mapping.save()
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(500)]
-    failing = fail_from_offset(fake_sabito, 300)
+    fake_sabito.down_from_offset = 300
     sync_mapping(mapping=mapping)
-    failing["on"] = False
+    fake_sabito.down_from_offset = None
     fake_sabito.requests.clear()
 
     resumed = sync_mapping(mapping=mapping)
@@ -96,10 +79,10 @@ def test_an_incremental_sync_resumes_with_the_failed_runs_updated_after(mapping,
 def test_an_old_checkpoint_is_not_resumed(mapping, fake_sabito, settings):
     settings.SABITO_RESUME_WITHIN = "3600"
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(300)]
-    failing = fail_from_offset(fake_sabito, 200)
+    fake_sabito.down_from_offset = 200
     failed = sync_mapping(mapping=mapping, full_sync=True)
     SyncRun.objects.filter(pk=failed.run_id).update(finished_at=timezone.now() - timedelta(hours=2))
-    failing["on"] = False
+    fake_sabito.down_from_offset = None
     fake_sabito.requests.clear()
 
     again = sync_mapping(mapping=mapping, full_sync=True)
@@ -112,9 +95,9 @@ def test_a_full_sync_asked_for_does_not_carry_on_an_incremental_one(mapping, fak
     mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
     mapping.save()
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(300)]
-    failing = fail_from_offset(fake_sabito, 200)
+    fake_sabito.down_from_offset = 200
     sync_mapping(mapping=mapping)
-    failing["on"] = False
+    fake_sabito.down_from_offset = None
     fake_sabito.requests.clear()
 
     full = sync_mapping(mapping=mapping, full_sync=True)
@@ -125,9 +108,9 @@ def test_a_full_sync_asked_for_does_not_carry_on_an_incremental_one(mapping, fak
 
 def test_a_resumed_full_sync_marks_nobody_missing(mapping, fake_sabito):
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(300)]
-    failing = fail_from_offset(fake_sabito, 200)
+    fake_sabito.down_from_offset = 200
     sync_mapping(mapping=mapping, full_sync=True)
-    failing["on"] = False
+    fake_sabito.down_from_offset = None
     fake_sabito.records["biz-1"] = fake_sabito.records["biz-1"][150:]  # the first 150 are gone from Sabito
 
     resumed = sync_mapping(mapping=mapping, full_sync=True)
@@ -143,9 +126,9 @@ def test_a_repointed_mapping_does_not_resume_the_old_business(mapping, fake_sabi
 
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(300)]
     fake_sabito.records["biz-2"] = [sabito_record(n, id=f"b2-{n}") for n in range(300)]
-    failing = fail_from_offset(fake_sabito, 200)
+    fake_sabito.down_from_offset = 200
     sync_mapping(mapping=mapping, full_sync=True)
-    failing["on"] = False
+    fake_sabito.down_from_offset = None
     mapping = update_mapping(actor=None, mapping=mapping, sabito_business_id="biz-2")
     fake_sabito.requests.clear()
 
