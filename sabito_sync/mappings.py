@@ -254,13 +254,18 @@ class SyncRequest:
     already_running: list[SabitoMapping] = field(default_factory=list)
 
 
+def ensure_may_sync(actor, mappings: list[SabitoMapping]) -> None:
+    """Syncing is MANAGE in each tenant the mappings belong to, checked once per tenant."""
+    for tenant in {mapping.tenant_id: mapping.tenant for mapping in mappings}.values():
+        ensure_may(actor, Action.MANAGE, tenant=tenant)
+
+
 def request_sync(*, actor, mappings: Iterable[SabitoMapping], full_sync: bool, trigger: str) -> SyncRequest:
     """Queue a sync of every mapping given, except those already syncing. The check
     here spares a pointless task; the run lock in the engine is what guarantees one
     run per mapping (a sync queued twice is refused there and recorded)."""
     mappings = list(mappings)
-    for tenant in {mapping.tenant_id: mapping.tenant for mapping in mappings}.values():
-        ensure_may(actor, Action.MANAGE, tenant=tenant)
+    ensure_may_sync(actor, mappings)
     running_ids = set(live_runs().filter(mapping__in=mappings).values_list("mapping_id", flat=True))
     request = SyncRequest()
     for mapping in mappings:
@@ -361,6 +366,5 @@ def sync_all_now(*, actor, mappings: Iterable[SabitoMapping] | None, full_sync: 
     if mappings is None:
         mappings = SabitoMapping.objects.filter(is_active=True).select_related("tenant")
     mappings = list(mappings)
-    for tenant in {mapping.tenant_id: mapping.tenant for mapping in mappings}.values():
-        ensure_may(actor, Action.MANAGE, tenant=tenant)
+    ensure_may_sync(actor, mappings)
     return sync_all_mappings(full_sync=full_sync, trigger=trigger, mappings=mappings)
