@@ -26,6 +26,12 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
         help="the X-API-Key clients must send (default: $SABITO_API_KEY, else sim-key)",
     )
     parser.add_argument("--max-page-size", type=int, default=1000, help="cap on limit (default: 1000)")
+    parser.add_argument(
+        "--state-file",
+        default=None,
+        help="keep the changes made through the controls in this file and replay them on the next start, "
+        "as a real Sabito keeps its customers (default: none, every start serves the seeded data)",
+    )
 
 
 def simulator_options(options: dict, *, verbose: bool) -> dict:
@@ -38,6 +44,7 @@ def simulator_options(options: dict, *, verbose: bool) -> dict:
         "host": options["host"],
         "port": options["port"],
         "max_page_size": options["max_page_size"],
+        "state_file": options["state_file"],
         "verbose": verbose,
     }
 

@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from .data import UNIX_EPOCH, Business, UnknownBusinessError, default_epoch, edited_customer, generate_business, new_customer
 from .faults import GARBAGE_BODY, Faults, hostile_variant, is_whole_number
+from .journal import ChangeJournal
 
 DEFAULT_LIMIT = 100
 MAX_CONTROL_BODY = 1 << 20
@@ -98,6 +100,7 @@ class SabitoSimulator:
         max_page_size: int = 1000,
         verbose: bool = False,
         epoch: datetime | None = None,
+        state_file: str | Path | None = None,
     ):
         if customers_per_business < 0 or businesses < 1 or max_page_size < 1:
             raise ValueError("need customers_per_business >= 0, businesses >= 1 and max_page_size >= 1")
@@ -109,6 +112,10 @@ class SabitoSimulator:
         self.port = port
         self.max_page_size = max_page_size
         self.verbose = verbose
+        # What the controls changed, kept across restarts when a state file is given.
+        self._journal = ChangeJournal(state_file) if state_file else None
+        if self._journal is not None and epoch is None:
+            epoch = self._journal.epoch(self._data_identity())
         self.epoch = epoch or default_epoch()
         if self.epoch.tzinfo is None:
             self.epoch = self.epoch.replace(tzinfo=timezone.utc)
@@ -136,6 +143,13 @@ class SabitoSimulator:
         self._faults = Faults()
         self._fault_rng = random.Random(self.seed)
         self._stats = self._empty_stats()
+        if self._journal is not None:
+            for change in self._journal.open(self._data_identity() | {"epochMs": self._epoch_ms}):
+                self._replay_locked(change)
+
+    def _data_identity(self) -> dict:
+        """What the seeded data depends on: a state file written for other data is not replayed."""
+        return {"seed": self.seed, "customersPerBusiness": self.customers_per_business, "businesses": self.business_count}
 
     @staticmethod
     def _empty_stats() -> dict:
@@ -233,17 +247,29 @@ class SabitoSimulator:
     def edit(self, business_id: str, count: int) -> list[str]:
         """Renames and re-phones `count` random customers and stamps them with the
         simulator's now, which moves them to the end of the order."""
-        _check_count(count)
-        with self._lock:
-            business = self._business(business_id)
-            chosen = self._control_rng.sample(list(business.entries), min(count, len(business.entries)))
-            return self._edit_locked(business, chosen, self._control_rng)
+        return self._change("edit", business_id, count)
 
     def add(self, business_id: str, count: int) -> list[str]:
+        return self._change("add", business_id, count)
+
+    def delete(self, business_id: str, count: int) -> list[str]:
+        """Hard-deletes: the records vanish without a trace in any updatedAfter feed."""
+        return self._change("delete", business_id, count)
+
+    def _change(self, action: str, business_id: str, count: int) -> list[str]:
         _check_count(count)
         with self._lock:
             business = self._business(business_id)
             now_ms = self._now_ms()
+            ids = self._apply_locked(action, business, count, now_ms)
+            if self._journal is not None:
+                self._journal.append({"action": action, "businessId": business_id, "count": count, "nowMs": now_ms})
+            return ids
+
+    def _apply_locked(self, action: str, business: Business, count: int, now_ms: int) -> list[str]:
+        """One control change, drawn from the control stream: replaying the same changes
+        in the same order gives the same data and leaves the stream where it was."""
+        if action == "add":
             ids = []
             for _ in range(count):
                 record = new_customer(self._control_rng, seq=business.next_seq, updated_ms=now_ms, created_ms=now_ms)
@@ -251,20 +277,26 @@ class SabitoSimulator:
                 business.put(record, now_ms)
                 ids.append(record["id"])
             return ids
+        chosen = self._control_rng.sample(list(business.entries), min(count, len(business.entries)))
+        if action == "edit":
+            return self._edit_locked(business, chosen, self._control_rng, now_ms=now_ms)
+        for customer_id in chosen:
+            business.remove(customer_id)
+        return chosen
 
-    def delete(self, business_id: str, count: int) -> list[str]:
-        """Hard-deletes: the records vanish without a trace in any updatedAfter feed."""
-        _check_count(count)
-        with self._lock:
-            business = self._business(business_id)
-            chosen = self._control_rng.sample(list(business.entries), min(count, len(business.entries)))
-            for customer_id in chosen:
-                business.remove(customer_id)
-            return chosen
+    def _replay_locked(self, change: dict) -> None:
+        business = self._businesses.get(change["businessId"])
+        if business is None:
+            return
+        self._last_now_ms = max(self._last_now_ms, change["nowMs"])
+        self._apply_locked(change["action"], business, change["count"], change["nowMs"])
 
     def reset(self) -> None:
-        """Back to the seeded data, with no faults and zeroed stats."""
+        """Back to the seeded data, with no faults and zeroed stats (and, with a state
+        file, none of the changes kept in it)."""
         with self._lock:
+            if self._journal is not None:
+                self._journal.clear()
             self._reset_state()
 
     def set_faults(self, faults: Faults | dict | None) -> None:
@@ -304,8 +336,10 @@ class SabitoSimulator:
         self._last_now_ms = max(now_ms, self._last_now_ms + 1)
         return self._last_now_ms
 
-    def _edit_locked(self, business: Business, customer_ids: list[str], rng: random.Random) -> list[str]:
-        now_ms = self._now_ms()
+    def _edit_locked(
+        self, business: Business, customer_ids: list[str], rng: random.Random, *, now_ms: int | None = None
+    ) -> list[str]:
+        now_ms = self._now_ms() if now_ms is None else now_ms
         for customer_id in customer_ids:
             business.put(edited_customer(business.record(customer_id), rng, updated_ms=now_ms), now_ms)
         return list(customer_ids)

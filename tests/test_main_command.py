@@ -22,21 +22,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.e2e
-def test_main_command_runs_the_stack_and_the_demo(tmp_path):
-    web_port, simulator_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("SABITO_", "PYTEST", "DJANGO_"))}
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
-        REDIS_URL="",
-        CELERY_BROKER_URL="",
-        CELERY_BROKER_FOLDER=str(tmp_path / "broker"),
-        WEB_BIND=f"127.0.0.1:{web_port}",
-        SIMULATOR_PORT=str(simulator_port),
-        SABITO_API_URL=f"http://127.0.0.1:{simulator_port}",
-        SABITO_API_KEY="sim-key",
-        DEMO_CUSTOMERS="150",
-    )
+DEMO_ROW = re.compile(r"demo\.1\s+\|\s+(iCreations Global|Business 2)\s+(\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)")
+
+
+def run_the_stack(env: dict) -> tuple[str, list[tuple]]:
+    """`scripts/run` until the demo is done, then Ctrl-C as a user stops it; the output
+    and the demo's table rows (business, status, processed, created, updated, skipped, errors)."""
     process = subprocess.Popen(
         ["scripts/run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -51,25 +42,59 @@ def test_main_command_runs_the_stack_and_the_demo(tmp_path):
         time.sleep(0.5)
         text = "".join(output)
         assert "[Demo] Done" in text, text[-5000:]
-        login_page = requests.get(f"http://127.0.0.1:{web_port}/admin/login/", timeout=10)
+        login_page = requests.get(f"http://{env['WEB_BIND']}/admin/login/", timeout=10)
         assert login_page.status_code == 200
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGINT)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return text, DEMO_ROW.findall(text)
+
+
+@pytest.mark.e2e
+def test_main_command_runs_the_stack_and_the_demo_and_a_second_start_reports_its_own_runs(tmp_path):
+    web_port, simulator_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SABITO_", "PYTEST", "DJANGO_"))}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+        REDIS_URL="",
+        CELERY_BROKER_URL="",
+        CELERY_BROKER_FOLDER=str(tmp_path / "broker"),
+        WEB_BIND=f"127.0.0.1:{web_port}",
+        SIMULATOR_PORT=str(simulator_port),
+        SIMULATOR_STATE_FILE=str(tmp_path / "simulator-state.jsonl"),
+        SABITO_API_URL=f"http://127.0.0.1:{simulator_port}",
+        SABITO_API_KEY="sim-key",
+        DEMO_CUSTOMERS="150",
+    )
+
+    text, rows = run_the_stack(env)
 
     assert "[Sabito Sync] Scheduler started: periodic sync on" in text
     assert "[Sabito Sync] Start-up sync queued" in text
     assert "[Sabito Sync] Sync completed for iCreations Global: { processed: 150, created: 150" in text
     # The demo's three steps, each with both businesses succeeding.
-    rows = re.findall(r"demo\.1\s+\|\s+(iCreations Global|Business 2)\s+(\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", text)
     assert [row[1] for row in rows] == ["succeeded"] * 6
     startup, incremental, full = rows[0:2], rows[2:4], rows[4:6]
     assert {row[3] for row in startup} == {"150"}  # everything created on the first sync
     assert all((row[3], row[4]) == ("3", "5") for row in incremental)  # 3 added, 5 edited
     assert all(row[2] == row[5] == "153" for row in full)  # all skipped
+
+    # The same stack started again, as a user does the next day: its own start-up run
+    # (nothing new: only the last changes again, re-read within the watermark's overlap),
+    # and new edits and additions in "Sabito".
+    text, rows = run_the_stack(env)
+
+    assert [row[1] for row in rows] == ["succeeded"] * 6, text[-5000:]
+    startup, incremental, full = rows[0:2], rows[2:4], rows[4:6]
+    assert all((row[3], row[4], row[6]) == ("0", "0", "0") for row in startup), rows
+    assert all((row[3], row[4]) == ("3", "5") for row in incremental)
+    assert all(row[2] == row[5] == "156" for row in full)
+    # Ctrl-C stops the worker without a pool process killed mid-task.
+    assert "exited with signal" not in text
 
 
 def procfile_commands() -> dict[str, str]:

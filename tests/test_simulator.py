@@ -238,6 +238,80 @@ def test_different_seeds_give_different_data():
     assert first.customers(first.business_ids[0]) != second.customers(second.business_ids[0])
 
 
+# --- A state file: what the controls changed survives a restart --------------------
+
+
+def restarted(state_file, **options):
+    return SabitoSimulator(customers_per_business=40, seed=7, state_file=state_file, **options)
+
+
+def edits(simulator, business, ids):
+    return {record["id"]: (record["name"], record["phone"]) for record in simulator.customers(business) if record["id"] in ids}
+
+
+def test_with_a_state_file_a_restart_keeps_the_changes_and_makes_new_ones(tmp_path, monkeypatch):
+    state_file = tmp_path / "state.jsonl"
+    first = restarted(state_file)
+    business = first.business_ids[0]
+    first_edits = edits(first, business, first.edit(business, 3))
+    added = first.add(business, 2)
+    first.delete(business, 1)
+    before_restart = first.customers(business)
+    # The second start is on a later day: the seeded data is still the first start's.
+    later_day = first.epoch + timedelta(days=1)
+    monkeypatch.setattr("sabito_simulator.server.default_epoch", lambda: later_day)
+
+    second = restarted(state_file)
+
+    assert second.epoch == first.epoch
+    assert second.customers(business) == before_restart
+    # The next changes are new ones, not the first start's drawn again.
+    assert edits(second, business, second.edit(business, 3)) != first_edits
+    assert set(second.add(business, 2)).isdisjoint(added)
+    emails = [record["email"] for record in second.customers(business)]
+    assert len(set(emails)) == len(emails) == 40 + 2 - 1 + 2
+
+
+def test_without_a_state_file_every_start_serves_the_seeded_data(tmp_path):
+    first = SabitoSimulator(customers_per_business=40, seed=7)
+    business = first.business_ids[0]
+    first.add(business, 2)
+
+    assert len(SabitoSimulator(customers_per_business=40, seed=7).customers(business)) == 40
+
+
+def test_a_state_file_for_other_data_is_started_afresh(tmp_path):
+    state_file = tmp_path / "state.jsonl"
+    first = restarted(state_file)
+    first.add(first.business_ids[0], 5)
+
+    other = SabitoSimulator(customers_per_business=40, seed=8, state_file=state_file)
+
+    assert [len(other.customers(business)) for business in other.business_ids] == [40, 40]
+    assert len(restarted(state_file).customers(first.business_ids[0])) == 40  # the seed-7 changes are gone
+
+
+def test_reset_forgets_the_kept_changes(tmp_path):
+    state_file = tmp_path / "state.jsonl"
+    first = restarted(state_file)
+    business = first.business_ids[0]
+    first.add(business, 5)
+    first.reset()
+
+    assert len(restarted(state_file).customers(business)) == 40
+
+
+def test_a_half_written_last_change_is_ignored(tmp_path):
+    state_file = tmp_path / "state.jsonl"
+    first = restarted(state_file)
+    business = first.business_ids[0]
+    first.add(business, 2)
+    with state_file.open("a") as file:
+        file.write('{"action": "add", "busin')  # the simulator was killed mid-write
+
+    assert len(restarted(state_file).customers(business)) == 42
+
+
 def test_control_endpoints_work_over_http(simulator, business_id):
     businesses = control(simulator, "GET", "businesses").json()["data"]
     assert businesses[0] == {"id": business_id, "name": "iCreations Global", "customers": 250}

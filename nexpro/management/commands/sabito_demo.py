@@ -10,14 +10,18 @@ simulator and runs an incremental sync, then a full sync — both through the
 Celery workers — and prints each step's results. Then it keeps the stack up.
 """
 
+import argparse
 import os
 import time
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 import requests
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework.authtoken.models import Token
 
 from sabito_simulator import SabitoSimulator
@@ -26,6 +30,13 @@ from sabito_sync.models import Membership, SabitoMapping, SyncRun, Tenant
 from sabito_sync.tasks import enqueue_mapping_syncs
 
 DEMO_TENANT_SLUG = "demo"
+
+
+def parse_moment(text: str) -> datetime:
+    moment = parse_datetime(text)
+    if moment is None:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date and time: {text!r}")
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt_timezone.utc)
 
 
 class Command(BaseCommand):
@@ -39,6 +50,13 @@ class Command(BaseCommand):
         parser.add_argument("--additions", type=int, default=3, help="customers to add in Sabito before the incremental sync")
         parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for each step")
         parser.add_argument("--exit", action="store_true", help="Exit when the demo is done instead of keeping the stack up.")
+        parser.add_argument(
+            "--since",
+            type=parse_moment,
+            default=os.environ.get("DEMO_STARTED_AT") or None,
+            help="when this start of the stack began (ISO 8601; default $DEMO_STARTED_AT, which scripts/run sets): "
+            "runs that started before it belong to an earlier start and are not reported",
+        )
 
     def handle(self, *args, **options):
         if options["setup"]:
@@ -51,7 +69,7 @@ class Command(BaseCommand):
         self.wait_for_simulator()
 
         self.section("1. Start-up sync (queued by beat when the stack started; the first one fetches everything)")
-        startup_runs = self.wait_for_runs(mappings, trigger="startup", started_after=None)
+        startup_runs = self.wait_for_runs(mappings, trigger=SyncRun.Trigger.STARTUP, started_after=options["since"])
         self.print_runs(startup_runs)
 
         self.section(f"2. In Sabito: {options['edits']} customers edited, {options['additions']} added; incremental sync")
