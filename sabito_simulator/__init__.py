@@ -23,6 +23,8 @@ What it serves
 
 The data is deterministic for a seed: the same seed gives the same businesses and
 customers (ids, emails, names, timestamps) in any process started on the same UTC day.
+With a state file (`--state-file`, `state_file=`) the changes made through the
+controls are kept and replayed on the next start, on the first start's epoch.
 Faults (`Faults`) apply to /api/customers only, after the key and the parameters
 have been checked, so a 401 or 400 always means what it says.
 
@@ -32,6 +34,7 @@ wheel and the production image): its control endpoints need no key.
     data.py     the seeded businesses and customers
     faults.py   the fault settings and the hostile records
     server.py   `SabitoSimulator` (the HTTP API and the controls) and `serving()`
+    journal.py  the state file: the controls' changes, kept across restarts
     cli.py      `python -m sabito_simulator`
 """
 
