@@ -39,7 +39,8 @@ def test_quick_benchmark_runs_every_scenario_and_writes_its_report(tmp_path, ben
     report = json.loads(output.read_text())
     figures = report["sizes"]["500"]
     assert set(figures) >= {
-        "limit", "baseline", "full", "resync", "incremental", "copy_floor", "latency_limit", "latency_full", "rounds"
+        "fetch_limit", "limit", "baseline", "full", "resync", "incremental", "copy_floor", "latency_limit", "latency_full",
+        "rounds",
     }
     assert (figures["full"]["created"], figures["resync"]["skipped"]) == (500, 500)
     assert figures["latency_full"]["created"] == 500

@@ -171,24 +171,27 @@ def test_every_request_has_a_timeout(sabito, make_client):
     assert [call.request.req_kwargs["timeout"] for call in sabito.calls] == [(2.5, 12.0)] * 3
 
 
-def test_every_request_disables_redirects_and_passes_the_timeout():
-    class SpySession(requests.Session):
+def test_a_borrowed_sessions_adapter_sends_every_request_with_the_timeout_and_follows_no_redirect():
+    class SpyAdapter(requests.adapters.HTTPAdapter):
         def __init__(self):
             super().__init__()
-            self.get_kwargs: list[dict] = []
+            self.sent: list[dict] = []
 
-        def get(self, url, **kwargs):
-            self.get_kwargs.append(kwargs)
-            return super().get(url, **kwargs)
+        def send(self, request, **kwargs):
+            self.sent.append(kwargs)
+            return super().send(request, **kwargs)
 
-    session = SpySession()
+    session = requests.Session()
+    adapter = SpyAdapter()
+    session.mount("https://", adapter)
     with responses.RequestsMock() as sabito:
-        sabito.get(CUSTOMERS_URL, json=customers())
-        client = SabitoClient(base_url=BASE_URL, api_key=API_KEY, session=session)
-        fetch_first_page(client)
+        sabito.get(CUSTOMERS_URL, status=302, headers={"Location": "https://elsewhere.test/api/customers"})
+        client = SabitoClient(base_url=BASE_URL, api_key=API_KEY, session=session, max_retries=0)
+        with pytest.raises(SabitoResponseError, match="not followed"):
+            fetch_first_page(client)
 
-    assert session.get_kwargs[0]["allow_redirects"] is False
-    assert session.get_kwargs[0]["timeout"] == (5.0, 30.0)
+    assert len(adapter.sent) == 1
+    assert adapter.sent[0]["timeout"] == (5.0, 30.0)
 
 
 # --- paging -----------------------------------------------------------------------
@@ -544,6 +547,17 @@ def test_a_malformed_body_once_is_retried_and_the_page_is_read(sabito, sabito_cl
 
     assert [record["id"] for record in page.records] == ["c1", "c2"]
     assert len(sleeps) == 1
+
+
+def test_a_page_with_json_extensions_python_reads_is_still_read(sabito, sabito_client):
+    # NaN is no JSON, but Python's json reads it; one such record is an invalid
+    # record for the sync to report, not a page that fails the whole sync.
+    sabito.get(CUSTOMERS_URL, body='{"data": [{"id": "c1", "phone": NaN}, {"id": "c2"}]}')
+
+    page = fetch_first_page(sabito_client)
+
+    assert [record["id"] for record in page.records] == ["c1", "c2"]
+    assert len(sabito.calls) == 1
 
 
 @pytest.mark.parametrize("body", [{"items": []}, {"data": None}, {"data": {"id": "c1"}}, [{"id": "c1"}]])

@@ -1,0 +1,145 @@
+"""Sabito records checked into Customer values: the usual record's quick check and the
+field-by-field one always agree, and the email rules stay Django's."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+
+from sabito_simulator.data import new_customer
+from sabito_simulator.faults import hostile_variant
+from sabito_sync.records import (
+    RECORD_FIELDS,
+    EmailAddressValidator,
+    InvalidRecord,
+    checked_customer_values,
+    customer_values,
+    usual_customer_values,
+)
+
+BUSINESS = "biz-records"
+
+
+def simulated_records(count: int, *, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [new_customer(rng, seq=seq, updated_ms=seq, created_ms=seq) for seq in range(count)]
+
+
+def edge_records() -> list:
+    base = {"id": "c1", "email": "ada@example.com", "name": "Ada", "phone": "+1555", "country": "Ghana"}
+    return [
+        base,
+        {"id": "c1"},
+        {"id": "  c1  ", "name": "  Ada \n", "country": "   "},
+        {**base, "phone": None},
+        {**base, "id": None},
+        {**base, "id": "   "},
+        {**base, "id": ""},
+        {**base, "id": 5},
+        {**base, "id": True},
+        {**base, "name": 0},
+        {**base, "name": False},
+        {**base, "name": []},
+        {**base, "name": {}},
+        {**base, "email": ""},
+        {**base, "email": "not-an-email"},
+        {**base, "name": "x" * 255},
+        {**base, "name": "x" * 256},
+        {**base, "name": " " + "x" * 255 + " "},
+        {**base, "phone": "1" * 50},
+        {**base, "phone": "1" * 51},
+        {**base, "id": "i" * 100},
+        {**base, "id": "i" * 101},
+        {**base, "sourceType": "s" * 51},
+        {**base, "city": "Accra\x00"},
+        {**base, "id": "c\x00"},
+        "a string",
+        ["a", "list"],
+        None,
+        17,
+    ]
+
+
+def outcome(function, record):
+    try:
+        return "values", function(record)
+    except InvalidRecord as exc:
+        return "invalid", str(exc)
+
+
+def test_the_quick_check_of_a_usual_record_gives_what_the_field_by_field_check_gives():
+    records = simulated_records(2_000, seed=11) + edge_records()
+    usual = 0
+    for record in records:
+        quick = usual_customer_values(record, business_id=BUSINESS)
+        if quick is not None:
+            usual += 1
+            assert list(quick) == list(checked_customer_values(record, business_id=BUSINESS))
+            assert quick == checked_customer_values(record, business_id=BUSINESS)
+    assert usual > 1_500  # the quick check does carry the usual records
+
+
+def test_records_the_quick_check_declines_are_judged_field_by_field():
+    chaos = random.Random(7)
+    records = [hostile_variant(record, chaos) for record in simulated_records(300, seed=5)] + edge_records()
+
+    for record in records:
+        if usual_customer_values(record, business_id=BUSINESS) is None:
+            expected = outcome(lambda r: checked_customer_values(r, business_id=BUSINESS), record)
+            actual = outcome(lambda r: customer_values(r, business_id=BUSINESS), record)
+            if expected[0] == "values" and expected[1]["email"] and actual[0] == "invalid":
+                assert actual[1].startswith("email ")  # the one rule applied after both checks
+            else:
+                assert actual == expected
+
+
+def test_customer_values_has_every_field_the_sync_writes_in_one_order():
+    values = customer_values({"id": "c1"}, business_id=BUSINESS)
+
+    assert list(values)[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)
+    assert values["country"] == "USA"
+    assert (values["sabito_business_id"], values["sabito_missing_since"]) == (BUSINESS, None)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ada@example.com",
+        "Ada.Lovelace+tag@Example.COM",
+        "a.b-c_d@mail.example.net",
+        "ſ@example.com",  # a long s: Django's case-insensitive pattern takes it
+        "K@example.com",  # the Kelvin sign, likewise
+        '"quoted local"@example.com',
+        "dot.@example.com",
+        ".dot@example.com",
+        "two..dots@example.com",
+        "two@@example.com",
+        "@example.com",
+        "ada@",
+        "ada@localhost",
+        "ada@[127.0.0.1]",
+        "ada@[300.1.1.1]",
+        "ada@exa_mple.com",
+        "ada@-example.com",
+        "ada@xn--bcher-kva.example",
+        "ada@bücher.example",
+        "ada@example.com\n",
+        "a" * 310 + "@example.com",
+        "a" * 64 + "@" + "b" * 250 + ".com",
+    ],
+)
+def test_email_verdicts_are_djangos(address):
+    validator = EmailAddressValidator()
+    for _ in range(2):  # the second time with the domain's verdict remembered
+        assert verdict(validator, address) == verdict(EmailValidator(), address)
+
+
+def verdict(validator, address: str) -> bool:
+    try:
+        validator(address)
+    except ValidationError:
+        return False
+    return True
