@@ -88,7 +88,7 @@ def test_a_write_never_reaches_another_tenants_customer(fake_sabito, mapping, mo
 def test_the_next_page_is_fetched_while_the_current_one_is_written(fake_sabito, mapping, settings, monkeypatch):
     settings.SABITO_PAGE_SIZE = "2"
     serve(fake_sabito, mapping, [sabito_record(n) for n in range(6)])
-    real_write_page = sync.write_page
+    real_write_batch = sync.write_batch
     requests_during_first_write = []
 
     def slow_first_write(**kwargs):
@@ -97,9 +97,9 @@ def test_the_next_page_is_fetched_while_the_current_one_is_written(fake_sabito, 
             while len(fake_sabito.requests) < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
             requests_during_first_write.append(len(fake_sabito.requests))
-        return real_write_page(**kwargs)
+        return real_write_batch(**kwargs)
 
-    monkeypatch.setattr(sync, "write_page", slow_first_write)
+    monkeypatch.setattr(sync, "write_batch", slow_first_write)
 
     result = sync_mapping(mapping=mapping, full_sync=True)
 
@@ -125,7 +125,7 @@ def test_no_fetching_thread_outlives_a_write_that_failed(fake_sabito, mapping, s
     def failing_write(**kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(sync, "write_page", failing_write)
+    monkeypatch.setattr(sync, "write_batch", failing_write)
 
     result = sync_mapping(mapping=mapping, full_sync=True)
 

@@ -199,7 +199,8 @@ def test_a_slow_page_keeps_the_heartbeat_fresh(live_mapping, fake_sabito):
     assert seen["after"] - seen["before"] >= timedelta(seconds=0.5)
 
 
-def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_watermark(live_mapping, fake_sabito):
+def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_watermark(live_mapping, fake_sabito, settings):
+    settings.SABITO_WRITE_BATCH_RECORDS = str(2 * PAGE)  # a batch of two pages
     live_mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
     live_mapping.save()
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(1000)]
@@ -219,7 +220,8 @@ def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_waterm
     assert live_mapping.metadata["lastSyncedAt"] == "2026-11-30T12:00:00.000Z"
 
 
-def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mapping, fake_sabito):
+def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mapping, fake_sabito, settings):
+    settings.SABITO_WRITE_BATCH_RECORDS = str(PAGE)  # a batch of one page
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(1000)]
 
     def shut_down_after_the_first_page(result):

@@ -1,4 +1,5 @@
-"""Writing a page costs the same SQL statements whatever the page holds: never one per record."""
+"""Writing a batch of pages costs the same SQL statements whatever the batch holds: never
+one per record, nor one per page."""
 
 import pytest
 from django.db import connection
@@ -6,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.page_writer import write_page
+from sabito_sync.page_writer import write_batch
 from sabito_sync.records import validate_records
 from sabito_sync.runs import SyncResult
 
@@ -14,11 +15,12 @@ from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
 pytestmark = pytest.mark.django_db
 
-# Find the candidates, write the customers (one statement with a data-modifying CTE
-# on PostgreSQL, an INSERT and an UPDATE on SQLite), record the run's progress; plus
-# the SAVEPOINT and RELEASE of the page's transaction inside the test's own.
-STATEMENTS_PER_PAGE = 3 + 2 if connection.vendor == "postgresql" else 4 + 2
+# Find the candidates, insert the new customers (a COPY on PostgreSQL), update the
+# changed ones, record the run's progress; plus the SAVEPOINT and RELEASE of the
+# batch's transaction inside the test's own.
+STATEMENTS_PER_BATCH = 4 + 2
 PAGE = 100
+BATCH = 20 * PAGE
 
 
 @pytest.fixture
@@ -28,11 +30,19 @@ def page_writer():
     run = SyncRun.objects.create(mapping=mapping, trigger="cli", status="running", started_at=now, heartbeat_at=now)
 
     def write(records):
-        """One page as sync_mapping writes it; returns that page's counters."""
+        """One batch as sync_mapping writes it; returns that batch's counters."""
         result = SyncResult(business_id="biz-q", business_name=mapping.business_name)
         validated = validate_records(records, business_id="biz-q")
         write.deferred = []
-        write_page(run=run, mapping=mapping, validated=validated, seen_ids=set(), result=result, deferred=write.deferred)
+        write_batch(
+            run=run,
+            mapping=mapping,
+            validated=validated,
+            pages=max(1, len(records) // PAGE),
+            seen_ids=set(),
+            result=result,
+            deferred=write.deferred,
+        )
         return result
 
     write.mapping = mapping
@@ -43,33 +53,33 @@ def existing(page_writer, numbers):
     page_writer([sabito_record(n) for n in numbers])
 
 
-def test_a_page_of_new_records(page_writer, django_assert_num_queries):
-    with django_assert_num_queries(STATEMENTS_PER_PAGE):
-        result = page_writer([sabito_record(n) for n in range(PAGE)])
+def test_a_batch_of_new_records(page_writer, django_assert_num_queries):
+    with django_assert_num_queries(STATEMENTS_PER_BATCH):
+        result = page_writer([sabito_record(n) for n in range(BATCH)])
 
-    assert result.created == PAGE
-
-
-def test_a_page_of_unchanged_records(page_writer, django_assert_num_queries):
-    existing(page_writer, range(PAGE))
-
-    with django_assert_num_queries(STATEMENTS_PER_PAGE):
-        result = page_writer([sabito_record(n) for n in range(PAGE)])
-
-    assert result.skipped == PAGE
+    assert result.created == BATCH
 
 
-def test_a_page_of_changed_records(page_writer, django_assert_num_queries):
-    existing(page_writer, range(PAGE))
+def test_a_batch_of_unchanged_records(page_writer, django_assert_num_queries):
+    existing(page_writer, range(BATCH))
 
-    with django_assert_num_queries(STATEMENTS_PER_PAGE):
-        result = page_writer([sabito_record(n, name=f"Renamed {n}") for n in range(PAGE)])
+    with django_assert_num_queries(STATEMENTS_PER_BATCH):
+        result = page_writer([sabito_record(n) for n in range(BATCH)])
 
-    assert result.updated == PAGE
-    assert Customer.objects.filter(name__startswith="Renamed").count() == PAGE
+    assert result.skipped == BATCH
 
 
-def test_a_mixed_page_with_errors_and_email_matches(page_writer, django_assert_num_queries):
+def test_a_batch_of_changed_records(page_writer, django_assert_num_queries):
+    existing(page_writer, range(BATCH))
+
+    with django_assert_num_queries(STATEMENTS_PER_BATCH):
+        result = page_writer([sabito_record(n, name=f"Renamed {n}") for n in range(BATCH)])
+
+    assert result.updated == BATCH
+    assert Customer.objects.filter(name__startswith="Renamed").count() == BATCH
+
+
+def test_a_mixed_batch_with_errors_and_email_matches(page_writer, django_assert_num_queries):
     existing(page_writer, range(40))
     for n in range(200, 210):  # customers a person created, matched by email and linked
         CustomerFactory(tenant=page_writer.mapping.tenant, email=f"person{n}@example.com")
@@ -81,34 +91,51 @@ def test_a_mixed_page_with_errors_and_email_matches(page_writer, django_assert_n
         + [{"email": "no-id@example.com"}, sabito_record(999, email="PERSON100@example.com")]  # invalid, held
     )
 
-    with django_assert_num_queries(STATEMENTS_PER_PAGE):
+    with django_assert_num_queries(STATEMENTS_PER_BATCH):
         result = page_writer(records)
 
     assert (result.skipped, result.updated, result.created, result.errors) == (20, 20 + 10, 55, 1)
-    # The address is held by the customer of another Sabito record: tried again after the last page.
+    # The address is held by the customer of another Sabito record: tried again after the last batch.
     assert [values["sabito_customer_id"] for values in page_writer.deferred] == ["cust-999"]
 
 
-def test_a_page_where_customers_swap_addresses_costs_one_statement_more(page_writer, django_assert_num_queries):
+def test_a_batch_where_customers_swap_addresses_costs_one_statement_more(page_writer, django_assert_num_queries):
     page_writer([sabito_record(1), sabito_record(2)])
 
-    with django_assert_num_queries(STATEMENTS_PER_PAGE + 1):  # the old addresses blanked first
+    with django_assert_num_queries(STATEMENTS_PER_BATCH + 1):  # the old addresses blanked first
         result = page_writer([sabito_record(1, email="person2@example.com"), sabito_record(2, email="person1@example.com")])
 
     assert (result.updated, result.errors) == (2, 0)
 
 
-def test_the_statements_do_not_grow_with_the_page(page_writer):
+def test_the_statements_do_not_grow_with_the_batch(page_writer):
     with CaptureQueriesContext(connection) as small:
         page_writer([sabito_record(n) for n in range(10)])
     with CaptureQueriesContext(connection) as large:
-        page_writer([sabito_record(n) for n in range(10, 1010)])
+        page_writer([sabito_record(n) for n in range(10, 10 + BATCH)])
 
-    assert len(small) == len(large) == STATEMENTS_PER_PAGE
+    assert len(small) == len(large) == STATEMENTS_PER_BATCH
 
 
-def test_a_page_that_only_holds_invalid_records(page_writer, django_assert_num_queries):
-    with django_assert_num_queries(STATEMENTS_PER_PAGE):
+def test_a_batch_that_only_holds_invalid_records(page_writer, django_assert_num_queries):
+    with django_assert_num_queries(STATEMENTS_PER_BATCH):
         result = page_writer([{"id": None}, "not a record"])
 
     assert result.errors == 2
+
+
+def test_a_mixed_batch_of_many_pages_costs_what_a_page_does(page_writer):
+    existing(page_writer, range(600))
+    records = (
+        [sabito_record(n) for n in range(300)]  # unchanged
+        + [sabito_record(n, city="Elsewhere") for n in range(300, 600)]  # changed
+        + [sabito_record(n) for n in range(1000, 1000 + BATCH - 600)]  # new
+    )
+
+    with CaptureQueriesContext(connection) as one_page:
+        page_writer([sabito_record(n) for n in range(5000, 5000 + PAGE)])
+    with CaptureQueriesContext(connection) as many_pages:
+        result = page_writer(records)
+
+    assert len(one_page) == len(many_pages) == STATEMENTS_PER_BATCH
+    assert (result.skipped, result.updated, result.created) == (300, 300, BATCH - 600)
