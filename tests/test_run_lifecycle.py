@@ -236,6 +236,30 @@ def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mappin
     assert run.checkpoint["offset"] == PAGE
 
 
+def test_a_sync_stopped_mid_feed_resumes_after_its_last_committed_batch(live_mapping, fake_sabito, settings):
+    settings.SABITO_PAGE_SIZE = "10"
+    settings.SABITO_WRITE_BATCH_RECORDS = "30"  # batches of three pages
+    fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(100)]
+
+    def cancel_after_the_first_batch(result):
+        if result.processed == 30:
+            SyncRun.objects.filter(pk=result.run_id).update(cancel_requested_at=timezone.now())
+            time.sleep(0.5)  # the heartbeat thread reads the request
+
+    cancelled = sync_mapping(mapping=live_mapping, full_sync=True, on_page=cancel_after_the_first_batch)
+    run = SyncRun.objects.get(pk=cancelled.run_id)
+    assert run.status == SyncRun.Status.CANCELLED and (run.pages_done, run.checkpoint["offset"]) == (3, 30)
+    assert Customer.objects.count() == 30
+    fake_sabito.requests.clear()
+
+    resumed = sync_mapping(mapping=live_mapping, full_sync=True)
+
+    assert resumed.success and (resumed.created, resumed.processed) == (70, 70)
+    assert min(offsets_asked(fake_sabito)) >= 30 - 10  # from the checkpoint (re-reading a short tail)
+    assert f"Resumed from run {run.pk} (cancelled) at offset 30" in SyncRun.objects.get(pk=resumed.run_id).note
+    assert Customer.objects.count() == 100
+
+
 # --- The reaper --------------------------------------------------------------------------
 
 

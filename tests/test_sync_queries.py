@@ -10,6 +10,7 @@ from sabito_sync.models import Customer, SyncRun
 from sabito_sync.page_writer import write_batch
 from sabito_sync.records import validate_records
 from sabito_sync.runs import SyncResult
+from sabito_sync.sync import sync_mapping
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
@@ -139,3 +140,28 @@ def test_a_mixed_batch_of_many_pages_costs_what_a_page_does(page_writer):
 
     assert len(one_page) == len(many_pages) == STATEMENTS_PER_BATCH
     assert (result.skipped, result.updated, result.created) == (300, 300, BATCH - 600)
+
+
+def test_every_batch_of_a_sync_costs_the_same_statements(fake_sabito, settings):
+    settings.SABITO_PAGE_SIZE = "10"
+    settings.SABITO_WRITE_BATCH_RECORDS = "50"  # 230 records: five batches, the last one short
+    mapping = SabitoMappingFactory(sabito_business_id="biz-s")
+
+    def statements_between_batches(records) -> tuple[set[int], int]:
+        fake_sabito.records["biz-s"] = records
+        marks: list[int] = []
+        with CaptureQueriesContext(connection) as queries:
+            result = sync_mapping(mapping=mapping, full_sync=True, on_page=lambda _result: marks.append(len(queries)))
+        assert result.success
+        return {later - earlier for earlier, later in zip(marks, marks[1:])}, len(marks)
+
+    new = statements_between_batches([sabito_record(n) for n in range(230)])
+    # Every batch new, changed and unchanged records side by side.
+    mixed_feed = [
+        sabito_record(1000 + n) if n % 3 == 0 else sabito_record(n, city="Moved") if n % 3 == 1 else sabito_record(n)
+        for n in range(230)
+    ]
+    mixed = statements_between_batches(mixed_feed)
+    unchanged = statements_between_batches(mixed_feed)
+
+    assert new == mixed == unchanged == ({STATEMENTS_PER_BATCH}, 5)
