@@ -53,9 +53,9 @@ def evaluate_targets(report: dict) -> dict:
     targets[f"incremental sync ({figures['incremental']['edited']:,} changed) under 2 s"] = verdict(
         figures["incremental"]["seconds"], "<", TARGETS["incremental_seconds_max"], " s"
     )
-    per_page = sorted({count for size in sizes.values() for key in ("full", "resync", "incremental")
-                       for count in size[key]["queries_per_page"]})
-    targets["constant SQL queries per page"] = {"value": per_page, "met": len(per_page) == 1}
+    per_batch = sorted({count for size in sizes.values() for key in ("full", "resync", "incremental")
+                        for count in size[key]["queries_per_batch"]})
+    targets["constant SQL queries per batch"] = {"value": per_batch, "met": len(per_batch) == 1}
     if len(sizes) > 1:
         smallest = str(min(int(size) for size in sizes))
         growth = figures["full"]["peak_rss_mb"] / sizes[smallest]["full"]["peak_rss_mb"] - 1
@@ -83,7 +83,7 @@ def verdict(value: float, relation: str, bound: float, unit: str) -> dict:
 
 def render_table(report: dict) -> str:
     header = (
-        "N", "scenario", "wall s", "records/s", "SQL/page", "CPU s sync+DB", "peak RSS MB", "vs limit", "baseline/this"
+        "N", "scenario", "wall s", "records/s", "SQL/batch", "CPU s sync+DB", "peak RSS MB", "vs limit", "baseline/this"
     )
     rows = []
     for size, figures in report["sizes"].items():
@@ -100,18 +100,18 @@ def render_table(report: dict) -> str:
                 label += f" (extrapolated from the first {row['measured_records']:,})"
             records = row["edited"] if key == "incremental" else int(size)
             if key == "baseline":
-                per_page = f"~{row['queries'] / max(1, row['measured_records']) * PAGE_SIZE:.0f}"
+                statements = f"~{row['queries'] / max(1, row['measured_records']) * PAGE_SIZE:.0f}/page"
             elif key in ("full", "resync", "incremental", "latency_full"):
-                per_page = ",".join(str(count) for count in row["queries_per_page"]) or "-"
+                statements = ",".join(str(count) for count in row["queries_per_batch"]) or "-"
             else:
-                per_page = ""
+                statements = ""
             cpu = ""
             if "database_cpu_seconds" in row:
                 cpu = f"{row['process_cpu_seconds']:.2f}+{row['database_cpu_seconds']:.2f}"
             elif "process_cpu_seconds" in row:
                 cpu = f"{row['process_cpu_seconds']:.2f}"
             rows.append((
-                f"{int(size):,}", label, f"{seconds:.2f}", f"{records / seconds:,.0f}", per_page, cpu,
+                f"{int(size):,}", label, f"{seconds:.2f}", f"{records / seconds:,.0f}", statements, cpu,
                 f"{row['peak_rss_mb']:.0f}",
                 f"{seconds / limit:.2f}x" if key in ("full", "resync", "copy_floor") else
                 f"{seconds / figures['latency_limit']['seconds']:.2f}x" if key == "latency_full" else "",

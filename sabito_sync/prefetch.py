@@ -80,14 +80,14 @@ def prefetched_pages(
     should_stop: Callable[[], bool] = lambda: False,
     depth: int = PREFETCH_PAGES,
 ):
-    """Sabito's pages in order (from `start`, a checkpoint, if given), fetched and
-    validated by a background thread up to `depth` pages ahead of the caller.
-    Iterating ends early, even while a page is still on its way, once `should_stop()`
-    is true.
+    """A PagePrefetcher of Sabito's pages in order (from `start`, a checkpoint, if
+    given), fetched and validated by a background thread up to `depth` pages ahead of
+    the caller, who takes them `batches()` at a time. Taking them ends early, even
+    while a page is still on its way, once `should_stop()` is true.
 
     The queue between the thread and the caller is bounded, so memory stays a few
     batches whatever the feed's length. An error while fetching (a SabitoError, say)
-    is raised here, in the caller's thread, when the caller reaches that page."""
+    is raised in the caller's thread, once the pages before it have been taken."""
     pages = client.iter_customer_pages(business_id=business_id, updated_after=updated_after, start=start)
     prefetcher = PagePrefetcher(
         pages,
@@ -103,7 +103,7 @@ def prefetched_pages(
 
 class PagePrefetcher:
     """Runs a page iterator in a daemon thread, at most `depth` pages ahead of the
-    caller, who iterates the prefetcher to get the pages in order."""
+    caller, who takes the pages in order, in batches (`batches`)."""
 
     PAGE, END, ERROR = "page", "end", "error"
     # What `_next_page` returns when the wait it was given ran out.
@@ -132,10 +132,6 @@ class PagePrefetcher:
             target=contextvars.copy_context().run, args=(self._fetch,), name="sabito-prefetch", daemon=True
         )
         self._thread.start()
-
-    def __iter__(self) -> Iterator[ValidatedPage]:
-        while (page := self._next_page()) is not None:
-            yield page
 
     def batches(self, *, max_records: int, max_wait: float = BATCH_WAIT_SECONDS) -> Iterator[ValidatedBatch]:
         """The pages in batches of whole pages: a batch closes once it holds
