@@ -27,10 +27,11 @@ from .records import RejectedRecord, validate_records
 PREFETCH_PAGES = 2
 PREFETCH_STOP_WAIT_SECONDS = 1.0
 
-# A batch waits at most this long for its later pages: with a slow Sabito the writes
-# hide behind the fetching anyway, and progress (the checkpoint, the counters an
-# operator watches) is committed at least this often rather than once per full batch.
-BATCH_WAIT_SECONDS = 1.0
+# How long a batch waits for its next page before it is written without it. Fetched
+# ahead, the pages of a fast Sabito are already there; a Sabito slower than this
+# hides the writes anyway, and each of its pages is committed (the checkpoint, the
+# counters an operator watches) as soon as it arrives, as if there were no batches.
+BATCH_PAGE_WAIT_SECONDS = 0.2
 
 
 @dataclass
@@ -110,7 +111,7 @@ class PagePrefetcher:
     WAITED = object()
 
     # How often a caller waiting for a page looks at `should_stop`.
-    STOP_POLL_SECONDS = 0.25
+    STOP_POLL_SECONDS = 0.1
 
     def __init__(
         self,
@@ -133,20 +134,19 @@ class PagePrefetcher:
         )
         self._thread.start()
 
-    def batches(self, *, max_records: int, max_wait: float = BATCH_WAIT_SECONDS) -> Iterator[ValidatedBatch]:
+    def batches(self, *, max_records: int, page_wait: float = BATCH_PAGE_WAIT_SECONDS) -> Iterator[ValidatedBatch]:
         """The pages in batches of whole pages: a batch closes once it holds
-        `max_records` records, `max_wait` seconds after its first page arrived, when
-        `should_stop()` turns true, or at the end of the feed.
+        `max_records` records, when its next page has not come within `page_wait`
+        seconds, when `should_stop()` turns true, or at the end of the feed.
 
         A fetching error ends iterating like the end of the feed, except that it is
         raised once the pages before it have been handed over as a last batch: what was
         fetched is written, and a resumed run starts after it."""
         pages: list[ValidatedPage] = []
         records = 0
-        closes_at = math.inf
         while True:
             try:
-                page = self._next_page(until=closes_at)
+                page = self._next_page(until=time.monotonic() + page_wait if pages else math.inf)
             except Exception:
                 if pages:
                     yield ValidatedBatch(pages)
@@ -156,14 +156,12 @@ class PagePrefetcher:
                     yield ValidatedBatch(pages)
                 return
             if page is not self.WAITED:
-                if not pages:
-                    closes_at = time.monotonic() + max_wait
                 pages.append(page)
                 records += len(page.validated)
                 if records < max_records and not self._should_stop():
                     continue
             yield ValidatedBatch(pages)
-            pages, records, closes_at = [], 0, math.inf
+            pages, records = [], 0
 
     def _next_page(self, *, until: float = math.inf):
         """The next page; None at the end of the feed or once `should_stop()` is true

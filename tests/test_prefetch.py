@@ -1,6 +1,6 @@
 """How fetched pages become the batches the sync writes: whole pages, closed at the
-batch's size, when the run is asked to stop, when a slow Sabito keeps the batch
-waiting, or at a fetching error, after handing over what came before it."""
+batch's size, when the run is asked to stop, when the next page is slow to come, or
+at a fetching error, after handing over what came before it."""
 
 import threading
 import time
@@ -75,12 +75,13 @@ def test_a_fetching_error_comes_after_the_pages_before_it():
         next(batches)
 
 
-def test_a_slow_sabito_closes_the_batch_after_its_wait():
+def test_a_page_slow_to_come_leaves_the_batch_before_it_to_be_written():
     def fetched():
         yield page(0)
-        time.sleep(0.5)
         yield page(10)
+        time.sleep(0.5)  # Sabito taking its time
+        yield page(20)
 
-    batches = list(prefetcher(fetched()).batches(max_records=1000, max_wait=0.1))
+    batches = list(prefetcher(fetched()).batches(max_records=1000, page_wait=0.2))
 
-    assert offsets(batches) == [[0], [10]]
+    assert offsets(batches) == [[0, 10], [20]]

@@ -25,7 +25,7 @@ BATCH = 20 * PAGE
 
 
 @pytest.fixture
-def page_writer():
+def batch_writer():
     mapping = SabitoMappingFactory(sabito_business_id="biz-q")
     now = timezone.now()
     run = SyncRun.objects.create(mapping=mapping, trigger="cli", status="running", started_at=now, heartbeat_at=now)
@@ -50,40 +50,40 @@ def page_writer():
     return write
 
 
-def existing(page_writer, numbers):
-    page_writer([sabito_record(n) for n in numbers])
+def existing(batch_writer, numbers):
+    batch_writer([sabito_record(n) for n in numbers])
 
 
-def test_a_batch_of_new_records(page_writer, django_assert_num_queries):
+def test_a_batch_of_new_records(batch_writer, django_assert_num_queries):
     with django_assert_num_queries(STATEMENTS_PER_BATCH):
-        result = page_writer([sabito_record(n) for n in range(BATCH)])
+        result = batch_writer([sabito_record(n) for n in range(BATCH)])
 
     assert result.created == BATCH
 
 
-def test_a_batch_of_unchanged_records(page_writer, django_assert_num_queries):
-    existing(page_writer, range(BATCH))
+def test_a_batch_of_unchanged_records(batch_writer, django_assert_num_queries):
+    existing(batch_writer, range(BATCH))
 
     with django_assert_num_queries(STATEMENTS_PER_BATCH):
-        result = page_writer([sabito_record(n) for n in range(BATCH)])
+        result = batch_writer([sabito_record(n) for n in range(BATCH)])
 
     assert result.skipped == BATCH
 
 
-def test_a_batch_of_changed_records(page_writer, django_assert_num_queries):
-    existing(page_writer, range(BATCH))
+def test_a_batch_of_changed_records(batch_writer, django_assert_num_queries):
+    existing(batch_writer, range(BATCH))
 
     with django_assert_num_queries(STATEMENTS_PER_BATCH):
-        result = page_writer([sabito_record(n, name=f"Renamed {n}") for n in range(BATCH)])
+        result = batch_writer([sabito_record(n, name=f"Renamed {n}") for n in range(BATCH)])
 
     assert result.updated == BATCH
     assert Customer.objects.filter(name__startswith="Renamed").count() == BATCH
 
 
-def test_a_mixed_batch_with_errors_and_email_matches(page_writer, django_assert_num_queries):
-    existing(page_writer, range(40))
+def test_a_mixed_batch_with_errors_and_email_matches(batch_writer, django_assert_num_queries):
+    existing(batch_writer, range(40))
     for n in range(200, 210):  # customers a person created, matched by email and linked
-        CustomerFactory(tenant=page_writer.mapping.tenant, email=f"person{n}@example.com")
+        CustomerFactory(tenant=batch_writer.mapping.tenant, email=f"person{n}@example.com")
     records = (
         [sabito_record(n) for n in range(20)]  # unchanged
         + [sabito_record(n, phone="+44 20 7946 0000") for n in range(20, 40)]  # changed
@@ -93,40 +93,40 @@ def test_a_mixed_batch_with_errors_and_email_matches(page_writer, django_assert_
     )
 
     with django_assert_num_queries(STATEMENTS_PER_BATCH):
-        result = page_writer(records)
+        result = batch_writer(records)
 
     assert (result.skipped, result.updated, result.created, result.errors) == (20, 20 + 10, 55, 1)
     # The address is held by the customer of another Sabito record: tried again after the last batch.
-    assert [values["sabito_customer_id"] for values in page_writer.deferred] == ["cust-999"]
+    assert [values["sabito_customer_id"] for values in batch_writer.deferred] == ["cust-999"]
 
 
-def test_a_batch_where_customers_swap_addresses_costs_one_statement_more(page_writer, django_assert_num_queries):
-    page_writer([sabito_record(1), sabito_record(2)])
+def test_a_batch_where_customers_swap_addresses_costs_one_statement_more(batch_writer, django_assert_num_queries):
+    batch_writer([sabito_record(1), sabito_record(2)])
 
     with django_assert_num_queries(STATEMENTS_PER_BATCH + 1):  # the old addresses blanked first
-        result = page_writer([sabito_record(1, email="person2@example.com"), sabito_record(2, email="person1@example.com")])
+        result = batch_writer([sabito_record(1, email="person2@example.com"), sabito_record(2, email="person1@example.com")])
 
     assert (result.updated, result.errors) == (2, 0)
 
 
-def test_the_statements_do_not_grow_with_the_batch(page_writer):
+def test_the_statements_do_not_grow_with_the_batch(batch_writer):
     with CaptureQueriesContext(connection) as small:
-        page_writer([sabito_record(n) for n in range(10)])
+        batch_writer([sabito_record(n) for n in range(10)])
     with CaptureQueriesContext(connection) as large:
-        page_writer([sabito_record(n) for n in range(10, 10 + BATCH)])
+        batch_writer([sabito_record(n) for n in range(10, 10 + BATCH)])
 
     assert len(small) == len(large) == STATEMENTS_PER_BATCH
 
 
-def test_a_batch_that_only_holds_invalid_records(page_writer, django_assert_num_queries):
+def test_a_batch_that_only_holds_invalid_records(batch_writer, django_assert_num_queries):
     with django_assert_num_queries(STATEMENTS_PER_BATCH):
-        result = page_writer([{"id": None}, "not a record"])
+        result = batch_writer([{"id": None}, "not a record"])
 
     assert result.errors == 2
 
 
-def test_a_mixed_batch_of_many_pages_costs_what_a_page_does(page_writer):
-    existing(page_writer, range(600))
+def test_a_mixed_batch_of_many_pages_costs_what_a_page_does(batch_writer):
+    existing(batch_writer, range(600))
     records = (
         [sabito_record(n) for n in range(300)]  # unchanged
         + [sabito_record(n, city="Elsewhere") for n in range(300, 600)]  # changed
@@ -134,9 +134,9 @@ def test_a_mixed_batch_of_many_pages_costs_what_a_page_does(page_writer):
     )
 
     with CaptureQueriesContext(connection) as one_page:
-        page_writer([sabito_record(n) for n in range(5000, 5000 + PAGE)])
+        batch_writer([sabito_record(n) for n in range(5000, 5000 + PAGE)])
     with CaptureQueriesContext(connection) as many_pages:
-        result = page_writer(records)
+        result = batch_writer(records)
 
     assert len(one_page) == len(many_pages) == STATEMENTS_PER_BATCH
     assert (result.skipped, result.updated, result.created) == (300, 300, BATCH - 600)
