@@ -172,7 +172,6 @@ class PageSQL:
         self.not_text = [f for f in self.fields if f not in self.text]
         self.converters = self._converters()
 
-
     def find(self, tenant_id, keys: list[tuple[str, str]]) -> list[tuple]:
         with sync_cursor() as cursor:
             cursor.execute(self.find_sql, self.find_params(_db_value("tenant", tenant_id), keys))
