@@ -52,6 +52,11 @@ def main() -> int:
         "--baseline-sample", type=int, default=BASELINE_SAMPLE,
         help=f"records the naive baseline really writes before its cost is extrapolated (default: {BASELINE_SAMPLE:,})",
     )
+    parser.add_argument(
+        "--write-batch-records", type=int,
+        help="SABITO_WRITE_BATCH_RECORDS of the syncs (default: the project's default; quick: 200, so that "
+        "N=500 is written in several batches)",
+    )
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--skip-status", action="store_true")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: benchmarks/results/<timestamp>.json)")

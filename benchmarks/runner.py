@@ -32,6 +32,7 @@ SCENARIOS_SCRIPT = Path(__file__).resolve().parent / "scenarios.py"
 API_KEY = "bench-key"
 FULL_SIZES = (10_000, 100_000)
 QUICK_SIZES = (500,)
+QUICK_WRITE_BATCH_RECORDS = 200
 LIMIT_ROUNDS = 3
 SYNC_ROUNDS = 3
 
@@ -44,6 +45,8 @@ class Benchmark:
             self.sizes = tuple(int(size) for size in options.sizes.split(","))
         else:
             self.sizes = QUICK_SIZES if self.quick else FULL_SIZES
+        # None: the project's own default.
+        self.write_batch_records = options.write_batch_records or (QUICK_WRITE_BATCH_RECORDS if self.quick else None)
         self.database_url = f"{options.postgres.rstrip('/')}/{options.database}"
         self.stamp = datetime.now(timezone.utc)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -63,6 +66,8 @@ class Benchmark:
             "SABITO_SYNC_ON_STARTUP": "false",
             "DEBUG": "false",
         }
+        if self.write_batch_records:
+            self.env["SABITO_WRITE_BATCH_RECORDS"] = str(self.write_batch_records)
 
     def run(self) -> int:
         self.recreate_database()
@@ -72,6 +77,7 @@ class Benchmark:
             "quick": self.quick,
             "machine": machine(),
             "page_size": PAGE_SIZE,
+            "write_batch_records": self.write_batch_records,
             "sizes": {},
         }
         say(f"Benchmark {'(quick) ' if self.quick else ''}on {report['machine']['summary']}; log: {self.log_path}")

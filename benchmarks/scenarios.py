@@ -204,9 +204,10 @@ def child_sync(params: dict) -> dict:
             mapping=mapping, full_sync=params["full_sync"], on_page=lambda _result: marks.append(queries.count)
         )
         seconds = time.perf_counter() - started
-    # Between two consecutive pages' callbacks lie exactly one page's statements; the
-    # first page also carries the run's start, the end the run's finish.
-    per_page = sorted({later - earlier for earlier, later in zip(marks, marks[1:])})
+    # The callback runs after each written batch of pages: between two consecutive
+    # calls lie exactly one batch's statements; the first batch also carries the run's
+    # start, the end the run's finish.
+    per_batch = sorted({later - earlier for earlier, later in zip(marks, marks[1:])})
     return {
         "seconds": seconds,
         "success": result.success,
@@ -216,9 +217,9 @@ def child_sync(params: dict) -> dict:
         "updated": result.updated,
         "skipped": result.skipped,
         "errors": result.errors,
-        "pages": len(marks),
+        "batches": len(marks),
         "queries": queries.count,
-        "queries_per_page": per_page,
+        "queries_per_batch": per_batch,
         **cpu,
     }
 

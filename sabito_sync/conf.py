@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 DEFAULT_SYNC_THROTTLE = "30/minute"
+# Past a few thousand records a batch saves no more round trips worth having, and its
+# transaction holds its locks and the run's uncommitted progress longer.
+DEFAULT_WRITE_BATCH_RECORDS = 2000
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -33,6 +36,8 @@ class SabitoSettings:
     sync_interval: str
     sync_on_startup: bool
     page_size: int
+    # Records written per database round (whole pages: a batch closes once it holds this many).
+    write_batch_records: int
     connect_timeout: float
     read_timeout: float
     max_retries: int
@@ -148,6 +153,13 @@ def load_sabito_settings() -> SabitoSettings:
             "SABITO_SYNC_ON_STARTUP", getattr(settings, "SABITO_SYNC_ON_STARTUP", True), problems
         ),
         page_size=parse_number("SABITO_PAGE_SIZE", getattr(settings, "SABITO_PAGE_SIZE", 100), problems, minimum=1, maximum=1000),
+        write_batch_records=parse_number(
+            "SABITO_WRITE_BATCH_RECORDS",
+            getattr(settings, "SABITO_WRITE_BATCH_RECORDS", DEFAULT_WRITE_BATCH_RECORDS),
+            problems,
+            minimum=1,
+            maximum=20_000,
+        ),
         connect_timeout=parse_number(
             "SABITO_CONNECT_TIMEOUT", getattr(settings, "SABITO_CONNECT_TIMEOUT", 5), problems, kind=float, minimum=0.1
         ),

@@ -1,27 +1,31 @@
-"""A page's customer reads and writes, in the same statements whatever the page holds.
+"""A batch's customer reads and writes, in the same statements whatever the batch holds.
 
-The sync engine decides, per page, which customers to create, update or leave alone;
-this module turns that decision into SQL without building a model instance per row:
-one statement finds the tenant's candidate customers, and one (PostgreSQL: a
-statement with a data-modifying CTE) or two (SQLite) insert the new ones and update
-the changed ones. They run even when there is nothing to do (a no-op costs a fraction
-of a millisecond), so every page costs the same queries.
+The sync engine decides, per batch of pages, which customers to create, update or
+leave alone; this module turns that decision into SQL without building a model
+instance per row: one statement finds the tenant's candidate customers, one inserts
+the new ones (PostgreSQL: a binary COPY) and one updates the changed ones. They run
+even when there is nothing to do (a no-op costs a fraction of a millisecond), so
+every batch costs the same queries.
 
-The keys and rows travel as one JSON parameter (an array of arrays) per statement, not
-one placeholder per value: PostgreSQL reads it with `jsonb_array_elements`, SQLite (3.33
-or later, for UPDATE ... FROM) with `json_each`. Encoding one JSON string is far cheaper
-than having the driver quote hundreds of values. The statements are plain INSERTs and
-UPDATEs with no ON CONFLICT clause, so a customer written meanwhile by someone else makes
-the statement fail with an IntegrityError, which the engine answers by redoing the page
-record by record.
+The keys and changed rows travel as one JSON parameter (an array of arrays) per
+statement, not one placeholder per value: PostgreSQL reads it with
+`jsonb_array_elements`, SQLite (3.33 or later, for UPDATE ... FROM) with `json_each`.
+Encoding one JSON string is far cheaper than having the driver quote thousands of
+values. On PostgreSQL the statements run on a server-binding cursor: Django's default
+cursor binds parameters on the client, which for these large statements costs the
+server noticeably more (and the client a copy of every parameter into the query text).
+The writes have no ON CONFLICT clause, so a customer written meanwhile by someone else
+makes the statement fail with an IntegrityError, which the engine answers by redoing
+the batch record by record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from django.db import connection
@@ -50,11 +54,75 @@ def write_customers(
 
 
 def release_emails(*, tenant_id, customer_ids: list) -> None:
-    """Blank the addresses of these customers of the tenant, inside the page's
-    transaction, before the page's write gives them their new ones: so another
-    customer of the page can take an address one of them gives up (two customers
+    """Blank the addresses of these customers of the tenant, inside the batch's
+    transaction, before the batch's write gives them their new ones: so another
+    customer of the batch can take an address one of them gives up (two customers
     swapping addresses), which the unique index would refuse mid-statement."""
     Customer.objects.filter(tenant_id=tenant_id, pk__in=customer_ids).update(email="")
+
+
+def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: datetime) -> int:
+    """Stamp `sabito_missing_since` on the tenant's customers linked to the business
+    whose Sabito id is not among `seen_ids` and that are not missing already, in one
+    statement; returns how many. The ids travel once, as one JSON array: reading
+    every linked customer into Python to compare there cost more than the whole
+    statement."""
+    stamp, tenant = connection.ops.adapt_datetimefield_value(now), _db_value("tenant", tenant_id)
+    params = [stamp, stamp, tenant, business_id, json.dumps(list(seen_ids))]
+    if connection.vendor == "postgresql":
+        params.append(tenant)
+    with sync_cursor() as cursor:
+        cursor.execute(_mark_missing_sql(connection.vendor), params)
+        return cursor.rowcount
+
+
+@functools.cache
+def _mark_missing_sql(vendor: str) -> str:
+    meta, quote = Customer._meta, connection.ops.quote_name
+    table = quote(meta.db_table)
+    tenant, business, sabito_id, missing_since, updated_at = (
+        quote(meta.get_field(name).column)
+        for name in ("tenant", "sabito_business_id", "sabito_customer_id", "sabito_missing_since", "updated_at")
+    )
+    linked = f"{tenant} = %s AND {business} = %s AND {sabito_id} IS NOT NULL AND {missing_since} IS NULL"
+    if vendor == "postgresql":
+        # The difference as a set operation, which PostgreSQL always hashes or sorts,
+        # then each missing id through the unique (tenant, Sabito id) index. An
+        # anti-join (NOT EXISTS, NOT IN) is at the planner's mercy: after a new
+        # tenant's first load its statistics say the tenant has one customer, and it
+        # loops over the seen ids once per customer (100,000 of each: minutes).
+        return f"""
+            UPDATE {table} AS c SET {missing_since} = %s, {updated_at} = %s
+            FROM (
+                SELECT {sabito_id} FROM {table} WHERE {linked}
+                EXCEPT SELECT jsonb_array_elements_text(%s::jsonb)
+            ) AS gone (sabito_id)
+            WHERE c.{tenant} = %s AND c.{sabito_id} = gone.sabito_id
+        """
+    # SQLite turns an uncorrelated IN (subquery) into a temporary index, built once.
+    return f"""
+        UPDATE {table} SET {missing_since} = %s, {updated_at} = %s
+        WHERE {linked} AND {sabito_id} NOT IN (SELECT value FROM json_each(%s))
+    """
+
+
+def sync_cursor():
+    """The cursor the sync's large statements run on. On PostgreSQL, a Django cursor
+    over a server-binding psycopg cursor: Django's execute wrappers, query log and
+    error translation see every statement as on its own cursor, which binds on the
+    client (unless OPTIONS["server_side_binding"], which would change every query of
+    the project). Nothing is prepared: the connection's prepare_threshold, which
+    Django sets to None for the sake of connection poolers, holds here too."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    import psycopg  # only installed where PostgreSQL is used
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    server_binding = psycopg.Cursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(server_binding)
+    return connection.make_cursor(server_binding)
 
 
 def record_run_progress(*, run_id, values: dict) -> bool:
@@ -105,7 +173,7 @@ class PageSQL:
         self.converters = self._converters()
 
     def find(self, tenant_id, keys: list[tuple[str, str]]) -> list[tuple]:
-        with connection.cursor() as cursor:
+        with sync_cursor() as cursor:
             cursor.execute(self.find_sql, self.find_params(_db_value("tenant", tenant_id), keys))
             rows = cursor.fetchall()
         return [self._converted(row) for row in rows] if self.converters else rows
@@ -174,15 +242,13 @@ class PostgreSQLPageSQL(PageSQL):
             (column, "text" if f in self.text else f.db_type(connection))
             for column, f in zip(self.columns, self.fields)
         ]
-        values = ", ".join(f"k.{column}" for column in self.columns)
+        # New customers arrive by binary COPY: no SQL to parse per row and no JSON to
+        # unpack, about the least PostgreSQL can spend on an insert. A value too long
+        # for its varchar(n) is refused there too (validation keeps them short anyway).
+        self.copy_sql = f"COPY {self.table} ({self.insert_columns}) FROM STDIN (FORMAT BINARY)"
+        self.copy_types = ["uuid", "uuid", *(db_type for _column, db_type in typed), "timestamptz", "timestamptz"]
         assignments = ", ".join(f"{column} = k.{column}" for column in self.columns)
-        # One statement for both: the CTE's INSERT and the UPDATE touch different rows
-        # (the plan never updates a customer it creates in the same page).
-        self.write_sql = f"""
-            WITH created AS (
-                INSERT INTO {self.table} ({self.insert_columns})
-                SELECT gen_random_uuid(), %s, {values}, %s, %s FROM ({_json_rows(typed)}) AS k
-            )
+        self.update_sql = f"""
             UPDATE {self.table} AS c SET {assignments}, {self.updated_at} = %s
             FROM ({_json_rows([("pk", "uuid"), *typed])}) AS k
             WHERE c.{self.pk} = k.pk AND c.{self.tenant} = %s
@@ -194,11 +260,32 @@ class PostgreSQLPageSQL(PageSQL):
 
     def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
-        created, changed = json.dumps(creates, default=_json_value), json.dumps(updates, default=_json_value)
-        with connection.cursor() as cursor:
-            tenant = _db_value("tenant", tenant_id)
-            cursor.execute(self.write_sql, [tenant, stamp, stamp, created, stamp, changed, tenant])
-            return cursor.rowcount  # the UPDATE's: the CTE's INSERT does not count
+        tenant = _db_value("tenant", tenant_id)
+        uuid4 = uuid.uuid4
+        with sync_cursor() as cursor:
+            self.copy(cursor, [(uuid4(), tenant, *values, stamp, stamp) for values in creates])
+            cursor.execute(self.update_sql, [stamp, json.dumps(updates, default=_json_value), tenant])
+            return cursor.rowcount
+
+    def copy(self, cursor, rows: list[tuple]) -> None:
+        """COPY `rows` in, as one more statement of the connection: through its execute
+        wrappers (a host's instrumentation, a test's fault injection) and its query log,
+        with errors as Django's (an IntegrityError stays one)."""
+
+        def copy_rows(sql, rows, _many, _context):
+            connection.validate_no_broken_transaction()
+            with connection.wrap_database_errors, cursor.cursor.copy(sql) as stream:
+                stream.set_types(self.copy_types)
+                for row in rows:
+                    stream.write_row(row)
+
+        # What Django's own cursor does with execute(): each wrapper around the next.
+        execute = copy_rows
+        for wrapper in reversed(connection.execute_wrappers):
+            execute = functools.partial(wrapper, execute)
+        logged = cursor.debug_sql(self.copy_sql) if connection.queries_logged else contextlib.nullcontext()
+        with logged:
+            execute(self.copy_sql, rows, False, {"connection": connection, "cursor": cursor})
 
 
 def _json_rows(columns: list[tuple[str, str]]) -> str:
@@ -246,7 +333,7 @@ class SQLitePageSQL(PageSQL):
         stamp = connection.ops.adapt_datetimefield_value(now)
         created = self._json([[uuid.uuid4().hex, *row] for row in creates])
         changed = self._json([list(row) for row in updates])
-        with connection.cursor() as cursor:
+        with sync_cursor() as cursor:
             tenant = _db_value("tenant", tenant_id)
             cursor.execute(self.insert_sql, [tenant, stamp, stamp, created])
             cursor.execute(self.update_sql, [stamp, changed, tenant])

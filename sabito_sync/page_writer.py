@@ -1,17 +1,19 @@
-"""One page of validated records matched to the tenant's customers and written, and,
-after a complete full sync, the customers Sabito no longer has marked missing.
+"""A batch of pages of validated records matched to the tenant's customers and
+written, and, after a complete full sync, the customers Sabito no longer has marked
+missing.
 
-A page is matched in Python against the candidates one query finds, then written in
-the same few statements whatever it holds (`page_sql`), in one transaction with the
-run's counters and heartbeat, so the run always describes what is committed.
+A batch (a few pages, `SABITO_WRITE_BATCH_RECORDS` records) is matched in Python
+against the candidates one query finds, then written in the same few statements
+whatever it holds (`page_sql`), in one transaction with the run's counters, pages
+done and checkpoint, so the run always describes what is committed.
 
 Sabito is the source of truth for emails too, and people change theirs: two customers
 swap addresses, one takes the address another gave up. An address held by a customer
 linked to another Sabito record therefore blocks a record only while that record
-still has it. Held by a record on the same page that moves it elsewhere, it is
-released first (the page blanks the moving customers' old addresses before writing,
-so the unique index never sees both); held by a record not on the page, the record
-is deferred and tried again once every page is written, when its holder may have
+still has it. Held by a record of the same batch that moves it elsewhere, it is
+released first (the batch blanks the moving customers' old addresses before writing,
+so the unique index never sees both); held by a record not in the batch, the record
+is deferred and tried again once every batch is written, when its holder may have
 moved on. Only what still conflicts then is an error.
 """
 
@@ -38,21 +40,19 @@ from .runs import RunTakenOver, SyncResult, run_counters
 
 logger = logging.getLogger("sabito_sync.sync")
 
-MISSING_BATCH_SIZE = 1000
-
 # Records waiting for an address another customer still holds are kept in memory and in
 # the run's checkpoint; past this many, a further one is an error at once.
 MAX_DEFERRED_RECORDS = 1000
 
 
 @dataclass
-class PagePlan:
+class BatchPlan:
     creates: list[StoredCustomer] = field(default_factory=list)
     updates: list[StoredCustomer] = field(default_factory=list)
     skipped: int = 0
     errors: list[dict] = field(default_factory=list)
     # Records whose address a customer linked to another Sabito record holds: tried
-    # again after the last page (they count as what they finally become).
+    # again after the last batch (they count as what they finally become).
     deferred: list[dict] = field(default_factory=list)
     # Customers updated to another address: their old one is blanked first.
     releases: list = field(default_factory=list)
@@ -60,7 +60,7 @@ class PagePlan:
 
 @dataclass(slots=True, eq=False)
 class StoredCustomer:
-    """A customer as a page sees it: its primary key (None until the page's insert
+    """A customer as a batch sees it: its primary key (None until the batch's insert
     creates it) and its SYNCED_FIELDS values, in order. Most records of a re-sync
     are skipped, and comparing two tuples costs far less than building a model
     instance for every candidate."""
@@ -78,30 +78,32 @@ class StoredCustomer:
         return str(self.pk)
 
 
-def write_page(
+def write_batch(
     *,
     run: SyncRun,
     mapping: SabitoMapping,
     validated: list[dict | RejectedRecord],
     seen_ids: set[str],
     result: SyncResult,
+    pages: int,
     deferred: list[dict] | None = None,
     final: bool = False,
 ) -> None:
-    """Match and write one page of validated records (see `records.validate_records`)
-    in one transaction, together with the run's counters and heartbeat. Records kept
-    waiting for an address are appended to `deferred`; with `final` (the retry after
-    the last page) nothing waits any more."""
+    """Match and write a batch of validated records (see `records.validate_records`),
+    `pages` pages of the feed, in one transaction, together with the run's counters,
+    pages done and checkpoint. Records kept waiting for an address are appended to
+    `deferred`; with `final` (the retry after the last batch) nothing waits any more."""
     valid: list[dict] = []
-    page_errors: list[dict] = []
+    rejected: list[dict] = []
     for values in validated:
         if isinstance(values, RejectedRecord):
-            page_errors.append(values.detail)
+            rejected.append(values.detail)
             # Still a record Sabito has: its customer must not be marked missing.
             if values.sabito_id is not None:
                 seen_ids.add(values.sabito_id)
             continue
-        # Overlapping or drifting pages may repeat a record: process it once per sync.
+        # Overlapping or drifting pages may repeat a record, in one batch or across
+        # batches: process it once per sync.
         if not final:
             if values["sabito_customer_id"] in seen_ids:
                 continue
@@ -110,16 +112,23 @@ def write_page(
 
     deferred = [] if deferred is None else deferred
     room = 0 if final else MAX_DEFERRED_RECORDS - len(deferred)
-    page = {"run": run, "result": result, "tenant_id": mapping.tenant_id, "valid": valid, "page_errors": page_errors}
+    batch = {
+        "run": run,
+        "result": result,
+        "tenant_id": mapping.tenant_id,
+        "valid": valid,
+        "rejected": rejected,
+        "pages": pages,
+    }
     try:
-        plan = write_planned_page(**page, may_defer=room, deferred_before=deferred)
+        plan = write_planned_batch(**batch, may_defer=room, deferred_before=deferred)
     except IntegrityError:
         # Someone else (another mapping of this tenant, a person) wrote a matching
         # customer after we looked: look again and write record by record.
-        plan = write_page_record_by_record(**page, may_defer=room, deferred_before=deferred)
+        plan = write_batch_record_by_record(**batch, may_defer=room, deferred_before=deferred)
     deferred.extend(plan.deferred)
     apply_plan_to_result(plan, result)
-    # The bulk writes send no post_save: the host learns of the page's customers here.
+    # The bulk writes send no post_save: the host learns of the batch's customers here.
     signals.page_written(
         mapping=mapping,
         run_id=run.pk,
@@ -131,30 +140,30 @@ def write_page(
 # --- Matching ---------------------------------------------------------------------------------
 
 
-def plan_page(*, tenant_id, valid: list[dict], may_defer: int = 0) -> PagePlan:
-    """Decide create / update / skip / defer / error for each valid record of a page,
-    with one lookup of the tenant's candidate customers for the whole page (one more
-    in the rare page where a customer expected to give up its address cannot).
+def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0) -> BatchPlan:
+    """Decide create / update / skip / defer / error for each valid record of a batch,
+    with one lookup of the tenant's candidate customers for the whole batch (one more
+    in the rare batch where a customer expected to give up its address cannot).
     At most `may_defer` records are deferred; past that, a blocked one is an error."""
-    # Each Sabito record's address as this page leaves it: a customer whose own record
-    # is on the page with another address gives its old one up to whoever takes it.
+    # Each Sabito record's address as this batch leaves it: a customer whose own record
+    # is in the batch with another address gives its old one up to whoever takes it.
     moving_to = {values["sabito_customer_id"]: values["email"].lower() for values in valid}
     for _attempt in range(3):
-        plan, stuck = plan_page_once(tenant_id=tenant_id, valid=valid, moving_to=moving_to, may_defer=may_defer)
+        plan, stuck = plan_batch_once(tenant_id=tenant_id, valid=valid, moving_to=moving_to, may_defer=may_defer)
         if not stuck:
             return plan
         # Customers that were to give their address up but do not (deferred or in
         # error themselves) keep it: plan again with them holding on.
         for sabito_id in stuck:
             moving_to.pop(sabito_id, None)
-    return plan_page_once(tenant_id=tenant_id, valid=valid, moving_to={}, may_defer=may_defer)[0]
+    return plan_batch_once(tenant_id=tenant_id, valid=valid, moving_to={}, may_defer=may_defer)[0]
 
 
-def plan_page_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], may_defer: int) -> tuple[PagePlan, set]:
+def plan_batch_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], may_defer: int) -> tuple[BatchPlan, set]:
     """One planning pass; also returns the Sabito ids whose customers other records
     counted on to release an address but which did not move (deferred or in error)."""
     by_id, by_email = load_candidates(tenant_id=tenant_id, valid=valid)
-    plan = PagePlan()
+    plan = BatchPlan()
     relied_on: set[str] = set()
     for values in valid:
         sabito_id = values["sabito_customer_id"]
@@ -168,7 +177,7 @@ def plan_page_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], m
                 # The address belongs to another Sabito record's customer.
                 if moving_to.get(holder_id, email_key) != email_key:
                     relied_on.add(holder_id)
-                    email_match = None  # it moves elsewhere on this page: released first
+                    email_match = None  # it moves elsewhere in this batch: released first
                 elif len(plan.deferred) < may_defer:
                     plan.deferred.append(values)
                     continue
@@ -210,7 +219,7 @@ def plan_page_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], m
         if email_key:
             by_email[email_key] = customer
         if customer.pk is None:
-            continue  # created earlier in this page; the insert carries the change
+            continue  # created earlier in this batch; the insert carries the change
         if old_email_key and old_email_key != email_key:
             plan.releases.append(customer.pk)
         plan.updates.append(customer)
@@ -219,7 +228,7 @@ def plan_page_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], m
 
 
 def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer]]:
-    """The tenant's customers the page's records may match, keyed by Sabito id and by
+    """The tenant's customers the batch's records may match, keyed by Sabito id and by
     lowercased email, in one query; a customer found both ways is one object."""
     rows = page_sql.find_candidates(
         tenant_id=tenant_id,
@@ -245,12 +254,12 @@ def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCu
 # --- Writing ------------------------------------------------------------------------------------
 
 
-def write_planned_page(*, run, result, tenant_id, valid, page_errors, may_defer, deferred_before) -> PagePlan:
-    """The whole page in the same statements, whatever it holds: find the candidates,
+def write_planned_batch(*, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before) -> BatchPlan:
+    """The whole batch in the same statements, whatever it holds: find the candidates,
     write the new and changed customers, record the run's progress."""
     with transaction.atomic():
-        plan = plan_page(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
-        plan.errors = page_errors + plan.errors
+        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
+        plan.errors = rejected + plan.errors
         if plan.releases:
             page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
         updated = page_sql.write_customers(
@@ -263,14 +272,16 @@ def write_planned_page(*, run, result, tenant_id, valid, page_errors, may_defer,
         if updated != len(plan.updates):
             # A customer was deleted after we looked; the counters must not claim it.
             raise IntegrityError(f"{len(plan.updates) - updated} customers to update were deleted meanwhile")
-        record_progress(run=run, result=result, plan=plan, deferred=deferred_before + plan.deferred)
+        record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before + plan.deferred)
     return plan
 
 
-def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors, may_defer, deferred_before) -> PagePlan:
+def write_batch_record_by_record(
+    *, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before
+) -> BatchPlan:
     with transaction.atomic():
-        plan = plan_page(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
-        written = PagePlan(skipped=plan.skipped, errors=page_errors + plan.errors, deferred=plan.deferred)
+        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
+        written = BatchPlan(skipped=plan.skipped, errors=rejected + plan.errors, deferred=plan.deferred)
         now = timezone.now()
         if plan.releases:
             page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
@@ -288,14 +299,14 @@ def write_page_record_by_record(*, run, result, tenant_id, valid, page_errors, m
                 )
                 continue
             (written.creates if customer.pk is None else written.updates).append(customer)
-        record_progress(run=run, result=result, plan=written, deferred=deferred_before + written.deferred)
+        record_progress(run=run, result=result, plan=written, pages=pages, deferred=deferred_before + written.deferred)
     return written
 
 
-def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan, deferred: list[dict]) -> None:
-    """Heartbeat, counters, pages done and checkpoint of the run, inside the page's
-    transaction: the checkpoint (`run.checkpoint`, set by the sync for this page, with
-    the records still `deferred`) is stored exactly when the page is."""
+def record_progress(*, run: SyncRun, result: SyncResult, plan: BatchPlan, pages: int, deferred: list[dict]) -> None:
+    """Heartbeat, counters, pages done and checkpoint of the run, inside the batch's
+    transaction: the checkpoint (`run.checkpoint`, set by the sync for this batch, with
+    the records still `deferred`) is stored exactly when the batch is."""
     projected = SyncResult(
         business_id=result.business_id,
         business_name=result.business_name,
@@ -304,16 +315,16 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: PagePlan, deferre
     apply_plan_to_result(plan, projected, base=result)
     counters = run_counters(projected)
     if len(projected.error_details) == len(result.error_details):
-        # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every page.
+        # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every batch.
         del counters["error_details"]
     checkpoint = {**run.checkpoint, "deferred": deferred} if run.checkpoint is not None else None
-    values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + 1, "checkpoint": checkpoint}
+    values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + pages, "checkpoint": checkpoint}
     if not page_sql.record_run_progress(run_id=run.pk, values=values):
         raise RunTakenOver()
-    run.pages_done += 1
+    run.pages_done += pages
 
 
-def apply_plan_to_result(plan: PagePlan, target: SyncResult, base: SyncResult | None = None) -> None:
+def apply_plan_to_result(plan: BatchPlan, target: SyncResult, base: SyncResult | None = None) -> None:
     base = base or target
     target.created = base.created + len(plan.creates)
     target.updated = base.updated + len(plan.updates)
@@ -331,22 +342,9 @@ def mark_missing_customers(*, mapping: SabitoMapping, returned_ids: set[str]) ->
     that Sabito no longer returned. Only such a run can tell (the incremental feed
     never shows deletions), and the customers are kept: a CRM record may carry
     history that matters more than Sabito's deletion."""
-    linked = (
-        Customer.objects.filter(
-            tenant_id=mapping.tenant_id,
-            sabito_business_id=mapping.sabito_business_id,
-            sabito_customer_id__isnull=False,
-            sabito_missing_since__isnull=True,
-        )
-        .values_list("pk", "sabito_customer_id")
-        .iterator(chunk_size=5000)
+    marked = page_sql.mark_missing(
+        tenant_id=mapping.tenant_id, business_id=mapping.sabito_business_id, seen_ids=returned_ids, now=timezone.now()
     )
-    missing = [pk for pk, sabito_id in linked if sabito_id not in returned_ids]
-    now = timezone.now()
-    for start in range(0, len(missing), MISSING_BATCH_SIZE):
-        Customer.objects.filter(pk__in=missing[start : start + MISSING_BATCH_SIZE]).update(
-            sabito_missing_since=now, updated_at=now
-        )
-    if missing:
-        logger.info("%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, len(missing), mapping.business_name)
-    return len(missing)
+    if marked:
+        logger.info("%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, marked, mapping.business_name)
+    return marked

@@ -41,9 +41,9 @@ def run_finished(*, mapping, result) -> None:
 
 
 def page_written(*, mapping, run_id, created_sabito_ids: Sequence[str], updated_ids: Sequence) -> None:
-    """Called by the engine after each page. The page's inserts return no ids, so the
-    created customers are looked up by their Sabito ids, in one query, and only when
-    someone listens: a sync nobody listens to keeps its statements per page."""
+    """Called by the engine after each batch of pages. The batch's inserts return no
+    ids, so the created customers are looked up by their Sabito ids, in one query, and
+    only when someone listens: a sync nobody listens to keeps its statements per batch."""
     if not customers_synced.has_listeners():
         return
 

@@ -44,9 +44,9 @@ def test_quick_benchmark_runs_every_scenario_and_writes_its_report(tmp_path, ben
     }
     assert (figures["full"]["created"], figures["resync"]["skipped"]) == (500, 500)
     assert figures["latency_full"]["created"] == 500
-    assert figures["full"]["queries_per_page"] == [3]
+    assert figures["full"]["queries_per_batch"] == [4]  # 500 records in batches of 200
     assert report["fanout"]["succeeded"] == report["fanout"]["mappings"]
-    assert "[met] constant SQL queries per page" in completed.stdout
+    assert "[met] constant SQL queries per batch" in completed.stdout
 
 
 @pytest.fixture

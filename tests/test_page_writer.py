@@ -6,9 +6,12 @@ import threading
 import time
 
 import pytest
+from django.utils import timezone
 
 from sabito_sync import page_sql, records, sync
-from sabito_sync.models import Customer
+from sabito_sync.models import Customer, SyncRun
+from sabito_sync.page_writer import write_batch
+from sabito_sync.runs import SyncResult
 from sabito_sync.sync import sync_mapping
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
@@ -88,7 +91,7 @@ def test_a_write_never_reaches_another_tenants_customer(fake_sabito, mapping, mo
 def test_the_next_page_is_fetched_while_the_current_one_is_written(fake_sabito, mapping, settings, monkeypatch):
     settings.SABITO_PAGE_SIZE = "2"
     serve(fake_sabito, mapping, [sabito_record(n) for n in range(6)])
-    real_write_page = sync.write_page
+    real_write_batch = sync.write_batch
     requests_during_first_write = []
 
     def slow_first_write(**kwargs):
@@ -97,9 +100,9 @@ def test_the_next_page_is_fetched_while_the_current_one_is_written(fake_sabito, 
             while len(fake_sabito.requests) < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
             requests_during_first_write.append(len(fake_sabito.requests))
-        return real_write_page(**kwargs)
+        return real_write_batch(**kwargs)
 
-    monkeypatch.setattr(sync, "write_page", slow_first_write)
+    monkeypatch.setattr(sync, "write_batch", slow_first_write)
 
     result = sync_mapping(mapping=mapping, full_sync=True)
 
@@ -125,9 +128,44 @@ def test_no_fetching_thread_outlives_a_write_that_failed(fake_sabito, mapping, s
     def failing_write(**kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(sync, "write_page", failing_write)
+    monkeypatch.setattr(sync, "write_batch", failing_write)
 
     result = sync_mapping(mapping=mapping, full_sync=True)
 
     assert not result.success and "disk on fire" in result.error
     assert not [thread for thread in threading.enumerate() if thread.name == "sabito-prefetch"]
+
+
+def test_a_conflict_in_a_batch_of_several_pages_redoes_the_batch_record_by_record(fake_sabito, mapping, settings, monkeypatch):
+    settings.SABITO_PAGE_SIZE = "2"
+    settings.SABITO_WRITE_BATCH_RECORDS = "6"  # batches of three pages
+    serve(fake_sabito, mapping, [sabito_record(n) for n in range(10)])
+    # A person adds a customer with the address of a record on the second page of the
+    # first batch, after that batch's lookup.
+    CustomerFactory(tenant=mapping.tenant, email="person3@example.com", name="Added by a person")
+    calls = lookup_sees(monkeypatch, lambda kwargs: [])
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert len(calls) == 2 + 1  # the first batch twice (in bulk, then record by record), the second once
+    assert len(calls[0]["keys"]) == 6 and len(calls[2]["keys"]) == 4
+    assert (result.created, result.updated, result.skipped, result.errors) == (9, 1, 0, 0)
+    run = SyncRun.objects.get(pk=result.run_id)
+    assert (run.created, run.updated, run.customers_processed, run.pages_done) == (9, 1, 10, 5)
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == 10
+    assert Customer.objects.get(email="person3@example.com").sabito_customer_id == "cust-3"
+
+
+def test_a_record_repeated_on_two_pages_of_one_batch_is_written_once(mapping):
+    now = timezone.now()
+    run = SyncRun.objects.create(mapping=mapping, trigger="cli", status="running", started_at=now, heartbeat_at=now)
+    result = SyncResult(business_id=mapping.sabito_business_id, business_name=mapping.business_name)
+    first_page = [sabito_record(1), sabito_record(2)]
+    second_page = [sabito_record(1, name="Moved to the end by an edit"), sabito_record(3)]
+    validated = records.validate_records(first_page + second_page, business_id=mapping.sabito_business_id)
+
+    write_batch(run=run, mapping=mapping, validated=validated, pages=2, seen_ids=set(), result=result)
+
+    assert (result.created, result.updated, result.skipped, result.errors) == (3, 0, 0, 0)
+    assert Customer.objects.get(sabito_customer_id="cust-1").name == "Person 1"  # once, as first seen
+    assert SyncRun.objects.get(pk=run.pk).pages_done == 2

@@ -199,7 +199,8 @@ def test_a_slow_page_keeps_the_heartbeat_fresh(live_mapping, fake_sabito):
     assert seen["after"] - seen["before"] >= timedelta(seconds=0.5)
 
 
-def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_watermark(live_mapping, fake_sabito):
+def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_watermark(live_mapping, fake_sabito, settings):
+    settings.SABITO_WRITE_BATCH_RECORDS = str(2 * PAGE)  # a batch of two pages
     live_mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
     live_mapping.save()
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(1000)]
@@ -219,7 +220,8 @@ def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_waterm
     assert live_mapping.metadata["lastSyncedAt"] == "2026-11-30T12:00:00.000Z"
 
 
-def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mapping, fake_sabito):
+def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mapping, fake_sabito, settings):
+    settings.SABITO_WRITE_BATCH_RECORDS = str(PAGE)  # a batch of one page
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(1000)]
 
     def shut_down_after_the_first_page(result):
@@ -232,6 +234,30 @@ def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mappin
     run = SyncRun.objects.get(pk=result.run_id)
     assert run.status == SyncRun.Status.INTERRUPTED and "its worker was shutting down" in run.error_message
     assert run.checkpoint["offset"] == PAGE
+
+
+def test_a_sync_stopped_mid_feed_resumes_after_its_last_committed_batch(live_mapping, fake_sabito, settings):
+    settings.SABITO_PAGE_SIZE = "10"
+    settings.SABITO_WRITE_BATCH_RECORDS = "30"  # batches of three pages
+    fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(100)]
+
+    def cancel_after_the_first_batch(result):
+        if result.processed == 30:
+            SyncRun.objects.filter(pk=result.run_id).update(cancel_requested_at=timezone.now())
+            time.sleep(0.5)  # the heartbeat thread reads the request
+
+    cancelled = sync_mapping(mapping=live_mapping, full_sync=True, on_page=cancel_after_the_first_batch)
+    run = SyncRun.objects.get(pk=cancelled.run_id)
+    assert run.status == SyncRun.Status.CANCELLED and (run.pages_done, run.checkpoint["offset"]) == (3, 30)
+    assert Customer.objects.count() == 30
+    fake_sabito.requests.clear()
+
+    resumed = sync_mapping(mapping=live_mapping, full_sync=True)
+
+    assert resumed.success and (resumed.created, resumed.processed) == (70, 70)
+    assert min(offsets_asked(fake_sabito)) >= 30 - 10  # from the checkpoint (re-reading a short tail)
+    assert f"Resumed from run {run.pk} (cancelled) at offset 30" in SyncRun.objects.get(pk=resumed.run_id).note
+    assert Customer.objects.count() == 100
 
 
 # --- The reaper --------------------------------------------------------------------------

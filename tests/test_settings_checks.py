@@ -34,6 +34,14 @@ def test_settings_are_parsed_into_typed_values(settings):
     assert loaded.api_url == "https://api.sabito.example"
 
 
+def test_a_sync_writes_2000_records_per_batch_by_default(settings):
+    del settings.SABITO_WRITE_BATCH_RECORDS
+    assert load_sabito_settings().write_batch_records == 2000
+
+    settings.SABITO_WRITE_BATCH_RECORDS = "100"
+    assert load_sabito_settings().write_batch_records == 100
+
+
 def test_the_api_waits_20_seconds_by_default_and_0_means_not_at_all(settings):
     del settings.SABITO_SYNC_API_WAIT
     assert load_sabito_settings().api_wait_seconds == 20
@@ -54,6 +62,9 @@ def test_the_api_waits_20_seconds_by_default_and_0_means_not_at_all(settings):
         ("SABITO_SYNC_ON_STARTUP", "maybe", "is not a boolean"),
         ("SABITO_PAGE_SIZE", "0", "out of range"),
         ("SABITO_PAGE_SIZE", "ten", "is not a whole number"),
+        ("SABITO_WRITE_BATCH_RECORDS", "0", "out of range"),
+        ("SABITO_WRITE_BATCH_RECORDS", "1e6", "is not a whole number"),
+        ("SABITO_WRITE_BATCH_RECORDS", "100000", "out of range"),
         ("SABITO_READ_TIMEOUT", "-1", "out of range"),
         ("SABITO_MAX_RETRIES", "lots", "is not a whole number"),
         ("SABITO_SYNC_API_WAIT", "-1", "out of range"),
