@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import metadata
+from . import metadata, run_sql
 from .client import format_timestamp
 from .conf import SabitoSettings
 from .logs import LOG_PREFIX
@@ -123,6 +123,84 @@ def stale_heartbeat_cutoff(settings: SabitoSettings) -> datetime:
     return timezone.now() - timedelta(seconds=settings.stale_run_after_seconds)
 
 
+def open_run(
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    trigger: str,
+    settings: SabitoSettings,
+    queued_run: SyncRun | None = None,
+    worker: str = "",
+) -> tuple[SyncRun, Resume | None]:
+    """Start the mapping's next run (as `queued_run`, if the caller queued one): where
+    its latest run stopped unfinished recently, carry on from there (`find_resume`),
+    otherwise a sync of the kind asked for from the mapping's watermark. Returns the
+    running run and the resume it carries on, if any; raises `SyncAlreadyRunning` and
+    `RunNotQueued` as `start_run` does."""
+    if queued_run is None and connection.vendor == "postgresql":
+        return open_run_in_one_statement(
+            mapping=mapping, full_sync=full_sync, trigger=trigger, settings=settings, worker=worker
+        )
+    resume = find_resume(mapping=mapping, full_sync=full_sync, settings=settings)
+    run = start_run(
+        mapping=mapping,
+        trigger=trigger,
+        settings=settings,
+        queued_run=queued_run,
+        worker=worker,
+        **run_kind(mapping=mapping, full_sync=full_sync, resume=resume),
+    )
+    return run, resume
+
+
+def run_kind(*, mapping: SabitoMapping, full_sync: bool, resume: Resume | None) -> dict:
+    """What a new run is: the kind of sync, its `updatedAfter`, its note and the
+    checkpoint it starts from."""
+    if resume is not None:
+        return {
+            "full_sync": resume.full_sync,
+            "updated_after": resume.updated_after,
+            "note": resume.note,
+            "checkpoint": resume.checkpoint,
+        }
+    updated_after = None if full_sync else mapping.last_synced_at
+    note = mapping.watermark_reset_reason if updated_after is None else ""
+    return {"full_sync": full_sync, "updated_after": updated_after, "note": note, "checkpoint": None}
+
+
+def open_run_in_one_statement(
+    *, mapping: SabitoMapping, full_sync: bool, trigger: str, settings: SabitoSettings, worker: str
+) -> tuple[SyncRun, Resume | None]:
+    """`open_run` on PostgreSQL: the insert that takes the lock also reads the latest
+    run (`run_sql`), so a run that resumes nothing costs one statement. The run is
+    inserted as a fresh sync; the rare one that resumes is then given the resumed
+    sync's kind and checkpoint before it fetches anything."""
+    stale_before = stale_heartbeat_cutoff(settings)
+    for _attempt in range(3):
+        now = timezone.now()
+        run = SyncRun(
+            mapping=mapping,
+            trigger=trigger,
+            status=SyncRun.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            **run_kind(mapping=mapping, full_sync=full_sync, resume=None),
+        )
+        inserted, latest = run_sql.insert_running_run(run)
+        if inserted:
+            run._state.adding, run._state.db = False, connection.alias
+            resume = resume_from(latest, mapping=mapping, full_sync=full_sync, settings=settings)
+            if resume is not None:
+                for name, value in run_kind(mapping=mapping, full_sync=full_sync, resume=resume).items():
+                    setattr(run, name, value)
+                run.save(update_fields=["full_sync", "updated_after", "note", "checkpoint"])
+            return run, resume
+        contend(mapping=mapping, full_sync=full_sync, trigger=trigger, stale_before=stale_before, now=now)
+    holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
+    raise SyncAlreadyRunning(mapping, holder)
+
+
 def start_run(
     *,
     mapping: SabitoMapping,
@@ -152,17 +230,32 @@ def start_run(
                     )
                 return claim_queued_run(queued_run, full_sync=full_sync, now=now, **fields)
         except IntegrityError:
-            holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
-            if holder is None:
-                continue  # it finished between our write and our look
-            if holder.heartbeat_at >= stale_before:
-                record_already_running(
-                    mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder, queued_run=queued_run
-                )
-                raise SyncAlreadyRunning(mapping, holder) from None
-            take_over(mapping=mapping, holder=holder, now=now)
+            contend(
+                mapping=mapping, full_sync=full_sync, trigger=trigger, stale_before=stale_before, now=now, queued_run=queued_run
+            )
     holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
     raise SyncAlreadyRunning(mapping, holder)
+
+
+def contend(
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    trigger: str,
+    stale_before: datetime,
+    now: datetime,
+    queued_run: SyncRun | None = None,
+) -> None:
+    """Another run held the mapping when this one tried to start: raise
+    `SyncAlreadyRunning` (recorded) if it is alive; if it is stale, take it over, and
+    if it has finished meanwhile, return for the caller to try again."""
+    holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
+    if holder is None:
+        return  # it finished between our write and our look
+    if holder.heartbeat_at >= stale_before:
+        record_already_running(mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder, queued_run=queued_run)
+        raise SyncAlreadyRunning(mapping, holder) from None
+    take_over(mapping=mapping, holder=holder, now=now)
 
 
 def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **fields) -> SyncRun:
@@ -251,6 +344,16 @@ def find_resume(*, mapping: SabitoMapping, full_sync: bool, settings: SabitoSett
         .order_by("-started_at")
         .first()
     )
+    return resume_from(latest, mapping=mapping, full_sync=full_sync, settings=settings)
+
+
+def resume_from(
+    latest: SyncRun | None, *, mapping: SabitoMapping, full_sync: bool, settings: SabitoSettings
+) -> Resume | None:
+    """`find_resume`'s verdict on `latest`, the mapping's latest run that was not
+    queued or refused."""
+    if not settings.resume_within_seconds:
+        return None
     if latest is None or not isinstance(latest.checkpoint, dict):
         return None
     dead = latest.status == SyncRun.Status.RUNNING and latest.heartbeat_at < stale_heartbeat_cutoff(settings)
@@ -419,14 +522,31 @@ def finish_run(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, wate
 def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, watermark: datetime | None) -> None:
     finished_at = timezone.now()
     status = SyncRun.Status.SUCCEEDED if result.success else (result.stopped or SyncRun.Status.FAILED)
-    with transaction.atomic():
-        still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-            status=status,
+    values = {
+        "status": status,
+        "finished_at": finished_at,
+        "heartbeat_at": finished_at,
+        **run_counters(result),
+        "error_message": result.error or "",
+    }
+    synced_at = format_timestamp(finished_at)
+    watermark_text = format_timestamp(watermark) if watermark is not None else None
+    if connection.vendor == "postgresql":
+        still_ours, stored = run_sql.finish_run_and_record_outcome(
+            run=run,
+            mapping=mapping,
+            values=values,
+            summary=metadata.outcome_summary(result=result, full_sync=run.full_sync, synced_at=synced_at),
+            watermark=watermark_text,
             finished_at=finished_at,
-            heartbeat_at=finished_at,
-            **run_counters(result),
-            error_message=result.error or "",
         )
+        if not still_ours:
+            logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
+        elif stored is not None:
+            mapping.metadata = stored
+        return
+    with transaction.atomic():
+        still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(**values)
         if not still_ours:
             logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
             return
@@ -434,13 +554,9 @@ def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, 
         # A mapping re-pointed after this run started keeps its reset watermark: this
         # run read the business (or wrote the tenant) it no longer maps.
         if not same_target(locked, mapping):
-            watermark = None
+            watermark_text = None
         locked.metadata = metadata.with_outcome(
-            locked.metadata,
-            result=result,
-            full_sync=run.full_sync,
-            synced_at=format_timestamp(finished_at),
-            watermark=format_timestamp(watermark) if watermark is not None else None,
+            locked.metadata, result=result, full_sync=run.full_sync, synced_at=synced_at, watermark=watermark_text
         )
         locked.save(update_fields=["metadata", "updated_at"])
         mapping.metadata = locked.metadata
