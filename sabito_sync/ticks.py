@@ -1,12 +1,14 @@
 """The summary of a fan-out: "[Sabito Sync] All tenants sync completed: { ... }" once,
 when the last mapping task of a beat tick or a start-up sync finishes.
 
-The fan-out task records a `SyncTick` with the number of mapping tasks it queues and
-passes its id to each of them (`tick_kwargs`). When a mapping task returns, Celery's
-`task_success` (or `task_failure`) signal calls `mapping_finished`, which counts the
-mapping in one transaction; the finisher whose update completes the count claims
-the tick and logs the summary. No worker ever waits for another, and a task Celery
-delivers twice is counted once (`SyncTickMapping` is unique per tick and mapping).
+The fan-out task records a `SyncTick` with the number of mappings it queues and
+passes its id to each of its chunk tasks (`tick_kwargs`). When a chunk ends it counts
+its mappings in one transaction (`mappings_finished`); a mapping retried alone is
+counted by its own task: when that returns, Celery's `task_success` (or
+`task_failure`) signal calls `mapping_finished`. The finisher whose update completes
+the count claims the tick and logs the summary. No worker ever waits for another, and
+a mapping Celery delivers twice is counted once (`SyncTickMapping` is unique per tick
+and mapping).
 """
 
 from __future__ import annotations
