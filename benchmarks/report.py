@@ -14,6 +14,7 @@ TARGETS = {
     "incremental_seconds_max": 0.5,
     "rss_growth_max": 0.20,
     "fanout_seconds_max": 60.0,
+    "tick_seconds_max": 60.0,
     "status_p95_ms_max": 100.0,
 }
 
@@ -77,6 +78,11 @@ def evaluate_targets(report: dict) -> dict:
     if fanout and fanout.get("seconds") is not None:
         targets[f"fan-out of {fanout['mappings']} mappings under 60 s"] = verdict(
             fanout["seconds"], "<", TARGETS["fanout_seconds_max"], " s"
+        )
+    tick = report.get("tick")
+    if tick and tick.get("seconds") is not None:
+        targets[f"beat tick of {tick['mappings']:,} mappings with nothing new under 60 s"] = verdict(
+            tick["seconds"], "<", TARGETS["tick_seconds_max"], " s"
         )
     status = report.get("status")
     if status and "latency_ms" in status:
@@ -145,6 +151,16 @@ def render_table(report: dict) -> str:
             f"per mapping (sync {fanout['mean_run_seconds'] * 1000:.0f} ms + overhead "
             f"{fanout['overhead_seconds_per_mapping'] * 1000:.0f} ms); "
             f"{fanout['succeeded']} succeeded, {fanout['failed']} failed"
+        )
+    tick = report.get("tick")
+    if tick and tick.get("seconds") is not None:
+        one = tick["nothing_new"]
+        lines.append(
+            f"Beat tick, {tick['mappings']:,} mappings with nothing new, chunks of {tick['chunk_size']}, Celery prefork x2, "
+            f"Redis: {tick['seconds']:.1f} s from the fan-out to the last run, {tick['worker_ms_per_mapping']:.1f} ms "
+            f"worker time per mapping; {tick['succeeded']:,} succeeded. One mapping: "
+            f"{one['statements_per_mapping']:g} statements, {one['in_process_ms']:.1f} ms in-process, "
+            f"{one['chunk_task_ms_per_mapping']:.1f} ms of a chunk task's body"
         )
     status = report.get("status")
     if status and "latency_ms" in status:

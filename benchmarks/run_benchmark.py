@@ -14,6 +14,8 @@ What it does, in one run on this machine:
     unchanged re-sync, and an incremental sync after 1% of the records were edited;
   * fan-out: M mappings of C customers each through Celery (a real `celery worker`
     process, prefork, concurrency 2, Redis broker) into the same database;
+  * a beat tick of 10,000 mappings with nothing new through the same kind of worker,
+    from the fan-out to the last run recorded;
   * `GET /api/sabito/sync/status` for a tenant with 1,000 mappings, served by gunicorn
     and loaded by `wrk` with 20 connections.
 
@@ -58,6 +60,7 @@ def main() -> int:
         "N=500 is written in several batches)",
     )
     parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--skip-tick", action="store_true")
     parser.add_argument("--skip-status", action="store_true")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: benchmarks/results/<timestamp>.json)")
     return Benchmark(parser.parse_args()).run()

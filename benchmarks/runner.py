@@ -35,6 +35,13 @@ QUICK_SIZES = (500,)
 QUICK_WRITE_BATCH_RECORDS = 200
 LIMIT_ROUNDS = 3
 SYNC_ROUNDS = 3
+# A beat tick in which no mapping finds anything new: what the fan-out, the broker and
+# each run's bookkeeping cost when there is no sync work at all.
+TICK_MAPPINGS = 10_000
+QUICK_TICK_MAPPINGS = 200
+# Mappings of the tick also synced one by one in a process of their own, for the
+# statements and milliseconds of one mapping, in-process and as a chunk task's body.
+NOTHING_NEW_SAMPLE = 200
 
 
 class Benchmark:
@@ -89,6 +96,8 @@ class Benchmark:
         if not self.options.skip_fanout:
             mappings, customers = (10, 20) if self.quick else (500, 200)
             report["fanout"] = self.measure_fanout(mappings, customers)
+        if not self.options.skip_tick:
+            report["tick"] = self.measure_tick(QUICK_TICK_MAPPINGS if self.quick else TICK_MAPPINGS)
         if not self.options.skip_status:
             report["status"] = self.measure_status(20 if self.quick else 1000)
         report["targets"] = evaluate_targets(report)
@@ -301,6 +310,86 @@ class Benchmark:
             # the mapping's lookup, the run lock and its bookkeeping.
             figures["overhead_seconds_per_mapping"] = figures["worker_seconds_per_mapping"] - mean_run
         say(f"  {figures['succeeded']} succeeded, {figures['failed']} failed in {wall or float('nan'):.1f} s")
+        return figures
+
+    # -- a beat tick with nothing new
+
+    def measure_tick(self, mapping_count: int) -> dict:
+        """A beat tick of `mapping_count` mappings none of which finds anything new,
+        through a real `celery worker` (prefork, concurrency 2) and Redis: from the
+        fan-out task being sent to the last run recorded."""
+        from django.db.models import Count, Max, Q
+        from django.utils import timezone as django_timezone
+
+        from nexpro.celery import app
+        from sabito_sync.client import format_timestamp
+        from sabito_sync.models import SabitoMapping, SyncRun, SyncTick, Tenant
+        from sabito_sync.tasks import fanout_chunks, sync_all_mappings_task
+
+        say(f"\nBeat tick: {mapping_count:,} mappings with nothing new, through Celery")
+        if not redis_reachable(self.options.broker):
+            say(f"  skipped: no Redis at {self.options.broker}")
+            return {"skipped": f"no Redis at {self.options.broker}"}
+        with self.simulator(customers=1, businesses=mapping_count, seed=11) as simulator:
+            SabitoMapping.objects.update(is_active=False)  # only the tick's mappings
+            tenants = Tenant.objects.bulk_create(
+                [Tenant(name=f"Tick {n}", slug=f"tick-{n}") for n in range(mapping_count)], batch_size=2000
+            )
+            # Synced a moment ago: each incremental sync asks for what changed since now.
+            watermark = format_timestamp(django_timezone.now())
+            mappings = SabitoMapping.objects.bulk_create(
+                [
+                    SabitoMapping(
+                        sabito_business_id=business_id, business_name=f"Tick {n}", tenant=tenant,
+                        metadata={"lastSyncedAt": watermark},
+                    )
+                    for n, (business_id, tenant) in enumerate(zip(simulator.business_ids, tenants))
+                ],
+                batch_size=2000,
+            )
+            env = {"SABITO_API_URL": simulator.url}
+            sample = [str(mapping.pk) for mapping in mappings[:NOTHING_NEW_SAMPLE]]
+            nothing_new = self.child("nothing_new", {"mapping_ids": sample}, env=env)
+            say(f"  one mapping: {nothing_new['statements_per_mapping']:g} statements, "
+                f"{nothing_new['in_process_ms']:.1f} ms in-process, "
+                f"{nothing_new['chunk_task_ms_per_mapping']:.1f} ms of a chunk task's body")
+            with app.connection_for_write() as connection:
+                connection.default_channel.queue_purge(app.conf.task_default_queue)
+            worker = self.start_worker(simulator.url)
+            try:
+                sent_at = django_timezone.now()
+                started = time.time()
+                sync_all_mappings_task.apply_async(kwargs={"full_sync": False, "trigger": SyncRun.Trigger.BEAT})
+                deadline = started + (120 if self.quick else 600)
+                ticks = SyncTick.objects.filter(started_at__gte=sent_at)
+                while time.time() < deadline and not ticks.filter(completed_at__isnull=False).exists():
+                    time.sleep(0.2)
+                tick = ticks.first()
+                finished = SyncRun.objects.filter(trigger=SyncRun.Trigger.BEAT, started_at__gte=sent_at).aggregate(
+                    runs=Count("pk"),
+                    succeeded=Count("pk", filter=Q(status=SyncRun.Status.SUCCEEDED)),
+                    processed=Count("pk", filter=Q(customers_processed__gt=0)),
+                    last_finish=Max("finished_at"),
+                )
+            finally:
+                stop_process_group(worker)
+        wall = (finished["last_finish"].timestamp() - started) if finished["last_finish"] else None
+        figures = {
+            "mappings": mapping_count,
+            "concurrency": 2,
+            # What the fan-out made of SABITO_FANOUT_CHUNK_SIZE for this many mappings.
+            "chunk_size": len(fanout_chunks([""] * mapping_count, chunk_size=nothing_new["chunk_size"])[0]),
+            "runs": finished["runs"],
+            "succeeded": finished["succeeded"],
+            "runs_with_records": finished["processed"],
+            "tick_counted": tick.finished if tick else 0,
+            "tick_completed": bool(tick and tick.completed_at),
+            "seconds": wall,
+            "worker_ms_per_mapping": wall * 2 / mapping_count * 1000 if wall else None,
+            "nothing_new": nothing_new,
+        }
+        say(f"  {figures['succeeded']:,} of {mapping_count:,} runs succeeded in {wall or float('nan'):.1f} s "
+            f"({figures['worker_ms_per_mapping'] or float('nan'):.1f} ms of worker time per mapping)")
         return figures
 
     def start_worker(self, simulator_url: str) -> subprocess.Popen:

@@ -50,6 +50,7 @@ def run(name: str, params: dict) -> int:
         "baseline": child_baseline,
         "sync": child_sync,
         "copy_floor": child_copy_floor,
+        "nothing_new": child_nothing_new,
     }
     result = scenarios[name](params)
     result["peak_rss_mb"] = peak_rss_mb()
@@ -221,6 +222,47 @@ def child_sync(params: dict) -> dict:
         "queries": queries.count,
         "queries_per_batch": per_batch,
         **cpu,
+    }
+
+
+def child_nothing_new(params: dict) -> dict:
+    """Mappings whose incremental sync finds nothing new, one after the other: the
+    statements and milliseconds of each sync in-process, then each mapping's share of
+    the fan-out's chunk task, its body run here (no broker; the tick measures that)."""
+    import statistics
+
+    from sabito_sync.conf import load_sabito_settings
+    from sabito_sync.models import SabitoMapping
+    from sabito_sync.sync import sync_mapping
+    from sabito_sync.tasks import sync_mapping_chunk_task
+
+    mapping_ids = params["mapping_ids"]
+    mappings = list(SabitoMapping.objects.select_related("tenant").filter(pk__in=mapping_ids))
+    sync_mapping(mapping=mappings[0])  # the connections opened, the caches filled
+    seconds, statements = [], []
+    for mapping in mappings[1:]:
+        with counted_queries() as queries:
+            started = time.perf_counter()
+            result = sync_mapping(mapping=mapping)
+            seconds.append(time.perf_counter() - started)
+        statements.append(queries.count)
+        if not (result.success and result.processed == 0):
+            raise RuntimeError(f"a sync with nothing new did not succeed with nothing: {result}")
+    chunk_size = load_sabito_settings().fanout_chunk_size
+    # The trigger keeps these runs apart from the tick's ("beat").
+    with counted_queries() as queries:
+        started = time.perf_counter()
+        for start in range(0, len(mapping_ids), chunk_size):
+            sync_mapping_chunk_task.apply(args=[mapping_ids[start : start + chunk_size], False, "cli"]).get()
+        chunk_seconds = time.perf_counter() - started
+    return {
+        "mappings": len(mapping_ids),
+        "statements_per_mapping": statistics.median(statements),
+        "in_process_ms": statistics.median(seconds) * 1000,
+        "in_process_ms_mean": statistics.mean(seconds) * 1000,
+        "chunk_size": chunk_size,
+        "chunk_task_ms_per_mapping": chunk_seconds / len(mapping_ids) * 1000,
+        "chunk_statements_per_mapping": queries.count / len(mapping_ids),
     }
 
 

@@ -51,6 +51,8 @@ class SabitoSettings:
     # How long the sync endpoints wait for the runs they queued before answering 202.
     api_wait_seconds: float
     run_retention_days: int = 90
+    # Mappings per task of a beat tick's fan-out (`tasks.fanout_chunks`).
+    fanout_chunk_size: int = 50
     alert_after_failures: int = 1
     webhook_url: str = ""
     webhook_secret: str = ""
@@ -190,6 +192,9 @@ def load_sabito_settings() -> SabitoSettings:
         ),
         task_retry_delay_seconds=parse_number(
             "SABITO_TASK_RETRY_DELAY", getattr(settings, "SABITO_TASK_RETRY_DELAY", 60), problems, maximum=3600
+        ),
+        fanout_chunk_size=parse_number(
+            "SABITO_FANOUT_CHUNK_SIZE", getattr(settings, "SABITO_FANOUT_CHUNK_SIZE", 50), problems, minimum=1, maximum=1000
         ),
         run_retention_days=parse_number(
             "SABITO_RUN_RETENTION_DAYS", getattr(settings, "SABITO_RUN_RETENTION_DAYS", 90), problems

@@ -13,6 +13,7 @@ No Django imports: logging is configured before the apps are loaded.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -63,6 +64,17 @@ def task_log_context(function):
             _sync_context.reset(token)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def mapping_log_context(mapping_id):
+    """Inside a task syncing several mappings in turn: while the block runs, its lines
+    (and the sync's, once it has run) carry this mapping's ids and no other's."""
+    token = _sync_context.set(dict.fromkeys(CONTEXT_FIELDS) | {"mapping_id": str(mapping_id)})
+    try:
+        yield
+    finally:
+        _sync_context.reset(token)
 
 
 def bind(**values) -> None:

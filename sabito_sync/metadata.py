@@ -41,9 +41,8 @@ def with_watermark_reset(metadata, *, reason: str, at: str) -> dict:
     return updated
 
 
-def with_outcome(metadata, *, result, full_sync: bool, synced_at: str, watermark: str | None) -> dict:
-    """A copy of `metadata` holding the summary of a finished run (a `SyncResult`),
-    and its new watermark if it moved one."""
+def outcome_summary(*, result, full_sync: bool, synced_at: str) -> dict:
+    """The `lastSyncResult` of a finished run (a `SyncResult`)."""
     summary = {
         "success": result.success,
         "fullSync": full_sync,
@@ -56,8 +55,15 @@ def with_outcome(metadata, *, result, full_sync: bool, synced_at: str, watermark
     }
     if not result.success:
         summary["error"] = result.error
+    return summary
+
+
+def with_outcome(metadata, *, result, full_sync: bool, synced_at: str, watermark: str | None) -> dict:
+    """A copy of `metadata` holding the summary of a finished run (a `SyncResult`),
+    and its new watermark if it moved one. (On PostgreSQL the run's end writes the
+    same keys in SQL: `run_sql`.)"""
     updated = dict(metadata or {})
-    updated[LAST_RESULT] = summary
+    updated[LAST_RESULT] = outcome_summary(result=result, full_sync=full_sync, synced_at=synced_at)
     if watermark is not None:
         updated[WATERMARK] = watermark
         updated.pop(WATERMARK_RESET, None)

@@ -9,14 +9,16 @@ complete and successful run, the new watermark.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import metadata
+from . import metadata, run_sql
 from .client import format_timestamp
 from .conf import SabitoSettings
 from .logs import LOG_PREFIX
@@ -123,6 +125,84 @@ def stale_heartbeat_cutoff(settings: SabitoSettings) -> datetime:
     return timezone.now() - timedelta(seconds=settings.stale_run_after_seconds)
 
 
+def open_run(
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    trigger: str,
+    settings: SabitoSettings,
+    queued_run: SyncRun | None = None,
+    worker: str = "",
+) -> tuple[SyncRun, Resume | None]:
+    """Start the mapping's next run (as `queued_run`, if the caller queued one): where
+    its latest run stopped unfinished recently, carry on from there (`find_resume`),
+    otherwise a sync of the kind asked for from the mapping's watermark. Returns the
+    running run and the resume it carries on, if any; raises `SyncAlreadyRunning` and
+    `RunNotQueued` as `start_run` does."""
+    if queued_run is None and connection.vendor == "postgresql":
+        return open_run_in_one_statement(
+            mapping=mapping, full_sync=full_sync, trigger=trigger, settings=settings, worker=worker
+        )
+    resume = find_resume(mapping=mapping, full_sync=full_sync, settings=settings)
+    run = start_run(
+        mapping=mapping,
+        trigger=trigger,
+        settings=settings,
+        queued_run=queued_run,
+        worker=worker,
+        **run_kind(mapping=mapping, full_sync=full_sync, resume=resume),
+    )
+    return run, resume
+
+
+def run_kind(*, mapping: SabitoMapping, full_sync: bool, resume: Resume | None) -> dict:
+    """What a new run is: the kind of sync, its `updatedAfter`, its note and the
+    checkpoint it starts from."""
+    if resume is not None:
+        return {
+            "full_sync": resume.full_sync,
+            "updated_after": resume.updated_after,
+            "note": resume.note,
+            "checkpoint": resume.checkpoint,
+        }
+    updated_after = None if full_sync else mapping.last_synced_at
+    note = mapping.watermark_reset_reason if updated_after is None else ""
+    return {"full_sync": full_sync, "updated_after": updated_after, "note": note, "checkpoint": None}
+
+
+def open_run_in_one_statement(
+    *, mapping: SabitoMapping, full_sync: bool, trigger: str, settings: SabitoSettings, worker: str
+) -> tuple[SyncRun, Resume | None]:
+    """`open_run` on PostgreSQL: the insert that takes the lock also reads the latest
+    run (`run_sql`), so a run that resumes nothing costs one statement. The run is
+    inserted as a fresh sync; the rare one that resumes is then given the resumed
+    sync's kind and checkpoint before it fetches anything."""
+    stale_before = stale_heartbeat_cutoff(settings)
+    for _attempt in range(3):
+        now = timezone.now()
+        run = SyncRun(
+            mapping=mapping,
+            trigger=trigger,
+            status=SyncRun.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            **run_kind(mapping=mapping, full_sync=full_sync, resume=None),
+        )
+        inserted, latest = run_sql.insert_running_run(run)
+        if inserted:
+            run._state.adding, run._state.db = False, connection.alias
+            resume = resume_from(latest, mapping=mapping, full_sync=full_sync, settings=settings)
+            if resume is not None:
+                for name, value in run_kind(mapping=mapping, full_sync=full_sync, resume=resume).items():
+                    setattr(run, name, value)
+                run.save(update_fields=["full_sync", "updated_after", "note", "checkpoint"])
+            return run, resume
+        contend(mapping=mapping, full_sync=full_sync, trigger=trigger, stale_before=stale_before, now=now)
+    holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
+    raise SyncAlreadyRunning(mapping, holder)
+
+
 def start_run(
     *,
     mapping: SabitoMapping,
@@ -152,17 +232,32 @@ def start_run(
                     )
                 return claim_queued_run(queued_run, full_sync=full_sync, now=now, **fields)
         except IntegrityError:
-            holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
-            if holder is None:
-                continue  # it finished between our write and our look
-            if holder.heartbeat_at >= stale_before:
-                record_already_running(
-                    mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder, queued_run=queued_run
-                )
-                raise SyncAlreadyRunning(mapping, holder) from None
-            take_over(mapping=mapping, holder=holder, now=now)
+            contend(
+                mapping=mapping, full_sync=full_sync, trigger=trigger, stale_before=stale_before, now=now, queued_run=queued_run
+            )
     holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
     raise SyncAlreadyRunning(mapping, holder)
+
+
+def contend(
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    trigger: str,
+    stale_before: datetime,
+    now: datetime,
+    queued_run: SyncRun | None = None,
+) -> None:
+    """Another run held the mapping when this one tried to start: raise
+    `SyncAlreadyRunning` (recorded) if it is alive; if it is stale, take it over, and
+    if it has finished meanwhile, return for the caller to try again."""
+    holder = SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
+    if holder is None:
+        return  # it finished between our write and our look
+    if holder.heartbeat_at >= stale_before:
+        record_already_running(mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder, queued_run=queued_run)
+        raise SyncAlreadyRunning(mapping, holder) from None
+    take_over(mapping=mapping, holder=holder, now=now)
 
 
 def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **fields) -> SyncRun:
@@ -251,6 +346,16 @@ def find_resume(*, mapping: SabitoMapping, full_sync: bool, settings: SabitoSett
         .order_by("-started_at")
         .first()
     )
+    return resume_from(latest, mapping=mapping, full_sync=full_sync, settings=settings)
+
+
+def resume_from(
+    latest: SyncRun | None, *, mapping: SabitoMapping, full_sync: bool, settings: SabitoSettings
+) -> Resume | None:
+    """`find_resume`'s verdict on `latest`, the mapping's latest run that was not
+    queued or refused."""
+    if not settings.resume_within_seconds:
+        return None
     if latest is None or not isinstance(latest.checkpoint, dict):
         return None
     dead = latest.status == SyncRun.Status.RUNNING and latest.heartbeat_at < stale_heartbeat_cutoff(settings)
@@ -298,49 +403,117 @@ class RunPulse:
     long write), so a dead worker shows within SABITO_STALE_RUN_AFTER rather than
     after the slowest page. It also reads whether the run was asked to stop (a
     cancel, its worker shutting down) or is no longer ours (taken over as stale);
-    the sync looks at `stop_reason` between pages."""
+    the sync looks at `stop_reason` between pages.
+
+    The thread is the process's `Heartbeats`, shared by every run the process makes
+    in turn (or at once): a run that ends before its first beat, as one finding
+    nothing new does, costs no thread start."""
 
     CANCEL, SHUTDOWN, TAKEN_OVER = "cancel", "shutdown", "taken_over"
 
     def __init__(self, run: SyncRun, *, interval: float):
-        self._run_id = run.pk
-        self._interval = interval
-        self._done = threading.Event()
+        self.run_id = run.pk
+        self.interval = interval
         self.stop_reason: str | None = None
-        self._thread = threading.Thread(target=self._beat, name="sabito-heartbeat", daemon=True)
 
     def __enter__(self) -> RunPulse:
-        self._thread.start()
+        Heartbeats.of_this_process().add(self)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._done.set()
-        self._thread.join(timeout=self._interval + 5)
+        Heartbeats.of_this_process().remove(self)
 
-    def _beat(self) -> None:
-        try:
-            while not self._done.wait(self._interval):
-                try:
-                    self._beat_once()
-                except DatabaseError as exc:
-                    # SQLite busy with the page being written, or a blip: the next beat
-                    # tries again, and only a run of missed beats makes the run look dead.
-                    logger.warning("%s Heartbeat of run %s missed: %s", LOG_PREFIX, self._run_id, exc)
-                    connection.close()
-        finally:
-            connection.close()  # this thread's own connection
-
-    def _beat_once(self) -> None:
-        running = SyncRun.objects.filter(pk=self._run_id, status=SyncRun.Status.RUNNING)
+    def beat_once(self) -> None:
+        running = SyncRun.objects.filter(pk=self.run_id, status=SyncRun.Status.RUNNING)
         if not running.update(heartbeat_at=timezone.now()):
             # Not running any more (taken over as stale); a row this connection cannot
             # see at all is one not committed yet, and says nothing.
-            if SyncRun.objects.filter(pk=self._run_id).exists():
+            if SyncRun.objects.filter(pk=self.run_id).exists():
                 self.stop_reason = self.TAKEN_OVER
             return
         requested_at, reason = running.values_list("cancel_requested_at", "stop_reason").first() or (None, "")
         if requested_at is not None:
             self.stop_reason = self.SHUTDOWN if reason == self.SHUTDOWN else self.CANCEL
+
+
+class Heartbeats:
+    """One daemon thread per process that beats for each of the process's live
+    `RunPulse`s when it is due, on a database connection of its own (closed whenever
+    no run is live, as a thread per run closed its own). Made in the process that
+    uses it: a worker's pool processes each get their own after the fork."""
+
+    _current: Heartbeats | None = None
+    _current_lock = threading.Lock()
+
+    @classmethod
+    def of_this_process(cls) -> Heartbeats:
+        with cls._current_lock:
+            if cls._current is None or cls._current.pid != os.getpid():
+                cls._current = cls()
+            return cls._current
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self._due: dict[RunPulse, float] = {}  # pulse → when it next beats (monotonic)
+        self._changed = threading.Condition()
+        self._beating: RunPulse | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, pulse: RunPulse) -> None:
+        with self._changed:
+            self._due[pulse] = time.monotonic() + pulse.interval
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sabito-heartbeat", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def remove(self, pulse: RunPulse) -> None:
+        """Forget `pulse`; once this returns its run is not touched again."""
+        with self._changed:
+            self._due.pop(pulse, None)
+            while self._beating is pulse:
+                self._changed.wait()
+
+    def _run(self) -> None:
+        connected = False
+        while True:
+            with self._changed:
+                pulse = self._next_due(connection_open=connected)
+            if pulse is None:
+                connection.close()  # no live run: give the connection back until one starts
+                connected = False
+                continue
+            connected = True
+            try:
+                pulse.beat_once()
+            except DatabaseError as exc:
+                # SQLite busy with the page being written, or a blip: the next beat
+                # tries again, and only a run of missed beats makes the run look dead.
+                logger.warning("%s Heartbeat of run %s missed: %s", LOG_PREFIX, pulse.run_id, exc)
+                connection.close()
+            except Exception:  # the thread beats for every run of the process: it must go on
+                logger.exception("%s Heartbeat of run %s failed", LOG_PREFIX, pulse.run_id)
+            finally:
+                with self._changed:
+                    self._beating = None
+                    self._changed.notify_all()
+
+    def _next_due(self, *, connection_open: bool) -> RunPulse | None:
+        """Wait, holding the condition, for the next pulse due and mark it beating;
+        None when there is no live run and the connection is to be closed."""
+        while True:
+            if not self._due:
+                if connection_open:
+                    return None
+                self._changed.wait()
+                continue
+            pulse, due = min(self._due.items(), key=lambda item: item[1])
+            delay = due - time.monotonic()
+            if delay <= 0:
+                self._due[pulse] = time.monotonic() + pulse.interval
+                self._beating = pulse
+                return pulse
+            self._changed.wait(delay)
 
 
 # An interrupted run's `stop_reason` once the reaper has queued its sync again.
@@ -419,14 +592,31 @@ def finish_run(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, wate
 def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, watermark: datetime | None) -> None:
     finished_at = timezone.now()
     status = SyncRun.Status.SUCCEEDED if result.success else (result.stopped or SyncRun.Status.FAILED)
-    with transaction.atomic():
-        still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-            status=status,
+    values = {
+        "status": status,
+        "finished_at": finished_at,
+        "heartbeat_at": finished_at,
+        **run_counters(result),
+        "error_message": result.error or "",
+    }
+    synced_at = format_timestamp(finished_at)
+    watermark_text = format_timestamp(watermark) if watermark is not None else None
+    if connection.vendor == "postgresql":
+        still_ours, stored = run_sql.finish_run_and_record_outcome(
+            run=run,
+            mapping=mapping,
+            values=values,
+            summary=metadata.outcome_summary(result=result, full_sync=run.full_sync, synced_at=synced_at),
+            watermark=watermark_text,
             finished_at=finished_at,
-            heartbeat_at=finished_at,
-            **run_counters(result),
-            error_message=result.error or "",
         )
+        if not still_ours:
+            logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
+        elif stored is not None:
+            mapping.metadata = stored
+        return
+    with transaction.atomic():
+        still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(**values)
         if not still_ours:
             logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
             return
@@ -434,13 +624,9 @@ def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, 
         # A mapping re-pointed after this run started keeps its reset watermark: this
         # run read the business (or wrote the tenant) it no longer maps.
         if not same_target(locked, mapping):
-            watermark = None
+            watermark_text = None
         locked.metadata = metadata.with_outcome(
-            locked.metadata,
-            result=result,
-            full_sync=run.full_sync,
-            synced_at=format_timestamp(finished_at),
-            watermark=format_timestamp(watermark) if watermark is not None else None,
+            locked.metadata, result=result, full_sync=run.full_sync, synced_at=synced_at, watermark=watermark_text
         )
         locked.save(update_fields=["metadata", "updated_at"])
         mapping.metadata = locked.metadata

@@ -32,9 +32,8 @@ from .runs import (
     SyncResult,
     already_running_result,
     chain_checkpoint,
-    find_resume,
     finish_run,
-    start_run,
+    open_run,
 )
 
 # What the interfaces (API, tasks, command, admin) use of the sync: the service, its
@@ -68,24 +67,11 @@ def sync_mapping(
     `RunNotQueued` if `queued_run` is no longer waiting; every other failure is
     reported in the returned result."""
     settings = load_sabito_settings()
-    # Carry on where an unfinished run of the mapping stopped, if one did recently.
-    resume = find_resume(mapping=mapping, full_sync=full_sync, settings=settings)
-    if resume is not None:
-        full_sync, updated_after, note = resume.full_sync, resume.updated_after, resume.note
-    else:
-        updated_after = None if full_sync else mapping.last_synced_at
-        note = mapping.watermark_reset_reason if updated_after is None else ""
-    run = start_run(
-        mapping=mapping,
-        full_sync=full_sync,
-        trigger=trigger,
-        updated_after=updated_after,
-        settings=settings,
-        note=note,
-        queued_run=queued_run,
-        worker=worker,
-        checkpoint=resume.checkpoint if resume else None,
+    # Carries on where an unfinished run of the mapping stopped, if one did recently.
+    run, resume = open_run(
+        mapping=mapping, full_sync=full_sync, trigger=trigger, settings=settings, queued_run=queued_run, worker=worker
     )
+    full_sync, updated_after = run.full_sync, run.updated_after
     logcontext.bind(run_id=run.pk)
     chain = chain_checkpoint(
         mapping=mapping,

@@ -3,24 +3,29 @@
 Every task is safe to run twice (Celery delivers at least once): a sync is an
 idempotent upsert guarded by the per-mapping run lock, so a redelivered task either
 finds the mapping already synced (records skipped) or already running (refused).
+
+A beat tick or start-up sync sends its mappings in chunks (`sync_mapping_chunk_task`):
+most mappings of a tick find nothing new, and then a task's message, lookup and
+bookkeeping per mapping would cost more than the sync itself.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 
 from celery import shared_task
 from celery.signals import worker_shutting_down
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 
-from .conf import load_sabito_settings
+from .conf import SabitoSettings, load_sabito_settings
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
 from . import logcontext, ticks
-from .runs import RunNotQueued, reap_dead_runs, request_stop_of_worker_runs
+from .runs import RunNotQueued, SyncResult, reap_dead_runs, request_stop_of_worker_runs
 from .serializers import sync_result_data
-from .sync import SyncAlreadyRunning, already_running_result, sync_mapping
+from .sync import SyncAlreadyRunning, already_running_result, sabito_client, sync_mapping
 
 logger = logging.getLogger("sabito_sync.tasks")
 
@@ -59,12 +64,8 @@ def sync_mapping_task(
         # Cancelled before a worker took it, or this is a redelivery of a finished run.
         logger.info("%s %s", LOG_PREFIX, exc)
         return {"success": False, "error": str(exc), "runId": str(exc.run.pk), "status": exc.run.status}
-    settings = load_sabito_settings()
-    if not result.success and result.retryable and self.request.retries < settings.task_max_retries:
-        # Transient failures (Sabito down, a database blip) wait 1, 2, 4 … times the
-        # delay: long enough for an outage to pass, well inside the broker's
-        # visibility timeout. A rejected key or a bad page is not retried.
-        countdown = settings.task_retry_delay_seconds * 2**self.request.retries
+    countdown = retry_countdown(result, retries=self.request.retries, settings=load_sabito_settings())
+    if countdown is not None:
         logger.warning("%s Retrying %s in %d s: %s", LOG_PREFIX, mapping.business_name, countdown, result.error)
         # The failed run is recorded; the retry is a run of its own.
         raise self.retry(
@@ -73,18 +74,151 @@ def sync_mapping_task(
     return sync_result_data(result)
 
 
+def retry_countdown(result: SyncResult, *, retries: int, settings: SabitoSettings) -> int | None:
+    """Seconds until a failed sync is tried again, or None when it is not: only
+    transient failures (Sabito down, a database blip) are, and they wait 1, 2, 4 …
+    times the delay, long enough for an outage to pass, well inside the broker's
+    visibility timeout. A rejected key or a bad page is not retried."""
+    if result.success or not result.retryable or retries >= settings.task_max_retries:
+        return None
+    return settings.task_retry_delay_seconds * 2**retries
+
+
+@shared_task(bind=True, name="sabito_sync.sync_mapping_chunk", acks_late=True)
+def sync_mapping_chunk_task(
+    self,
+    mapping_ids: list[str],
+    full_sync: bool = False,
+    trigger: str = SyncRun.Trigger.BEAT,
+    tick_id: str | None = None,
+) -> dict:
+    """Sync a chunk of a fan-out's mappings one after the other, each as
+    `sync_mapping_task` would: its own run, lock, watermark, log lines, signals and
+    result. A mapping that fails or is already running never affects the others; one
+    whose failure is transient is retried as a task of its own, alone. The chunk costs
+    one broker message, one lookup of its mappings and one count towards its tick.
+
+    Delivered twice (acks_late, a worker lost), every mapping syncs again: runs are
+    idempotent, a mapping still running is refused by its lock, and the tick counts
+    each mapping once."""
+    settings = load_sabito_settings()
+    mappings = {
+        str(mapping.pk): mapping
+        for mapping in SabitoMapping.objects.select_related("tenant").filter(pk__in=list(mapping_ids))
+    }
+    worker = self.request.hostname or ""
+    counted: dict[str, dict | None] = {}
+    handed_over: list[str] = []  # to tasks of their own, which count them
+    client = None
+    try:
+        for position, mapping_id in enumerate(mapping_ids):
+            mapping = mappings.get(str(mapping_id))
+            if mapping is None:
+                logger.warning("%s Mapping %s no longer exists; nothing to sync", LOG_PREFIX, mapping_id)
+                counted[mapping_id] = {"success": False, "error": f"No Sabito mapping with id {mapping_id}"}
+                continue
+            # One client (one HTTP session) for the chunk's mappings in turn: a new
+            # one only after a sync that may have left its fetching mid-request.
+            client = client or sabito_client(settings)
+            with logcontext.mapping_log_context(mapping_id):
+                result = sync_in_chunk(mapping=mapping, full_sync=full_sync, trigger=trigger, worker=worker, client=client)
+                if not result.success:
+                    client.close()
+                    client = None
+                countdown = retry_countdown(result, retries=0, settings=settings)
+                if countdown is not None:
+                    logger.warning(
+                        "%s Retrying %s alone in %d s: %s", LOG_PREFIX, mapping.business_name, countdown, result.error
+                    )
+                    # As its own task's first retry, so it waits and gives up as one would.
+                    sync_mapping_task.apply_async(
+                        args=[mapping_id, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id), countdown=countdown, retries=1
+                    )
+                    handed_over.append(mapping_id)
+                    continue
+            counted[mapping_id] = chunk_result_data(result)
+            if result.stopped == SyncRun.Status.INTERRUPTED and mapping_ids[position + 1 :]:
+                # This worker is shutting down and waits for the task: the rest of the
+                # chunk goes back to the queue, for a worker that stays.
+                rest = list(mapping_ids[position + 1 :])
+                logger.warning("%s Worker shutting down: %d mappings of the chunk queued again", LOG_PREFIX, len(rest))
+                sync_mapping_chunk_task.apply_async(args=[rest, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id))
+                handed_over.extend(rest)
+                break
+    finally:
+        if client is not None:
+            client.close()
+        if tick_id:
+            # Whatever stopped the chunk, the mappings it did not reach count as failed,
+            # as a mapping task that raised does; a retried mapping counts when its task ends.
+            unreached = {
+                mapping_id: None for mapping_id in mapping_ids if mapping_id not in counted and mapping_id not in handed_over
+            }
+            ticks.count_chunk_safely(tick_id=tick_id, results={**counted, **unreached})
+    return {
+        "mappings": len(mapping_ids),
+        "succeeded": sum(1 for data in counted.values() if data and data.get("success")),
+        "failed": sum(1 for data in counted.values() if not (data and data.get("success"))),
+        "handedOver": len(handed_over),
+    }
+
+
+def sync_in_chunk(*, mapping: SabitoMapping, full_sync: bool, trigger: str, worker: str, client) -> SyncResult:
+    """One mapping of a chunk: its result, whatever happened (a refusal by its lock,
+    or a failure before its run started, included)."""
+    try:
+        return sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger, worker=worker, client=client)
+    except SyncAlreadyRunning as exc:
+        return already_running_result(exc)
+    except Exception as exc:  # e.g. the database gone before the run started
+        logger.exception("%s Could not sync %s", LOG_PREFIX, mapping.business_name)
+        # A connection the error broke is replaced, so the next mapping may fare better.
+        connection.close_if_unusable_or_obsolete()
+        return SyncResult(
+            business_id=mapping.sabito_business_id,
+            business_name=mapping.business_name,
+            error=f"Unexpected error: {exc.__class__.__name__}: {exc}",
+            retryable=isinstance(exc, DatabaseError),
+        )
+
+
+def chunk_result_data(result: SyncResult) -> dict:
+    """What a chunk keeps of each mapping's result: what the tick adds up. The rest is
+    the mapping's run (its counters, error details) and `lastSyncResult`."""
+    data = {"success": result.success, "created": result.created, "updated": result.updated, "errors": result.errors}
+    if result.run_id:
+        data["runId"] = result.run_id
+    if not result.success:
+        data["error"] = result.error
+    return data
+
+
 @shared_task(name="sabito_sync.sync_all_mappings", acks_late=True)
 def sync_all_mappings_task(full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT) -> list[str]:
-    """Fan out: one task per active mapping, so mappings sync in parallel across
-    workers and one slow business never delays the others."""
+    """Fan out: the active mappings in chunks (`fanout_chunks`), one task per chunk, so
+    mappings sync in parallel across workers while a tick of thousands of mappings
+    with nothing new does not pay a broker round trip for each."""
     mapping_ids = fan_out(
         logger, lambda: [str(pk) for pk in SabitoMapping.objects.filter(is_active=True).values_list("pk", flat=True)]
     )
     tick_id = ticks.start_tick(expected=len(mapping_ids), full_sync=full_sync, trigger=trigger)
     return [
-        sync_mapping_task.apply_async(args=[mapping_id, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id)).id
-        for mapping_id in mapping_ids
+        sync_mapping_chunk_task.apply_async(args=[chunk, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id)).id
+        for chunk in fanout_chunks(mapping_ids, chunk_size=load_sabito_settings().fanout_chunk_size)
     ]
+
+
+# Fewer mappings than this many chunks' worth are spread over smaller chunks (down to
+# one mapping each), so a small deployment's mappings still sync side by side on
+# every worker and one slow business delays no other.
+FANOUT_MIN_CHUNKS = 100
+
+
+def fanout_chunks(mapping_ids: list[str], *, chunk_size: int) -> list[list[str]]:
+    """The fan-out's chunks: at most `chunk_size` mappings each, and at least
+    FANOUT_MIN_CHUNKS chunks while there are that many mappings."""
+    size = max(1, min(chunk_size, math.ceil(len(mapping_ids) / FANOUT_MIN_CHUNKS)))
+    return [mapping_ids[start : start + size] for start in range(0, len(mapping_ids), size)]
 
 
 def enqueue_mapping_sync(*, mapping: SabitoMapping, full_sync: bool, trigger: str, run: SyncRun | None = None) -> str:

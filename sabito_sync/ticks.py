@@ -1,20 +1,23 @@
 """The summary of a fan-out: "[Sabito Sync] All tenants sync completed: { ... }" once,
 when the last mapping task of a beat tick or a start-up sync finishes.
 
-The fan-out task records a `SyncTick` with the number of mapping tasks it queues and
-passes its id to each of them (`tick_kwargs`). When a mapping task returns, Celery's
-`task_success` (or `task_failure`) signal calls `mapping_finished`, which counts the
-mapping in one transaction; the finisher whose update completes the count claims
-the tick and logs the summary. No worker ever waits for another, and a task Celery
-delivers twice is counted once (`SyncTickMapping` is unique per tick and mapping).
+The fan-out task records a `SyncTick` with the number of mappings it queues and
+passes its id to each of its chunk tasks (`tick_kwargs`). When a chunk ends it counts
+its mappings in one transaction (`mappings_finished`); a mapping retried alone is
+counted by its own task: when that returns, Celery's `task_success` (or
+`task_failure`) signal calls `mapping_finished`. The finisher whose update completes
+the count claims the tick and logs the summary. No worker ever waits for another, and
+a mapping Celery delivers twice is counted once (`SyncTickMapping` is unique per tick
+and mapping).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from celery.signals import task_failure, task_success
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -44,18 +47,36 @@ def tick_kwargs(tick_id: str | None) -> dict:
 def mapping_finished(*, tick_id: str, mapping_id: str, result: dict | None) -> bool:
     """Count one mapping of a tick as finished with `result` (the task's return value;
     None when it raised). Returns True for the call that completed the tick."""
-    result = result if isinstance(result, dict) else {}
-    errors = int(result.get("errors") or 0) + (0 if result.get("success") else 1)
+    return mappings_finished(tick_id=tick_id, results={mapping_id: result})
+
+
+def mappings_finished(*, tick_id: str, results: dict[str, dict | None]) -> bool:
+    """Count mappings of a tick as finished, each (mapping id → its result, as
+    `mapping_finished` takes it) at most once however often it is counted: a chunk
+    of mappings costs the statements of one. Returns True for the call that
+    completed the tick."""
+    if not results:
+        return False
     with transaction.atomic():
         try:
             with transaction.atomic():
-                SyncTickMapping.objects.create(tick_id=tick_id, mapping_id=mapping_id)
+                counted = newly_counted(tick_id=tick_id, mapping_ids=list(results))
         except IntegrityError:
-            return False  # delivered twice: already counted (or the tick was pruned)
+            return False  # the tick was pruned meanwhile
+        if not counted:
+            return False  # delivered twice: already counted
+        created = updated = errors = 0
+        for mapping_id, result in results.items():
+            if str(uuid.UUID(str(mapping_id))) not in counted:
+                continue
+            result = result if isinstance(result, dict) else {}
+            created += int(result.get("created") or 0)
+            updated += int(result.get("updated") or 0)
+            errors += int(result.get("errors") or 0) + (0 if result.get("success") else 1)
         SyncTick.objects.filter(pk=tick_id).update(
-            finished=F("finished") + 1,
-            created=F("created") + int(result.get("created") or 0),
-            updated=F("updated") + int(result.get("updated") or 0),
+            finished=F("finished") + len(counted),
+            created=F("created") + created,
+            updated=F("updated") + updated,
             errors=F("errors") + errors,
         )
         # Conditional, so exactly one finisher claims the tick whatever the isolation level.
@@ -67,6 +88,28 @@ def mapping_finished(*, tick_id: str, mapping_id: str, result: dict | None) -> b
     tick = SyncTick.objects.get(pk=tick_id)
     log_summary(total_tenants=tick.expected, created=tick.created, updated=tick.updated, errors=tick.errors)
     return True
+
+
+def newly_counted(*, tick_id: str, mapping_ids: list[str]) -> set[str]:
+    """Record these mappings as finished for the tick; the ids (as text) of those not
+    recorded before. `SyncTickMapping` is unique per tick and mapping, and ON CONFLICT
+    DO NOTHING ... RETURNING says which rows are new in the same statement (PostgreSQL,
+    and SQLite from 3.35)."""
+    meta, quote = SyncTickMapping._meta, connection.ops.quote_name
+    tick_column, mapping_column = (quote(meta.get_field(name).column) for name in ("tick", "mapping_id"))
+    tick_value = meta.get_field("tick").get_db_prep_value(tick_id, connection)
+    mapping_field = meta.get_field("mapping_id")
+    params = []
+    for mapping_id in mapping_ids:
+        params += [tick_value, mapping_field.get_db_prep_value(mapping_id, connection)]
+    rows = ", ".join(["(%s, %s)"] * len(mapping_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({tick_column}, {mapping_column}) VALUES {rows} "
+            f"ON CONFLICT ({tick_column}, {mapping_column}) DO NOTHING RETURNING {mapping_column}",
+            params,
+        )
+        return {str(uuid.UUID(str(value))) for (value,) in cursor.fetchall()}
 
 
 def log_summary(*, total_tenants: int, created: int, updated: int, errors: int) -> None:
@@ -101,6 +144,13 @@ def on_mapping_task_failure(sender=None, args=None, kwargs=None, **_):
     tick_id, mapping_id = counted_mapping(sender, args, kwargs)
     if tick_id:
         count_safely(tick_id=tick_id, mapping_id=mapping_id, result=None)
+
+
+def count_chunk_safely(*, tick_id: str, results: dict[str, dict | None]) -> None:
+    try:
+        mappings_finished(tick_id=tick_id, results=results)
+    except Exception:  # counting is bookkeeping: it must never fail the task
+        logger.exception("[Sabito Sync] Could not count %d mappings towards tick %s", len(results), tick_id)
 
 
 def count_safely(*, tick_id: str, mapping_id, result) -> None:

@@ -46,6 +46,10 @@ def test_quick_benchmark_runs_every_scenario_and_writes_its_report(tmp_path, ben
     assert figures["latency_full"]["created"] == 500
     assert figures["full"]["queries_per_batch"] == [4]  # 500 records in batches of 200
     assert report["fanout"]["succeeded"] == report["fanout"]["mappings"]
+    tick = report["tick"]
+    assert tick["succeeded"] == tick["runs"] == tick["tick_counted"] == tick["mappings"] == 200
+    assert tick["tick_completed"] and tick["runs_with_records"] == 0
+    assert tick["nothing_new"]["statements_per_mapping"] <= 3
     assert "[met] constant SQL queries per batch" in completed.stdout
 
 

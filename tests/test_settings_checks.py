@@ -70,6 +70,8 @@ def test_the_api_waits_20_seconds_by_default_and_0_means_not_at_all(settings):
         ("SABITO_SYNC_API_WAIT", "-1", "out of range"),
         ("SABITO_SYNC_API_WAIT", "3600", "out of range"),
         ("SABITO_SYNC_API_WAIT", "twenty", "is not a number"),
+        ("SABITO_FANOUT_CHUNK_SIZE", "0", "out of range"),
+        ("SABITO_FANOUT_CHUNK_SIZE", "fifty", "is not a whole number"),
     ],
 )
 def test_a_bad_value_is_a_system_check_error_naming_it(settings, name, value, message):

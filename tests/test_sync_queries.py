@@ -165,3 +165,51 @@ def test_every_batch_of_a_sync_costs_the_same_statements(fake_sabito, settings):
     unchanged = statements_between_batches(mixed_feed)
 
     assert new == mixed == unchanged == ({STATEMENTS_PER_BATCH}, 5)
+
+
+# --- A mapping with nothing new ---------------------------------------------------------------
+
+# Most mappings of a beat tick find nothing new: the run's start and end are then all the
+# database work. PostgreSQL: one INSERT that also reads the latest run, one UPDATE of the
+# run that also writes the outcome onto the mapping. SQLite takes the ORM's way: the
+# latest run, the insert, the run's end, the mapping read and saved, with the SAVEPOINT
+# and RELEASE of the two transactions inside the test's own.
+NOTHING_NEW_STATEMENTS = 2 if connection.vendor == "postgresql" else 9
+
+
+@pytest.fixture
+def synced_mapping(fake_sabito):
+    from sabito_sync.sync import sync_mapping
+
+    mapping = SabitoMappingFactory(sabito_business_id="biz-idle")
+    fake_sabito.records["biz-idle"] = [sabito_record(1)]
+    assert sync_mapping(mapping=mapping, full_sync=True).success
+    fake_sabito.records["biz-idle"] = []  # nothing updated since
+    return mapping
+
+
+def test_an_incremental_sync_that_finds_nothing_costs_two_statements(synced_mapping, django_assert_num_queries):
+    from sabito_sync.sync import sync_mapping
+
+    watermark = synced_mapping.last_synced_at
+
+    with django_assert_num_queries(NOTHING_NEW_STATEMENTS):
+        result = sync_mapping(mapping=synced_mapping)
+
+    assert result.success and result.processed == 0
+    run = SyncRun.objects.get(pk=result.run_id)
+    assert (run.status, run.full_sync, run.updated_after is not None) == ("succeeded", False, True)
+    synced_mapping.refresh_from_db()
+    assert synced_mapping.metadata["lastSyncResult"]["customersProcessed"] == 0
+    assert synced_mapping.last_synced_at > watermark
+
+
+def test_as_a_task_a_mapping_that_finds_nothing_costs_at_most_three_statements(synced_mapping, django_assert_max_num_queries):
+    from sabito_sync.tasks import sync_mapping_task
+
+    # The task looks the mapping up first (a chunk of the fan-out looks up all of its
+    # mappings in one statement).
+    with django_assert_max_num_queries(3 if connection.vendor == "postgresql" else NOTHING_NEW_STATEMENTS + 1):
+        data = sync_mapping_task.apply(args=[str(synced_mapping.pk), False, "beat"]).get()
+
+    assert data["success"] and data["customersProcessed"] == 0
