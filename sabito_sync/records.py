@@ -119,7 +119,8 @@ def usual_customer_values(record, *, business_id: str) -> dict | None:
         return None
     # The two constants join the checks: they pass, and leaving them out costs more.
     strings = values.values()
-    if not values["sabito_customer_id"] or "\x00" in "".join(strings):
+    joined = "".join(strings)
+    if not values["sabito_customer_id"] or "\x00" in joined or not (joined.isascii() or encodable(joined)):
         return None
     # Nothing longer than the shortest limit is the usual case, and cheaper to see.
     if max(map(len, strings)) > SHORTEST_LIMIT and any(map(operator.gt, map(len, strings), RECORD_LIMITS)):
@@ -145,7 +146,7 @@ def checked_customer_values(record, *, business_id: str) -> dict:
             values[field_name] = ""
         elif isinstance(raw, str):
             value = raw.strip()
-            if len(value) > max_length or "\x00" in value:
+            if len(value) > max_length or "\x00" in value or not (value.isascii() or encodable(value)):
                 value = clean_string(key, raw, field_name)
             values[field_name] = value
         else:
@@ -162,10 +163,31 @@ def clean_string(key: str, raw: str, field_name: str) -> str:
     if "\x00" in value:
         # PostgreSQL cannot store NUL in text; rejecting beats silently altering it.
         raise InvalidRecord(f"{key} contains a NUL character")
+    if not (value.isascii() or encodable(value)):
+        # JSON can escape half of a surrogate pair alone (json reads it, orjson does
+        # not); no database can store one, and dropping it would alter the value.
+        surrogate = next(char for char in value if "\ud800" <= char <= "\udfff")
+        raise InvalidRecord(f"{key} contains a lone surrogate (\\u{ord(surrogate):04x})")
     max_length = Customer._meta.get_field(field_name).max_length
     if len(value) > max_length:
         raise InvalidRecord(f"{key} is {len(value)} characters long; the limit is {max_length}")
     return value
+
+
+def encodable(value: str) -> bool:
+    """Whether the string is valid Unicode text (has no lone surrogate), as UTF-8 and
+    so every database needs."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable(value: str) -> str:
+    """The value with any lone surrogate written out as its escape, so that the error
+    detail showing it can be stored."""
+    return value if value.isascii() or encodable(value) else value.encode("utf-8", "backslashreplace").decode()
 
 
 class EmailAddressValidator(EmailValidator):
@@ -233,8 +255,9 @@ def rejected(record, reason: str) -> RejectedRecord:
     when they are what they should be (cut to their columns' length)."""
     record = record if isinstance(record, dict) else {}
     raw_id, raw_email = record.get("id"), record.get("email")
-    shown_id = str(raw_id)[:100] if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
-    detail = error_detail(sabito_id=shown_id, email=raw_email[:254] if isinstance(raw_email, str) else None, reason=reason)
+    shown_id = storable(str(raw_id))[:100] if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
+    shown_email = storable(raw_email)[:254] if isinstance(raw_email, str) else None
+    detail = error_detail(sabito_id=shown_id, email=shown_email, reason=reason)
     return RejectedRecord(sabito_id=raw_id.strip() if isinstance(raw_id, str) else None, detail=detail)
 
 
