@@ -345,16 +345,16 @@ class SabitoClient:
         for attempt in range(attempts):
             malformed: SabitoResponseError | None = None
             try:
-                response = self._send(params)
+                response, body = self._send(params)
             except TRANSIENT_ERRORS as exc:
                 cause, wait = self._describe_exception(exc), self._backoff(attempt)
             else:
                 if _is_transient_status(response.status_code):
                     cause, wait = f"HTTP {response.status_code}", self._wait_after(response, attempt)
                 else:
-                    self._check_status(response, business_id=business_id, offset=offset)
+                    self._check_status(response, body, business_id=business_id, offset=offset)
                     try:
-                        return self._records(response, business_id=business_id, offset=offset)
+                        return self._records(response, body, business_id=business_id, offset=offset)
                     except SabitoResponseError as exc:
                         malformed, cause, wait = exc, str(exc), self._backoff(attempt)
             if attempt + 1 == attempts:
@@ -372,7 +372,8 @@ class SabitoClient:
             self._sleep(wait)
         raise AssertionError("unreachable: the loop either returns or raises")
 
-    def _send(self, params: dict[str, str | int]) -> requests.Response:
+    def _send(self, params: dict[str, str | int]) -> tuple[requests.Response, bytes]:
+        """The response and its whole body."""
         started = time.monotonic()
         request = self._request.copy()
         request.url = f"{self._request.url}?{urlencode(params)}"
@@ -383,8 +384,12 @@ class SabitoClient:
         response = self._adapter.send(request, **self._send_options)
         try:
             # Read the body here, inside the retry loop, so a connection that
-            # drops mid-body is retried like one that never connected.
-            response.content
+            # drops mid-body is retried like one that never connected. In one read
+            # (chunk_size None) rather than `content`'s 10 KB chunks: a page is a
+            # few of those, and each read is a trip through urllib3 and a socket
+            # call that lets another thread take the interpreter. Through
+            # iter_content, so requests still turns urllib3's errors into its own.
+            body = b"".join(response.iter_content(chunk_size=None))
         except BaseException:
             response.close()
             raise
@@ -393,7 +398,7 @@ class SabitoClient:
             params["businessId"], params["offset"], params["limit"],
             response.status_code, time.monotonic() - started,
         )
-        return response
+        return response, body
 
     def _backoff(self, attempt: int) -> float:
         base = min(MAX_BACKOFF_SECONDS, self._retry_backoff * 2**attempt)
@@ -408,7 +413,7 @@ class SabitoClient:
                 return min(asked, self._max_retry_after)
         return self._backoff(attempt)
 
-    def _check_status(self, response: requests.Response, *, business_id: str, offset: int) -> None:
+    def _check_status(self, response: requests.Response, body: bytes, *, business_id: str, offset: int) -> None:
         status = response.status_code
         if status in (401, 403):
             raise self._error(
@@ -426,24 +431,24 @@ class SabitoClient:
             raise self._error(
                 SabitoResponseError,
                 f"Sabito refused the request for business {business_id} at offset {offset} "
-                f"with HTTP {status}: {self._excerpt(response.content)}",
+                f"with HTTP {status}: {self._excerpt(body)}",
             )
 
-    def _records(self, response: requests.Response, *, business_id: str, offset: int) -> list[Any]:
+    def _records(self, response: requests.Response, content: bytes, *, business_id: str, offset: int) -> list[Any]:
         try:
-            body = _parse_json(response.content)
+            body = _parse_json(content)
         except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
             raise self._error(
                 SabitoResponseError,
                 f"Sabito answered business {business_id} at offset {offset} with a body that is not "
-                f"JSON (HTTP {response.status_code}): {self._excerpt(response.content)}",
+                f"JSON (HTTP {response.status_code}): {self._excerpt(content)}",
             ) from None
         records = body.get("data") if isinstance(body, dict) else None
         if not isinstance(records, list):
             raise self._error(
                 SabitoResponseError,
                 f"Sabito answered business {business_id} at offset {offset} with JSON that has no "
-                f'"data" list: {self._excerpt(response.content)}',
+                f'"data" list: {self._excerpt(content)}',
             )
         return records
 

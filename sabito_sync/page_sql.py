@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+import orjson
 from django.db import connection
 
 from .models import Customer, SyncRun
@@ -68,7 +68,7 @@ def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: d
     every linked customer into Python to compare there cost more than the whole
     statement."""
     stamp, tenant = connection.ops.adapt_datetimefield_value(now), _db_value("tenant", tenant_id)
-    params = [stamp, stamp, tenant, business_id, json.dumps(list(seen_ids))]
+    params = [stamp, stamp, tenant, business_id, _json(list(seen_ids))]
     if connection.vendor == "postgresql":
         params.append(tenant)
     with sync_cursor() as cursor:
@@ -256,7 +256,7 @@ class PostgreSQLPageSQL(PageSQL):
 
     def find_params(self, tenant, keys: list[tuple[str, str]]) -> list[str]:
         tenant = str(tenant)
-        return [json.dumps([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
+        return [_json([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
 
     def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
@@ -264,7 +264,7 @@ class PostgreSQLPageSQL(PageSQL):
         uuid4 = uuid.uuid4
         with sync_cursor() as cursor:
             self.copy(cursor, [(uuid4(), tenant, *values, stamp, stamp) for values in creates])
-            cursor.execute(self.update_sql, [stamp, json.dumps(updates, default=_json_value), tenant])
+            cursor.execute(self.update_sql, [stamp, _json(updates), tenant])
             return cursor.rowcount
 
     def copy(self, cursor, rows: list[tuple]) -> None:
@@ -327,7 +327,7 @@ class SQLitePageSQL(PageSQL):
 
     def find_params(self, tenant, keys: list[tuple[str, str]]) -> list:
         email_keys = list({email_key for _, email_key in keys if email_key})
-        return [tenant, json.dumps([sabito_id for sabito_id, _ in keys]), tenant, json.dumps(email_keys)]
+        return [tenant, _json([sabito_id for sabito_id, _ in keys]), tenant, _json(email_keys)]
 
     def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
@@ -345,17 +345,15 @@ class SQLitePageSQL(PageSQL):
             position = 1 + self.fields.index(model_field)
             for row in rows:
                 row[position] = model_field.get_db_prep_value(row[position], connection)
-        return json.dumps(rows)
+        return _json(rows)
 
 
 def _db_value(field_name: str, value):
     return Customer._meta.get_field(field_name).get_db_prep_value(value, connection)
 
 
-def _json_value(value) -> str:
-    """JSON for the values `json.dumps` does not know: datetimes and UUIDs."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"cannot send {type(value).__name__} to the database as JSON")
+def _json(value) -> str:
+    """A JSON parameter: orjson writes a batch's keys or rows several times faster than
+    json, datetimes (ISO 8601) and UUIDs included. Every string in it is valid Unicode
+    text: validation refuses lone surrogates, the one thing orjson cannot write."""
+    return orjson.dumps(value).decode()

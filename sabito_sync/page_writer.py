@@ -237,17 +237,21 @@ def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCu
     )
     by_id: dict[str, StoredCustomer] = {}
     by_email: dict[str, StoredCustomer] = {}
-    for pk, matched_by_id, _email_key, *stored in rows:
-        if matched_by_id:
-            customer = StoredCustomer(pk=pk, values=tuple(stored))
-            by_id[customer.sabito_customer_id] = customer
-    for pk, matched_by_id, email_key, *stored in rows:
-        if not matched_by_id:
-            # The Sabito id is unique in the tenant, so the customer it maps to, if
-            # any, is this very row.
-            sabito_id = stored[SABITO_ID_POSITION]
-            customer = by_id.get(sabito_id) if sabito_id is not None else None
-            by_email[email_key] = customer or StoredCustomer(pk=pk, values=tuple(stored))
+    # A row is (pk, matched_by_id, email_key, *values): a re-sync reads one per record,
+    # so each is sliced, not unpacked and packed again.
+    sabito_id_at = 3 + SABITO_ID_POSITION
+    email_rows = []
+    for row in rows:
+        if row[1]:
+            by_id[row[sabito_id_at]] = StoredCustomer(row[0], row[3:])
+        else:
+            email_rows.append(row)
+    for row in email_rows:
+        # The Sabito id is unique in the tenant, so the customer it maps to, if any,
+        # is this very row.
+        sabito_id = row[sabito_id_at]
+        customer = by_id.get(sabito_id) if sabito_id is not None else None
+        by_email[row[2]] = customer or StoredCustomer(row[0], row[3:])
     return by_id, by_email
 
 

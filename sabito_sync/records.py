@@ -258,7 +258,9 @@ def rejected(record, reason: str) -> RejectedRecord:
     shown_id = storable(str(raw_id))[:100] if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
     shown_email = storable(raw_email)[:254] if isinstance(raw_email, str) else None
     detail = error_detail(sabito_id=shown_id, email=shown_email, reason=reason)
-    return RejectedRecord(sabito_id=raw_id.strip() if isinstance(raw_id, str) else None, detail=detail)
+    # An id no database can store matches no stored customer: nothing to keep from being marked missing.
+    sabito_id = raw_id.strip() if isinstance(raw_id, str) and (raw_id.isascii() or encodable(raw_id)) else None
+    return RejectedRecord(sabito_id=sabito_id, detail=detail)
 
 
 def values_error_detail(values: dict, reason: str) -> dict:

@@ -216,6 +216,7 @@ def test_duplicate_record_in_one_sync_is_processed_once(fake_sabito, mapping):
         # JSON may escape half of a surrogate pair alone; no database can store it.
         (sabito_record(1, name="Ada \ud800"), "name contains a lone surrogate (\\ud800)"),
         (sabito_record(1, email="ada\udfff@example.com"), "email contains a lone surrogate (\\udfff)"),
+        (sabito_record(1, id="cust-\udc00"), "id contains a lone surrogate (\\udc00)"),
         (sabito_record(1, id={"nested": 1}), "id must be a string, got object"),
         (sabito_record(1, id=98765), "id must be a string, got number"),
         ("just a string", "record is a string, not an object"),
