@@ -702,7 +702,7 @@ class SyncRunAdmin(admin.ModelAdmin):
             else:
                 self.message_user(
                     request,
-                    f"Cancel requested: the sync of {run.mapping.business_name} stops after the page it is writing",
+                    f"Cancel requested: the sync of {run.mapping.business_name} stops once the pages it has fetched are written",
                     messages.SUCCESS,
                 )
         back = request.POST.get("next", "")

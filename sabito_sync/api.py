@@ -692,8 +692,8 @@ class RunCancelApi(TenantAPIView):
     @tenant_operation(
         operation_id="runs_cancel",
         summary="Cancel a queued or running sync run",
-        description="A queued run is cancelled at once and never starts. A running one stops after the page it is "
-        "writing and is recorded cancelled; what it wrote stays and the incremental watermark does not move "
+        description="A queued run is cancelled at once and never starts. A running one stops once the pages it has "
+        "fetched are written and is recorded cancelled; what it wrote stays and the incremental watermark does not move "
         "(`cancelRequested` is true meanwhile). Asking again is harmless.",
         tags=["runs"],
         responses={202: SyncRunCancelResponseSerializer},
@@ -706,7 +706,7 @@ class RunCancelApi(TenantAPIView):
         if run.status == SyncRun.Status.CANCELLED:
             message = "Run cancelled before a worker started it."
         else:
-            message = "Cancel requested: the run stops after the page it is writing."
+            message = "Cancel requested: the run stops once the pages it has fetched are written."
         return Response(
             {"success": True, "message": message, "data": SyncRunSerializer(run).data}, status=status.HTTP_202_ACCEPTED
         )

@@ -314,8 +314,8 @@ def wait_for_runs(*, runs: Iterable[SyncRun], timeout: float) -> list[SyncRun]:
 def cancel_run(*, actor, run: SyncRun) -> SyncRun:
     """Cancel a run: one still queued is recorded `cancelled` at once (the worker that
     later receives its task finds it not queued and does nothing); a running one is
-    asked to stop, and its worker stops it after the page it is writing, keeping what
-    it wrote and the watermark. Raises `RunAlreadyFinished` for a run that has ended."""
+    asked to stop, and its worker stops it once the pages it has fetched are written,
+    keeping what it wrote and the watermark. Raises `RunAlreadyFinished` for a run that has ended."""
     ensure_may(actor, Action.MANAGE, tenant=run.mapping.tenant)
     now = timezone.now()
     who = actor_name(actor)
@@ -342,7 +342,7 @@ def cancel_run(*, actor, run: SyncRun) -> SyncRun:
         LOG_PREFIX,
         run.pk,
         mapping.business_name,
-        "cancelled" if cancelled else "asked to stop after the page it is writing",
+        "cancelled" if cancelled else "asked to stop once the pages it has fetched are written",
         who,
     )
     return run

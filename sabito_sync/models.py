@@ -158,7 +158,7 @@ class SyncRun(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
-        # Stopped on request after the page it was writing; what it wrote stays.
+        # Stopped on request once the pages it had fetched were written; what it wrote stays.
         CANCELLED = "cancelled", "Cancelled"
         # Stopped because its worker was shutting down; queued again to resume.
         INTERRUPTED = "interrupted", "Interrupted"
@@ -194,7 +194,7 @@ class SyncRun(models.Model):
     error_message = models.TextField(blank=True, default="")
     pages_done = models.PositiveIntegerField(default=0)
     # Set by a cancel request, or by its worker shutting down (then `stop_reason` is
-    # "shutdown"); the run stops after the page it is writing.
+    # "shutdown"); the run stops once the pages it has fetched are written.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     stop_reason = models.CharField(max_length=20, blank=True, default="")
     # Where the feed stands after the last committed page (offset and the pager's

@@ -28,9 +28,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import orjson
-from django.db import connection
+from django.db import connection, transaction
 
-from .models import Customer, SyncRun
+from .models import Customer
 
 
 def find_candidates(*, tenant_id, keys: list[tuple[str, str]], fields: Sequence[str]) -> list[tuple]:
@@ -63,17 +63,33 @@ def release_emails(*, tenant_id, customer_ids: list) -> None:
 
 def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: datetime) -> int:
     """Stamp `sabito_missing_since` on the tenant's customers linked to the business
-    whose Sabito id is not among `seen_ids` and that are not missing already, in one
-    statement; returns how many. The ids travel once, as one JSON array: reading
-    every linked customer into Python to compare there cost more than the whole
-    statement."""
+    whose Sabito id is not among `seen_ids` and that are not missing already; returns
+    how many. Reading every linked customer into Python to compare there cost more
+    than the whole statement.
+
+    On PostgreSQL the ids stream in by binary COPY to a temporary table, then one
+    UPDATE compares: sent as one JSON parameter, a full sync's ids were several
+    copies of megabytes of JSON at once (about 8 MB for 100,000 ids, the largest
+    part of a large sync's peak memory). On SQLite they travel as one JSON array."""
     stamp, tenant = connection.ops.adapt_datetimefield_value(now), _db_value("tenant", tenant_id)
-    params = [stamp, stamp, tenant, business_id, _json(list(seen_ids))]
-    if connection.vendor == "postgresql":
-        params.append(tenant)
-    with sync_cursor() as cursor:
-        cursor.execute(_mark_missing_sql(connection.vendor), params)
-        return cursor.rowcount
+    sql = _mark_missing_sql(connection.vendor)
+    if connection.vendor != "postgresql":
+        with sync_cursor() as cursor:
+            cursor.execute(sql, [stamp, stamp, tenant, business_id, _json(list(seen_ids))])
+            return cursor.rowcount
+    with transaction.atomic(), sync_cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE {SEEN_IDS_TABLE} (sabito_id text) ON COMMIT DROP")
+        copy_rows(cursor, f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN (FORMAT BINARY)", ["text"], ((i,) for i in seen_ids))
+        cursor.execute(sql, [stamp, stamp, tenant, business_id, tenant])
+        marked = cursor.rowcount
+        # Dropped now, not only at commit: inside a caller's transaction (a test's) a
+        # second full sync makes it again.
+        cursor.execute(f"DROP TABLE {SEEN_IDS_TABLE}")
+    return marked
+
+
+# The seen ids of a full sync's missing-marks, for the length of one transaction.
+SEEN_IDS_TABLE = "sabito_sync_seen_ids"
 
 
 @functools.cache
@@ -95,7 +111,7 @@ def _mark_missing_sql(vendor: str) -> str:
             UPDATE {table} AS c SET {missing_since} = %s, {updated_at} = %s
             FROM (
                 SELECT {sabito_id} FROM {table} WHERE {linked}
-                EXCEPT SELECT jsonb_array_elements_text(%s::jsonb)
+                EXCEPT SELECT sabito_id FROM {SEEN_IDS_TABLE}
             ) AS gone (sabito_id)
             WHERE c.{tenant} = %s AND c.{sabito_id} = gone.sabito_id
         """
@@ -123,26 +139,6 @@ def sync_cursor():
     if connection.queries_logged:
         return connection.make_debug_cursor(server_binding)
     return connection.make_cursor(server_binding)
-
-
-def record_run_progress(*, run_id, values: dict) -> bool:
-    """Set `values` (field name → value) on the run if it is still running; False if it
-    no longer is (it was taken over). The ORM's update() would build this statement
-    afresh for every page, which costs more than running it."""
-    sql = _run_progress_sql(connection.vendor, tuple(values))
-    params = [SyncRun._meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
-    params += [SyncRun._meta.pk.get_db_prep_value(run_id, connection), SyncRun.Status.RUNNING]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount > 0
-
-
-@functools.cache
-def _run_progress_sql(vendor: str, fields: tuple[str, ...]) -> str:
-    meta, quote = SyncRun._meta, connection.ops.quote_name
-    assignments = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in fields)
-    pk, status = quote(meta.pk.column), quote(meta.get_field("status").column)
-    return f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {pk} = %s AND {status} = %s"
 
 
 @functools.cache
@@ -256,36 +252,37 @@ class PostgreSQLPageSQL(PageSQL):
 
     def find_params(self, tenant, keys: list[tuple[str, str]]) -> list[str]:
         tenant = str(tenant)
-        return [_json([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
+        return [_jsonb([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
 
     def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
         tenant = _db_value("tenant", tenant_id)
         uuid4 = uuid.uuid4
         with sync_cursor() as cursor:
-            self.copy(cursor, [(uuid4(), tenant, *values, stamp, stamp) for values in creates])
-            cursor.execute(self.update_sql, [stamp, _json(updates), tenant])
+            copy_rows(cursor, self.copy_sql, self.copy_types, [(uuid4(), tenant, *values, stamp, stamp) for values in creates])
+            cursor.execute(self.update_sql, [stamp, _jsonb(updates), tenant])
             return cursor.rowcount
 
-    def copy(self, cursor, rows: list[tuple]) -> None:
-        """COPY `rows` in, as one more statement of the connection: through its execute
-        wrappers (a host's instrumentation, a test's fault injection) and its query log,
-        with errors as Django's (an IntegrityError stays one)."""
+def copy_rows(cursor, sql: str, types: list[str], rows: Iterable[tuple]) -> None:
+    """Binary COPY of `rows` (of these PostgreSQL `types`), as one more statement of the
+    connection: through its execute wrappers (a host's instrumentation, a test's
+    fault injection) and its query log, with errors as Django's (an IntegrityError
+    stays one)."""
 
-        def copy_rows(sql, rows, _many, _context):
-            connection.validate_no_broken_transaction()
-            with connection.wrap_database_errors, cursor.cursor.copy(sql) as stream:
-                stream.set_types(self.copy_types)
-                for row in rows:
-                    stream.write_row(row)
+    def copy(sql, rows, _many, _context):
+        connection.validate_no_broken_transaction()
+        with connection.wrap_database_errors, cursor.cursor.copy(sql) as stream:
+            stream.set_types(types)
+            for row in rows:
+                stream.write_row(row)
 
-        # What Django's own cursor does with execute(): each wrapper around the next.
-        execute = copy_rows
-        for wrapper in reversed(connection.execute_wrappers):
-            execute = functools.partial(wrapper, execute)
-        logged = cursor.debug_sql(self.copy_sql) if connection.queries_logged else contextlib.nullcontext()
-        with logged:
-            execute(self.copy_sql, rows, False, {"connection": connection, "cursor": cursor})
+    # What Django's own cursor does with execute(): each wrapper around the next.
+    execute = copy
+    for wrapper in reversed(connection.execute_wrappers):
+        execute = functools.partial(wrapper, execute)
+    logged = cursor.debug_sql(sql) if connection.queries_logged else contextlib.nullcontext()
+    with logged:
+        execute(sql, rows, False, {"connection": connection, "cursor": cursor})
 
 
 def _json_rows(columns: list[tuple[str, str]]) -> str:
@@ -357,3 +354,11 @@ def _json(value) -> str:
     json, datetimes (ISO 8601) and UUIDs included. Every string in it is valid Unicode
     text: validation refuses lone surrogates, the one thing orjson cannot write."""
     return orjson.dumps(value).decode()
+
+
+def _jsonb(value):
+    """A JSON parameter for PostgreSQL, handed to psycopg as orjson's bytes: no str of
+    it is made (a full sync's seen ids are megabytes of JSON)."""
+    from psycopg.types.json import Jsonb  # only installed where PostgreSQL is used
+
+    return Jsonb(value, dumps=orjson.dumps)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import page_sql, signals
+from . import page_sql, run_sql, signals
 from .logs import LOG_PREFIX
 from .models import Customer, SabitoMapping, SyncRun
 from .records import (
@@ -323,7 +323,7 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: BatchPlan, pages:
         del counters["error_details"]
     checkpoint = {**run.checkpoint, "deferred": deferred} if run.checkpoint is not None else None
     values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + pages, "checkpoint": checkpoint}
-    if not page_sql.record_run_progress(run_id=run.pk, values=values):
+    if not run_sql.record_run_progress(run_id=run.pk, values=values):
         raise RunTakenOver()
     run.pages_done += pages
 

@@ -1,4 +1,4 @@
-"""A run's start and end on PostgreSQL, in one statement each.
+"""A run's start and end on PostgreSQL, in one statement each, and its progress.
 
 Most runs of a beat tick find nothing new: the run's bookkeeping is then all the
 database work there is, so it is what a tick of thousands of mappings pays for. The
@@ -7,7 +7,8 @@ mapping locked and saved), each built afresh on every call, plus a transaction's
 round trips. Here the start is one INSERT that also reads the mapping's latest run,
 and the end one UPDATE of the run that, in the same statement, writes the outcome
 onto the mapping; both are built once. Every other database takes the ORM's way
-(`runs`), with the same meaning.
+(`runs`), with the same meaning. The progress a run records with every batch it
+writes is one UPDATE built once, on every database.
 """
 
 from __future__ import annotations
@@ -88,8 +89,7 @@ def finish_run_and_record_outcome(
     given) unless the mapping was re-pointed since the run started. Returns (whether
     the run was still ours, the mapping's metadata as stored, None if untouched)."""
     sql = _finish_sql(tuple(values), asynchronous_commit=not connection.in_atomic_block)
-    params = [SyncRun._meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
-    params += [run.pk, SyncRun.Status.RUNNING]
+    params = [*_run_values(values), run.pk, SyncRun.Status.RUNNING]
     meta = SabitoMapping._meta
     summary_json = json.dumps({metadata.LAST_RESULT: summary})
     params += [
@@ -114,7 +114,6 @@ def finish_run_and_record_outcome(
 @functools.cache
 def _finish_sql(fields: tuple[str, ...], *, asynchronous_commit: bool) -> str:
     run_meta, mapping_meta, quote = SyncRun._meta, SabitoMapping._meta, connection.ops.quote_name
-    assignments = ", ".join(f"{quote(run_meta.get_field(name).column)} = %s" for name in fields)
     run_pk, status = quote(run_meta.pk.column), quote(run_meta.get_field("status").column)
     stored = quote(mapping_meta.get_field("metadata").column)
     business, tenant, updated_at, mapping_pk = (
@@ -129,7 +128,7 @@ def _finish_sql(fields: tuple[str, ...], *, asynchronous_commit: bool) -> str:
     # read what it no longer maps) keeps its reset watermark.
     return f"""
         WITH finished AS (
-            UPDATE {quote(run_meta.db_table)} SET {assignments}
+            UPDATE {quote(run_meta.db_table)} SET {_run_assignments(fields)}
             WHERE {run_pk} = %s AND {status} = %s
             RETURNING 1
         ), recorded AS (
@@ -146,6 +145,35 @@ def _finish_sql(fields: tuple[str, ...], *, asynchronous_commit: bool) -> str:
         SELECT EXISTS (SELECT 1 FROM finished), (SELECT {stored} FROM recorded)
         FROM {_one_row(asynchronous_commit)}
     """
+
+
+def record_run_progress(*, run_id, values: dict) -> bool:
+    """Set `values` (field name → value) on the run if it is still running; False if it
+    no longer is (it was taken over). The ORM's update() would build this statement
+    afresh for every batch, which costs more than running it."""
+    sql = _run_progress_sql(connection.vendor, tuple(values))
+    params = [*_run_values(values), SyncRun._meta.pk.get_db_prep_value(run_id, connection), SyncRun.Status.RUNNING]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount > 0
+
+
+@functools.cache
+def _run_progress_sql(vendor: str, fields: tuple[str, ...]) -> str:
+    meta, quote = SyncRun._meta, connection.ops.quote_name
+    pk, status = quote(meta.pk.column), quote(meta.get_field("status").column)
+    return f"UPDATE {quote(meta.db_table)} SET {_run_assignments(fields)} WHERE {pk} = %s AND {status} = %s"
+
+
+def _run_assignments(fields: tuple[str, ...]) -> str:
+    """`column = %s, ...` for these SyncRun fields, in order (see `_run_values`)."""
+    meta, quote = SyncRun._meta, connection.ops.quote_name
+    return ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in fields)
+
+
+def _run_values(values: dict) -> list:
+    """The database values of SyncRun field values (field name → value), in order."""
+    return [SyncRun._meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
 
 
 def _one_row(asynchronous_commit: bool) -> str:

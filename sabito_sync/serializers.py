@@ -414,7 +414,7 @@ class SyncRunSerializer(serializers.Serializer):
     )
     pagesDone = serializers.IntegerField(source="pages_done", help_text="Pages fetched and written so far.")
     cancelRequested = serializers.SerializerMethodField(
-        help_text="Whether a cancel was asked for; a running run stops after the page it is writing."
+        help_text="Whether a cancel was asked for; a running run stops once the pages it has fetched are written."
     )
     errorDetails = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField(help_text="Why the run failed or did not start; null if it did not.")

@@ -256,7 +256,7 @@ def reap_dead_runs_task() -> list[str]:
 @worker_shutting_down.connect
 def stop_this_workers_runs(sender=None, **kwargs) -> None:
     """A worker told to stop (SIGTERM, Ctrl-C, `docker compose stop`) waits for its
-    tasks. Ask its syncs to stop after the page they are writing, as interrupted
+    tasks. Ask its syncs to stop once the pages they have fetched are written, as interrupted
     (each queues itself again), so it exits within seconds instead of minutes. The
     signal fires in the worker's main process, the syncs run in its children: the
     request goes through their runs' rows, which their heartbeat threads read."""

@@ -717,7 +717,7 @@ def test_cancel_button_asks_a_running_run_to_stop_after_its_page(admin_client, m
 
     assert response.status_code == 302 and response["Location"] == run_change_url(run)
     assert message_texts(response) == [
-        "Cancel requested: the sync of iCreations Global stops after the page it is writing"
+        "Cancel requested: the sync of iCreations Global stops once the pages it has fetched are written"
     ]
     run.refresh_from_db()
     assert run.status == SyncRun.Status.RUNNING and run.cancel_requested_at is not None

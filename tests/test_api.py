@@ -460,7 +460,7 @@ def test_cancelling_a_running_run_asks_it_to_stop_after_its_page(admin, mapping)
 
     assert response.status_code == 202
     body = response.json()
-    assert body["message"] == "Cancel requested: the run stops after the page it is writing."
+    assert body["message"] == "Cancel requested: the run stops once the pages it has fetched are written."
     assert (body["data"]["status"], body["data"]["cancelRequested"]) == ("running", True)
     run.refresh_from_db()
     assert run.status == SyncRun.Status.RUNNING and run.cancel_requested_at is not None
