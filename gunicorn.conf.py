@@ -25,10 +25,13 @@ timeout = number("GUNICORN_TIMEOUT", 30, minimum=1)
 graceful_timeout = number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
 workers = number("GUNICORN_WORKERS", 2, minimum=1)
 threads = number("GUNICORN_THREADS", 1, minimum=1)
-# Recycle each worker after this many requests (with jitter, so they do not all
-# restart at once): bounds the memory any slow leak can take. 0 never recycles.
+# Recycle each worker after this many requests: bounds the memory any slow leak can
+# take. 0 never recycles. The jitter, half of that by default, keeps evenly loaded
+# workers from restarting together: a new worker spends about half a second loading
+# Django, and with 100 of 1,000 under load two workers restarted within that half
+# second of each other every few seconds, every client waiting (p95 400 ms, not 35).
 max_requests = number("GUNICORN_MAX_REQUESTS", 1000, minimum=0)
-max_requests_jitter = number("GUNICORN_MAX_REQUESTS_JITTER", 100, minimum=0)
+max_requests_jitter = number("GUNICORN_MAX_REQUESTS_JITTER", max_requests // 2, minimum=0)
 keepalive = number("GUNICORN_KEEPALIVE", 5, minimum=0)
 accesslog = "-"
 errorlog = "-"
