@@ -79,7 +79,8 @@ def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: d
             return cursor.rowcount
     with transaction.atomic(), sync_cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {SEEN_IDS_TABLE} (sabito_id text) ON COMMIT DROP")
-        copy_rows(cursor, f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN (FORMAT BINARY)", ["text"], ((i,) for i in seen_ids))
+        copy_sql = f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN (FORMAT BINARY)"
+        copy_rows(cursor, copy_sql, ["text"], ((sabito_id,) for sabito_id in seen_ids))
         cursor.execute(sql, [stamp, stamp, tenant, business_id, tenant])
         marked = cursor.rowcount
         # Dropped now, not only at commit: inside a caller's transaction (a test's) a
@@ -262,6 +263,7 @@ class PostgreSQLPageSQL(PageSQL):
             copy_rows(cursor, self.copy_sql, self.copy_types, [(uuid4(), tenant, *values, stamp, stamp) for values in creates])
             cursor.execute(self.update_sql, [stamp, _jsonb(updates), tenant])
             return cursor.rowcount
+
 
 def copy_rows(cursor, sql: str, types: list[str], rows: Iterable[tuple]) -> None:
     """Binary COPY of `rows` (of these PostgreSQL `types`), as one more statement of the

@@ -120,7 +120,7 @@ def usual_customer_values(record, *, business_id: str) -> dict | None:
     # The two constants join the checks: they pass, and leaving them out costs more.
     strings = values.values()
     joined = "".join(strings)
-    if not values["sabito_customer_id"] or "\x00" in joined or not (joined.isascii() or encodable(joined)):
+    if not values["sabito_customer_id"] or "\x00" in joined or not encodable(joined):
         return None
     # Nothing longer than the shortest limit is the usual case, and cheaper to see.
     if max(map(len, strings)) > SHORTEST_LIMIT and any(map(operator.gt, map(len, strings), RECORD_LIMITS)):
@@ -146,7 +146,7 @@ def checked_customer_values(record, *, business_id: str) -> dict:
             values[field_name] = ""
         elif isinstance(raw, str):
             value = raw.strip()
-            if len(value) > max_length or "\x00" in value or not (value.isascii() or encodable(value)):
+            if len(value) > max_length or "\x00" in value or not encodable(value):
                 value = clean_string(key, raw, field_name)
             values[field_name] = value
         else:
@@ -163,7 +163,7 @@ def clean_string(key: str, raw: str, field_name: str) -> str:
     if "\x00" in value:
         # PostgreSQL cannot store NUL in text; rejecting beats silently altering it.
         raise InvalidRecord(f"{key} contains a NUL character")
-    if not (value.isascii() or encodable(value)):
+    if not encodable(value):
         # JSON can escape half of a surrogate pair alone (json reads it, orjson does
         # not); no database can store one, and dropping it would alter the value.
         surrogate = next(char for char in value if "\ud800" <= char <= "\udfff")
@@ -177,6 +177,8 @@ def clean_string(key: str, raw: str, field_name: str) -> str:
 def encodable(value: str) -> bool:
     """Whether the string is valid Unicode text (has no lone surrogate), as UTF-8 and
     so every database needs."""
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -187,7 +189,7 @@ def encodable(value: str) -> bool:
 def storable(value: str) -> str:
     """The value with any lone surrogate written out as its escape, so that the error
     detail showing it can be stored."""
-    return value if value.isascii() or encodable(value) else value.encode("utf-8", "backslashreplace").decode()
+    return value if encodable(value) else value.encode("utf-8", "backslashreplace").decode()
 
 
 class EmailAddressValidator(EmailValidator):
@@ -259,7 +261,7 @@ def rejected(record, reason: str) -> RejectedRecord:
     shown_email = storable(raw_email)[:254] if isinstance(raw_email, str) else None
     detail = error_detail(sabito_id=shown_id, email=shown_email, reason=reason)
     # An id no database can store matches no stored customer: nothing to keep from being marked missing.
-    sabito_id = raw_id.strip() if isinstance(raw_id, str) and (raw_id.isascii() or encodable(raw_id)) else None
+    sabito_id = raw_id.strip() if isinstance(raw_id, str) and encodable(raw_id) else None
     return RejectedRecord(sabito_id=sabito_id, detail=detail)
 
 
