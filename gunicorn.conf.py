@@ -26,11 +26,12 @@ graceful_timeout = number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
 workers = number("GUNICORN_WORKERS", 2, minimum=1)
 threads = number("GUNICORN_THREADS", 1, minimum=1)
 # Recycle each worker after this many requests: bounds the memory any slow leak can
-# take. 0 never recycles. The jitter, half of that by default, keeps evenly loaded
-# workers from restarting together: a new worker spends about half a second loading
-# Django, and with 100 of 1,000 under load two workers restarted within that half
-# second of each other every few seconds, every client waiting (p95 400 ms, not 35).
-max_requests = number("GUNICORN_MAX_REQUESTS", 1000, minimum=0)
+# take. 0 never recycles. A new worker spends about half a second loading Django, its
+# share of the requests waiting meanwhile: at 1,000 a dashboard's polling restarted
+# each worker every few seconds. The jitter, half of it by default, keeps evenly
+# loaded workers from restarting together: with 100 of 1,000 two workers restarted
+# within that half second of each other, every client waiting (p95 400 ms, not 35).
+max_requests = number("GUNICORN_MAX_REQUESTS", 5000, minimum=0)
 max_requests_jitter = number("GUNICORN_MAX_REQUESTS_JITTER", max_requests // 2, minimum=0)
 keepalive = number("GUNICORN_KEEPALIVE", 5, minimum=0)
 accesslog = "-"

@@ -425,9 +425,9 @@ class Benchmark:
         }
         port = free_port()
         # gunicorn reads the project's gunicorn.conf.py from ROOT, as it does deployed:
-        # its workers restart every 1,000-1,500 requests, every few seconds at this load,
+        # its workers restart every 5,000-7,500 requests, once or twice in a run at this load,
         # and the percentiles include those restarts (~0.5 s of Django loading each). Its
-        # jitter keeps the two workers from restarting together; with a jitter of 100 they
+        # jitter keeps the two workers from restarting together; with 100 of 1,000 they
         # did, every few seconds, and p95 was 400 ms instead of 60.
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "nexpro.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",

@@ -69,6 +69,6 @@ def test_gunicorn_takes_its_timeout_workers_and_max_requests_from_the_environmen
     configured = subprocess.run([sys.executable, "-c", read], cwd=ROOT, capture_output=True, text=True, env=env)
     bad = subprocess.run([sys.executable, "-c", read], cwd=ROOT, capture_output=True, text=True, env={"GUNICORN_WORKERS": "two"})
 
-    assert defaults.stdout.split() == ["30", "2", "1000", "500"]
+    assert defaults.stdout.split() == ["30", "2", "5000", "2500"]
     assert configured.stdout.split() == ["45", "5", "200", "100"]  # the jitter: half of max_requests
     assert bad.returncode != 0 and "GUNICORN_WORKERS='two' is not a whole number" in bad.stderr
