@@ -61,6 +61,10 @@ def release_emails(*, tenant_id, customer_ids: list) -> None:
     Customer.objects.filter(tenant_id=tenant_id, pk__in=customer_ids).update(email="")
 
 
+# The seen ids of a full sync's missing-marks, for the length of one transaction.
+SEEN_IDS_TABLE = "sabito_sync_seen_ids"
+
+
 def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: datetime) -> int:
     """Stamp `sabito_missing_since` on the tenant's customers linked to the business
     whose Sabito id is not among `seen_ids` and that are not missing already; returns
@@ -77,20 +81,16 @@ def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: d
         with sync_cursor() as cursor:
             cursor.execute(sql, [stamp, stamp, tenant, business_id, _json(list(seen_ids))])
             return cursor.rowcount
+    # Made and dropped in one transaction (an error rolls its making back): inside a
+    # caller's transaction (a test's) a second full sync makes it again.
     with transaction.atomic(), sync_cursor() as cursor:
-        cursor.execute(f"CREATE TEMPORARY TABLE {SEEN_IDS_TABLE} (sabito_id text) ON COMMIT DROP")
+        cursor.execute(f"CREATE TEMPORARY TABLE {SEEN_IDS_TABLE} (sabito_id text)")
         copy_sql = f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN (FORMAT BINARY)"
         copy_rows(cursor, copy_sql, ["text"], ((sabito_id,) for sabito_id in seen_ids))
         cursor.execute(sql, [stamp, stamp, tenant, business_id, tenant])
         marked = cursor.rowcount
-        # Dropped now, not only at commit: inside a caller's transaction (a test's) a
-        # second full sync makes it again.
         cursor.execute(f"DROP TABLE {SEEN_IDS_TABLE}")
     return marked
-
-
-# The seen ids of a full sync's missing-marks, for the length of one transaction.
-SEEN_IDS_TABLE = "sabito_sync_seen_ids"
 
 
 @functools.cache
@@ -260,7 +260,8 @@ class PostgreSQLPageSQL(PageSQL):
         tenant = _db_value("tenant", tenant_id)
         uuid4 = uuid.uuid4
         with sync_cursor() as cursor:
-            copy_rows(cursor, self.copy_sql, self.copy_types, [(uuid4(), tenant, *values, stamp, stamp) for values in creates])
+            rows = [(uuid4(), tenant, *values, stamp, stamp) for values in creates]
+            copy_rows(cursor, self.copy_sql, self.copy_types, rows)
             cursor.execute(self.update_sql, [stamp, _jsonb(updates), tenant])
             return cursor.rowcount
 
