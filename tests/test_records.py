@@ -11,6 +11,7 @@ from django.core.validators import EmailValidator
 
 from sabito_simulator.data import new_customer
 from sabito_simulator.faults import hostile_variant
+from sabito_sync.models import Customer
 from sabito_sync.records import (
     RECORD_FIELDS,
     EmailAddressValidator,
@@ -83,6 +84,17 @@ def test_the_quick_check_of_a_usual_record_gives_what_the_field_by_field_check_g
             assert list(quick) == list(checked_customer_values(record, business_id=BUSINESS))
             assert quick == checked_customer_values(record, business_id=BUSINESS)
     assert usual > 1_500  # the quick check does carry the usual records
+
+
+def test_a_record_with_null_fields_takes_the_quick_check():
+    record = {"id": "c1", "email": "ada@example.com", "name": "Ada", "phone": None, "country": None, "city": None}
+    quick = usual_customer_values(record, business_id=BUSINESS)
+    assert quick is not None
+    assert quick == checked_customer_values(record, business_id=BUSINESS)
+    assert (quick["phone"], quick["country"], quick["city"]) == ("", Customer.DEFAULT_COUNTRY, "")
+    # A null id is still no id, and a non-string beside a null still goes field by field.
+    assert usual_customer_values({**record, "id": None}, business_id=BUSINESS) is None
+    assert usual_customer_values({**record, "name": 0}, business_id=BUSINESS) is None
 
 
 def test_records_the_quick_check_declines_are_judged_field_by_field():
