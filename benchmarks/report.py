@@ -51,15 +51,14 @@ def evaluate_targets(report: dict) -> dict:
     largest = str(max(int(size) for size in sizes))
     figures = sizes[largest]
     full, resync, baseline = figures["full"]["seconds"], figures["resync"]["seconds"], figures["baseline"]["seconds"]
-    fetch_limit, database_floor = figures["fetch_limit"]["seconds"], figures["copy_floor"]["seconds"]
     targets[f"full sync of {int(largest):,} >= 10x faster than the naive baseline"] = verdict(
         baseline / full, ">=", TARGETS["full_vs_baseline_min"], "x"
     )
-    targets[f"full sync of {int(largest):,} new within 2x the database floor"] = verdict(
-        full / database_floor, "<=", TARGETS["full_vs_database_floor_max"], "x"
+    targets[f"full sync of {int(largest):,} new within 2x the database floor (median round)"] = verdict(
+        against_limit(figures, "full"), "<=", TARGETS["full_vs_database_floor_max"], "x"
     )
     targets[f"unchanged re-sync of {int(largest):,} within 4x the fetch limit (median round)"] = verdict(
-        resync / fetch_limit, "<=", TARGETS["resync_vs_fetch_limit_max"], "x"
+        against_limit(figures, "resync"), "<=", TARGETS["resync_vs_fetch_limit_max"], "x"
     )
     incremental = figures["incremental"]
     targets[f"incremental sync ({incremental['edited']:,} changed of {int(largest):,}) under 0.5 s"] = verdict(
@@ -93,9 +92,29 @@ def evaluate_targets(report: dict) -> dict:
     return targets
 
 
+def against_limit(figures: dict, key: str) -> float:
+    """The full sync against the database floor, or the re-sync against the fetch limit:
+    the median of the rounds' ratios, each against its own round's limit (a report
+    from before the limits were measured per round: the median figures' ratio)."""
+    ratio, limit = {"full": ("full_vs_database_floor", "copy_floor"), "resync": ("resync_vs_fetch_limit", "fetch_limit")}[key]
+    if ratio in figures:
+        return figures[ratio]
+    return figures[key]["seconds"] / figures[limit]["seconds"]
+
+
 def verdict(value: float, relation: str, bound: float, unit: str) -> dict:
     met = {"<": value < bound, "<=": value <= bound, ">=": value >= bound}[relation]
     return {"value": round(value, 3), "bound": f"{relation} {bound:g}{unit}", "met": met}
+
+
+def ratio_cell(figures: dict, key: str, judged: str, ratio: float) -> str:
+    """A scenario against a limit; for the scenario a target judges on that limit, the
+    median of the rounds' own ratios (marked *), which the target uses."""
+    if key not in AGAINST_LIMITS:
+        return ""
+    if key == judged and len(figures.get("rounds", [])) > 1:
+        return f"{against_limit(figures, key):.2f}x*"
+    return f"{ratio:.2f}x"
 
 
 def render_table(report: dict) -> str:
@@ -131,8 +150,8 @@ def render_table(report: dict) -> str:
             rows.append((
                 f"{int(size):,}", label, f"{seconds:.2f}", f"{records / seconds:,.0f}", statements, cpu,
                 f"{row['peak_rss_mb']:.0f}",
-                f"{seconds / fetch_limit:.2f}x" if key in AGAINST_LIMITS else "",
-                f"{seconds / database_floor:.2f}x" if key in AGAINST_LIMITS else "",
+                ratio_cell(figures, key, "resync", seconds / fetch_limit),
+                ratio_cell(figures, key, "full", seconds / database_floor),
                 f"{baseline / seconds:.1f}x" if key == "full" else "",
             ))
         simulator = figures["simulator"]
@@ -171,6 +190,7 @@ def render_table(report: dict) -> str:
             f"queries per request {status['queries']}"
         )
     lines.append("")
+    lines.append("* the median of the rounds' ratios, each round against the limits measured beside it")
     if report["quick"]:
         lines.append("Quick mode: the targets are for N = 100,000; shown for information only.")
     for size, figures in report["sizes"].items():

@@ -285,7 +285,8 @@ def child_copy_floor(params: dict) -> dict:
             for page in client.iter_customer_pages(business_id=params["business_id"])
             for record in page.records
         ]
-    tenant = Tenant.objects.create(name=f"COPY floor {params['size']}", slug=f"copy-floor-{params['size']}")
+    name = f"{params['size']}-{params.get('round', 1)}"
+    tenant = Tenant.objects.create(name=f"COPY floor {name}", slug=f"copy-floor-{name}")
     meta = Customer._meta
     names = ("id", "tenant", *SYNCED_FIELDS, "created_at", "updated_at")
     columns = ", ".join(meta.get_field(name).column for name in names)
