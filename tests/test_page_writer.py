@@ -4,6 +4,7 @@ the page's lookup and its write."""
 
 import threading
 import time
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -169,3 +170,14 @@ def test_a_record_repeated_on_two_pages_of_one_batch_is_written_once(mapping):
     assert (result.created, result.updated, result.skipped, result.errors) == (3, 0, 0, 0)
     assert Customer.objects.get(sabito_customer_id="cust-1").name == "Person 1"  # once, as first seen
     assert SyncRun.objects.get(pk=run.pk).pages_done == 2
+
+
+def test_customers_a_sync_creates_get_random_uuids_like_any_other(fake_sabito, mapping):
+    serve(fake_sabito, mapping, [sabito_record(number) for number in range(1, 31)])
+
+    sync_mapping(mapping=mapping, full_sync=True)
+
+    ids = list(Customer.objects.filter(tenant=mapping.tenant).values_list("id", flat=True))
+    assert len(ids) == len(set(ids)) == 30
+    assert {(pk.version, pk.variant) for pk in ids} == {(4, uuid.RFC_4122)}  # what the model's uuid4 default makes
+    assert page_sql.random_uuids(0) == []
