@@ -180,4 +180,4 @@ def test_customers_a_sync_creates_get_random_uuids_like_any_other(fake_sabito, m
     ids = list(Customer.objects.filter(tenant=mapping.tenant).values_list("id", flat=True))
     assert len(ids) == len(set(ids)) == 30
     assert {(pk.version, pk.variant) for pk in ids} == {(4, uuid.RFC_4122)}  # what the model's uuid4 default makes
-    assert page_sql.random_uuids(0) == []
+    assert page_sql.random_uuid_bytes(0) == []
