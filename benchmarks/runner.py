@@ -185,7 +185,7 @@ class Benchmark:
             # round measures its own limits right beside its syncs (the fetch limit just
             # before, the database floor just after), so a round's ratios compare
             # figures taken within seconds of each other, not minutes: the targets are
-            # judged on the median round's ratios.
+            # judged on the median of the rounds' ratios.
             rounds = []
             for round_number in range(1 if self.quick else SYNC_ROUNDS):
                 mapping = self.new_mapping(business_id, f"Project {size} round {round_number + 1}")
