@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -33,13 +35,20 @@ from django.db import connection, transaction
 from .models import Customer
 
 
-def find_candidates(*, tenant_id, keys: list[tuple[str, str]], fields: Sequence[str]) -> list[tuple]:
+def find_candidates(
+    *, tenant_id, keys: list[tuple[str, str]], fields: Sequence[str], expected: list[tuple] | None = None
+) -> list[tuple]:
     """The tenant's customers that records with these `(sabito_id, lowercased email)`
-    keys may match, as rows `(pk, matched_by_id, lower(email), *fields)`: by Sabito id,
-    and by email (an empty email matches nothing). A customer found by a record's
-    email may be left out when it is linked to that same record's Sabito id: the id
-    lookup returns it anyway."""
-    return page_sql(connection.vendor, tuple(fields)).find(tenant_id, keys)
+    keys may match, as rows `(pk, matched_by_id, lower(email), unchanged, *fields)`: by
+    Sabito id, and by email (an empty email matches nothing). A customer found by a
+    record's email may be left out when it is linked to that same record's Sabito id:
+    the id lookup returns it anyway.
+
+    `expected`, if given, holds each key's record's `fields` values: a customer found
+    by id that already has exactly them comes back `unchanged`, with its
+    `fields` values left out (None) but its Sabito id. The database compares them: on a re-sync that is
+    every customer, and reading all their values back cost more than sending them."""
+    return page_sql(connection.vendor, tuple(fields)).find(tenant_id, keys, expected)
 
 
 def write_customers(
@@ -85,8 +94,7 @@ def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: d
     # caller's transaction (a test's) a second full sync makes it again.
     with transaction.atomic(), sync_cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {SEEN_IDS_TABLE} (sabito_id text)")
-        copy_sql = f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN (FORMAT BINARY)"
-        copy_rows(cursor, copy_sql, ["text"], ((sabito_id,) for sabito_id in seen_ids))
+        copy_lines(cursor, f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN", seen_ids)
         cursor.execute(sql, [stamp, stamp, tenant, business_id, tenant])
         marked = cursor.rowcount
         cursor.execute(f"DROP TABLE {SEEN_IDS_TABLE}")
@@ -169,9 +177,9 @@ class PageSQL:
         self.not_text = [f for f in self.fields if f not in self.text]
         self.converters = self._converters()
 
-    def find(self, tenant_id, keys: list[tuple[str, str]]) -> list[tuple]:
+    def find(self, tenant_id, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list[tuple]:
         with sync_cursor() as cursor:
-            cursor.execute(self.find_sql, self.find_params(_db_value("tenant", tenant_id), keys))
+            cursor.execute(self.find_sql, self.find_params(_db_value("tenant", tenant_id), keys, expected))
             rows = cursor.fetchall()
         return [self._converted(row) for row in rows] if self.converters else rows
 
@@ -183,7 +191,7 @@ class PageSQL:
             expression = model_field.get_col(Customer._meta.db_table)
             functions = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
             if functions:
-                converters.append((3 + self.fields.index(model_field), expression, functions))
+                converters.append((4 + self.fields.index(model_field), expression, functions))
         return converters
 
     def _converted(self, row: tuple) -> tuple:
@@ -197,7 +205,13 @@ class PageSQL:
 class PostgreSQLPageSQL(PageSQL):
     def __init__(self, fields: tuple[str, ...]):
         super().__init__(fields)
-        keys = _json_rows([("tenant_id", "uuid"), ("sabito_id", "text"), ("email_key", "text")])
+        # Text rather than varchar(n): an explicit cast to varchar(n) would cut a value
+        # that is too long, where assigning text to the column refuses it.
+        typed = [
+            (column, "text" if f in self.text else f.db_type(connection))
+            for column, f in zip(self.columns, self.fields)
+        ]
+        keys = _json_rows([("tenant_id", "uuid"), ("sabito_id", "text"), ("email_key", "text"), ("expected", "jsonb")])
         # Each key probes the unique (tenant, Sabito id) and (lower(email), tenant)
         # indexes, whatever the planner's statistics say; they are often wrong here.
         # After a large first load they say the tenant has next to no customers, so the
@@ -213,19 +227,32 @@ class PostgreSQLPageSQL(PageSQL):
         # id, a customer with that very email (for one that did, the email can only
         # point at that customer): on a re-sync that skips every email lookup.
         #
+        # A customer found by id with exactly its record's expected values (a key's
+        # fourth element, absent without them) comes back without them: a re-sync
+        # finds every customer so, and the values are most of what a lookup reads back.
+        #
         # Primary keys come back as text: the page only hands them back in JSON, and
         # a str is cheaper to make than a UUID and to encode.
         fields = ", ".join(self.columns)
+        same = " AND ".join(
+            f"c.{column} IS NOT DISTINCT FROM (k.expected->>{position})::{db_type}"
+            for position, (column, db_type) in enumerate(typed)
+        )
+        left_out = ", ".join("sabito_id" if column == self.sabito_id else "NULL" for column in self.columns)
         self.find_sql = f"""
             WITH k AS MATERIALIZED ({keys}),
             by_id AS MATERIALIZED (
-                SELECT k.*, c.{self.pk}::text AS found, lower(c.{self.email}) AS found_email_key, {self.selected}
+                SELECT k.tenant_id, k.sabito_id, k.email_key, c.{self.pk}::text AS found,
+                       lower(c.{self.email}) AS found_email_key, (k.expected IS NOT NULL AND {same}) AS unchanged,
+                       {self.selected}
                 FROM k LEFT JOIN {self.table} AS c
                   ON c.{self.tenant} = k.tenant_id AND c.{self.sabito_id} = k.sabito_id
             )
-            SELECT found, true, found_email_key, {fields} FROM by_id WHERE found IS NOT NULL
+            SELECT found, true, found_email_key, true, {left_out} FROM by_id WHERE found IS NOT NULL AND unchanged
             UNION ALL
-            SELECT c.{self.pk}, false, c.email_key, {self.selected}
+            SELECT found, true, found_email_key, false, {fields} FROM by_id WHERE found IS NOT NULL AND NOT unchanged
+            UNION ALL
+            SELECT c.{self.pk}, false, c.email_key, false, {self.selected}
             FROM by_id AS k CROSS JOIN LATERAL (
                 SELECT c.{self.pk}::text, lower(c.{self.email}) AS email_key, {self.selected} FROM {self.table} AS c
                 WHERE c.{self.tenant} = k.tenant_id AND lower(c.{self.email}) = k.email_key AND c.{self.email} <> ''
@@ -233,12 +260,6 @@ class PostgreSQLPageSQL(PageSQL):
             ) AS c
             WHERE k.found IS NULL OR k.found_email_key IS DISTINCT FROM k.email_key
         """
-        # Text rather than varchar(n): an explicit cast to varchar(n) would cut a value
-        # that is too long, where assigning text to the column refuses it.
-        typed = [
-            (column, "text" if f in self.text else f.db_type(connection))
-            for column, f in zip(self.columns, self.fields)
-        ]
         # New customers arrive by binary COPY: no SQL to parse per row and no JSON to
         # unpack, about the least PostgreSQL can spend on an insert. A value too long
         # for its varchar(n) is refused there too (validation keeps them short anyway).
@@ -255,9 +276,11 @@ class PostgreSQLPageSQL(PageSQL):
             WHERE c.{self.pk} = k.pk AND c.{self.tenant} = %s
         """
 
-    def find_params(self, tenant, keys: list[tuple[str, str]]) -> list[str]:
+    def find_params(self, tenant, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list:
         tenant = str(tenant)
-        return [_jsonb([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
+        if expected is None:
+            return [_jsonb([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
+        return [_jsonb([(tenant, *key, values) for key, values in zip(keys, expected, strict=True)])]
 
     def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
@@ -271,15 +294,19 @@ class PostgreSQLPageSQL(PageSQL):
             return cursor.rowcount
 
 
-def copy_rows(cursor, sql: str, types: list[str], rows: Iterable[tuple]) -> None:
-    """Binary COPY of `rows` (of these PostgreSQL `types`), as one more statement of the
-    connection: through its execute wrappers (a host's instrumentation, a test's
-    fault injection) and its query log, with errors as Django's (an IntegrityError
-    stays one)."""
+def copy_rows(cursor, sql: str, types: list[str] | None, rows: Iterable, *, raw: bool = False) -> None:
+    """Binary COPY of `rows` (of these PostgreSQL `types`), or with `raw` the blocks of
+    data in `rows` as they are, as one more statement of the connection: through its
+    execute wrappers (a host's instrumentation, a test's fault injection) and its
+    query log, with errors as Django's (an IntegrityError stays one)."""
 
     def copy(sql, rows, _many, _context):
         connection.validate_no_broken_transaction()
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as stream:
+            if raw:
+                for block in rows:
+                    stream.write(block)
+                return
             stream.set_types(types)
             for row in rows:
                 stream.write_row(row)
@@ -293,12 +320,41 @@ def copy_rows(cursor, sql: str, types: list[str], rows: Iterable[tuple]) -> None
         execute(sql, rows, False, {"connection": connection, "cursor": cursor})
 
 
+# What COPY's text format reads as other than itself: such a value needs escaping.
+_COPY_TEXT_SPECIAL = re.compile(r"[\\\n\r\t]")
+
+
+def copy_lines(cursor, sql: str, values: Iterable[str]) -> None:
+    """COPY (text format) of one text column, `values` (valid Unicode without NUL, as
+    validation leaves every string), a few thousand lines per write, each block escaped
+    only if one of its values has a character COPY reads otherwise. A full sync's
+    100,000 seen ids went a row at a time through psycopg's binary COPY for several
+    times the CPU; blocks, not one, keep memory flat however many ids there are."""
+    values = iter(values)
+    copy_rows(cursor, sql, None, iter(lambda: _copy_text_block(list(itertools.islice(values, 5000))), b""), raw=True)
+
+
+def _copy_text_block(values: list[str]) -> bytes:
+    if not values:
+        return b""
+    block = "\n".join(values)
+    if _COPY_TEXT_SPECIAL.search(block):
+        block = "\n".join(_COPY_TEXT_SPECIAL.sub(lambda match: _COPY_TEXT_ESCAPES[match[0]], value) for value in values)
+    return (block + "\n").encode()
+
+
+_COPY_TEXT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _json_rows(columns: list[tuple[str, str]]) -> str:
     """A subquery turning a JSON parameter, an array of arrays, into rows of these
     (name, type) columns. Arrays rather than objects are less to encode in Python,
     and read as jsonb (parsed once, then indexed) they cost PostgreSQL about a third
     less than json_to_recordset's objects; as json each `->>` would parse the row again."""
-    values = ", ".join(f"(r->>{position})::{db_type} AS {name}" for position, (name, db_type) in enumerate(columns))
+    values = ", ".join(
+        f"(r->{position}) AS {name}" if db_type == "jsonb" else f"(r->>{position})::{db_type} AS {name}"
+        for position, (name, db_type) in enumerate(columns)
+    )
     return f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) AS r"
 
 
@@ -308,10 +364,10 @@ class SQLitePageSQL(PageSQL):
         # `NOT (email = '')` as the partial index's condition is written, so that
         # SQLite's planner sees the index applies.
         self.find_sql = f"""
-            SELECT c.{self.pk}, 1, lower(c.{self.email}), {self.selected} FROM {self.table} AS c
+            SELECT c.{self.pk}, 1, lower(c.{self.email}), 0, {self.selected} FROM {self.table} AS c
             WHERE c.{self.tenant} = %s AND c.{self.sabito_id} IN (SELECT value FROM json_each(%s))
             UNION ALL
-            SELECT c.{self.pk}, 0, lower(c.{self.email}), {self.selected} FROM {self.table} AS c
+            SELECT c.{self.pk}, 0, lower(c.{self.email}), 0, {self.selected} FROM {self.table} AS c
             WHERE c.{self.tenant} = %s AND lower(c.{self.email}) IN (SELECT value FROM json_each(%s))
               AND NOT (c.{self.email} = '')
         """
@@ -330,7 +386,20 @@ class SQLitePageSQL(PageSQL):
             WHERE {self.table}.{self.pk} = json_extract(k.value, '$[0]') AND {self.table}.{self.tenant} = %s
         """
 
-    def find_params(self, tenant, keys: list[tuple[str, str]]) -> list:
+    def find(self, tenant_id, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list[tuple]:
+        rows = super().find(tenant_id, keys, None)
+        if expected is None:
+            return rows
+        # Compared here, on the values read back as the ORM reads them: SQLite is the
+        # small deployment's database, where a lookup costs little either way.
+        expected_by_id = {sabito_id: values for (sabito_id, _email_key), values in zip(keys, expected, strict=True)}
+        sabito_id_at = 4 + [f.name for f in self.fields].index("sabito_customer_id")
+        return [
+            (*row[:3], True, *row[4:]) if row[1] and expected_by_id.get(row[sabito_id_at]) == row[4:] else row
+            for row in rows
+        ]
+
+    def find_params(self, tenant, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list:
         email_keys = list({email_key for _, email_key in keys if email_key})
         return [tenant, _json([sabito_id for sabito_id, _ in keys]), tenant, _json(email_keys)]
 

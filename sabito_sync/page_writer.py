@@ -140,34 +140,46 @@ def write_batch(
 # --- Matching ---------------------------------------------------------------------------------
 
 
+# A valid record of the batch with what matching reads of it, worked out once: its
+# values, Sabito id, lowercased email ("" for none) and SYNCED_FIELDS values. A plain
+# tuple: a re-sync makes one per record.
+BatchRecord = tuple[dict, str, str, tuple]
+
+
 def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0) -> BatchPlan:
     """Decide create / update / skip / defer / error for each valid record of a batch,
     with one lookup of the tenant's candidate customers for the whole batch (one more
     in the rare batch where a customer expected to give up its address cannot).
     At most `may_defer` records are deferred; past that, a blocked one is an error."""
+    records: list[BatchRecord] = [
+        (values, values["sabito_customer_id"], values["email"].lower(), synced_values(values)) for values in valid
+    ]
     # Each Sabito record's address as this batch leaves it: a customer whose own record
     # is in the batch with another address gives its old one up to whoever takes it.
-    moving_to = {values["sabito_customer_id"]: values["email"].lower() for values in valid}
+    moving_to = {sabito_id: email_key for _values, sabito_id, email_key, _synced in records}
     for _attempt in range(3):
-        plan, stuck = plan_batch_once(tenant_id=tenant_id, valid=valid, moving_to=moving_to, may_defer=may_defer)
+        plan, stuck = plan_batch_once(tenant_id=tenant_id, records=records, moving_to=moving_to, may_defer=may_defer)
         if not stuck:
             return plan
         # Customers that were to give their address up but do not (deferred or in
         # error themselves) keep it: plan again with them holding on.
         for sabito_id in stuck:
             moving_to.pop(sabito_id, None)
-    return plan_batch_once(tenant_id=tenant_id, valid=valid, moving_to={}, may_defer=may_defer)[0]
+    return plan_batch_once(tenant_id=tenant_id, records=records, moving_to={}, may_defer=may_defer)[0]
 
 
-def plan_batch_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], may_defer: int) -> tuple[BatchPlan, set]:
+def plan_batch_once(
+    *, tenant_id, records: list[BatchRecord], moving_to: dict[str, str], may_defer: int
+) -> tuple[BatchPlan, set]:
     """One planning pass; also returns the Sabito ids whose customers other records
     counted on to release an address but which did not move (deferred or in error)."""
-    by_id, by_email = load_candidates(tenant_id=tenant_id, valid=valid)
+    by_id, by_email, unchanged = load_candidates(tenant_id=tenant_id, records=records)
     plan = BatchPlan()
     relied_on: set[str] = set()
-    for values in valid:
-        sabito_id = values["sabito_customer_id"]
-        email_key = values["email"].lower()
+    for values, sabito_id, email_key, synced in records:
+        if sabito_id in unchanged:
+            plan.skipped += 1
+            continue
         id_match = by_id.get(sabito_id)
         email_match = by_email.get(email_key) if email_key else None
 
@@ -202,7 +214,6 @@ def plan_batch_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], 
         # The Sabito id is tried first because emails change and are shared by
         # mistake; the id is the one thing Sabito promises stays the record's.
         customer = id_match or email_match
-        synced = synced_values(values)
         if customer is None:
             customer = StoredCustomer(pk=None, values=synced)
             plan.creates.append(customer)
@@ -227,32 +238,46 @@ def plan_batch_once(*, tenant_id, valid: list[dict], moving_to: dict[str, str], 
     return plan, relied_on - moved
 
 
-def load_candidates(*, tenant_id, valid: list[dict]) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer]]:
+def load_candidates(
+    *, tenant_id, records: list[BatchRecord]
+) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer], set[str]]:
     """The tenant's customers the batch's records may match, keyed by Sabito id and by
-    lowercased email, in one query; a customer found both ways is one object."""
+    lowercased email, in one query; a customer found both ways is one object. And
+    the Sabito ids whose customer already has exactly its record's values.
+
+    Such a customer is only ever skipped: its own record is the one that could change
+    it, and its address, held by a customer linked to a record that keeps it, can move
+    to no one. So it is set apart as found, without an object: on a re-sync that is
+    every customer, and making their objects was much of a batch's matching."""
     rows = page_sql.find_candidates(
         tenant_id=tenant_id,
-        keys=[(values["sabito_customer_id"], values["email"].lower()) for values in valid],
+        keys=[(sabito_id, email_key) for _values, sabito_id, email_key, _synced in records],
         fields=SYNCED_FIELDS,
+        # A record twice in a batch (never so, but) is matched in turn, against what
+        # the one before it leaves.
+        expected=[synced for *_, synced in records] if len({record[1] for record in records}) == len(records) else None,
     )
     by_id: dict[str, StoredCustomer] = {}
     by_email: dict[str, StoredCustomer] = {}
-    # A row is (pk, matched_by_id, email_key, *values): a re-sync reads one per record,
-    # so each is sliced, not unpacked and packed again.
-    sabito_id_at = 3 + SABITO_ID_POSITION
+    unchanged: set[str] = set()
+    # A row is (pk, matched_by_id, email_key, unchanged, *values): a re-sync reads one
+    # per record, so each is sliced, not unpacked and packed again.
+    sabito_id_at = 4 + SABITO_ID_POSITION
     email_rows = []
     for row in rows:
-        if row[1]:
-            by_id[row[sabito_id_at]] = StoredCustomer(row[0], row[3:])
-        else:
+        if not row[1]:
             email_rows.append(row)
+        elif row[3]:
+            unchanged.add(row[sabito_id_at])
+        else:
+            by_id[row[sabito_id_at]] = StoredCustomer(row[0], row[4:])
     for row in email_rows:
         # The Sabito id is unique in the tenant, so the customer it maps to, if any,
-        # is this very row.
+        # is this very row (an unchanged one has no object yet: this row makes it).
         sabito_id = row[sabito_id_at]
         customer = by_id.get(sabito_id) if sabito_id is not None else None
-        by_email[row[2]] = customer or StoredCustomer(row[0], row[3:])
-    return by_id, by_email
+        by_email[row[2]] = customer or StoredCustomer(row[0], row[4:])
+    return by_id, by_email, unchanged
 
 
 # --- Writing ------------------------------------------------------------------------------------

@@ -102,3 +102,17 @@ def test_a_customer_back_in_the_feed_is_no_longer_missing_and_not_marked_again(m
 
     assert result.marked_missing == 1
     assert missing_ids(mapping.tenant) == {"cust-2"}
+
+
+def test_ids_with_characters_copy_would_read_otherwise_are_still_seen(mapping):
+    # Backslashes, tabs and line breaks mean something to COPY's text format; ids
+    # holding them must arrive as they are, or their customers would be marked missing.
+    odd_ids = ["back\\slash", "tab\there", "line\nbreak", "carriage\rreturn", "\\N", "\\."]
+    for sabito_id in odd_ids + ["gone"]:
+        CustomerFactory(tenant=mapping.tenant, sabito_customer_id=sabito_id, sabito_business_id=mapping.sabito_business_id)
+    plain = [f"cust-{n}" for n in range(12_000)]  # more than one block of lines
+
+    marked = mark_missing_customers(mapping=mapping, returned_ids=set(odd_ids + plain))
+
+    assert marked == 1
+    assert missing_ids(mapping.tenant) == {"gone"}

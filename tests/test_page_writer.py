@@ -181,3 +181,34 @@ def test_customers_a_sync_creates_get_random_uuids_like_any_other(fake_sabito, m
     assert len(ids) == len(set(ids)) == 30
     assert {(pk.version, pk.variant) for pk in ids} == {(4, uuid.RFC_4122)}  # what the model's uuid4 default makes
     assert page_sql.random_uuid_bytes(0) == []
+
+
+def test_the_lookup_calls_unchanged_only_a_customer_with_exactly_its_records_values(fake_sabito, mapping):
+    serve(fake_sabito, mapping, [sabito_record(n) for n in range(1, 6)])
+    sync_mapping(mapping=mapping, full_sync=True)
+    # Changes no one sees at a glance, each one a reason to write the customer again.
+    Customer.objects.filter(sabito_customer_id="cust-2").update(email="Person2@example.com")
+    Customer.objects.filter(sabito_customer_id="cust-3").update(sabito_missing_since=timezone.now())
+    Customer.objects.filter(sabito_customer_id="cust-4").update(name="Person 4 ")
+    validated = records.validate_records(
+        [sabito_record(n) for n in range(1, 6)] + [sabito_record(6)], business_id=mapping.sabito_business_id
+    )
+    keys = [(values["sabito_customer_id"], values["email"].lower()) for values in validated]
+    expected = [records.synced_values(values) for values in validated]
+    sabito_id_at = 4 + records.SABITO_ID_POSITION
+
+    rows = page_sql.find_candidates(tenant_id=mapping.tenant_id, keys=keys, fields=records.SYNCED_FIELDS, expected=expected)
+    without_expected = page_sql.find_candidates(tenant_id=mapping.tenant_id, keys=keys, fields=records.SYNCED_FIELDS)
+
+    by_id = {row[sabito_id_at]: row for row in rows if row[1]}
+    assert set(by_id) == {"cust-1", "cust-2", "cust-3", "cust-4", "cust-5"}  # cust-6 is new
+    assert {sabito_id for sabito_id, row in by_id.items() if row[3]} == {"cust-1", "cust-5"}
+    assert by_id["cust-4"][4:] != expected[3] and by_id["cust-4"][4 + records.SYNCED_FIELDS.index("name")] == "Person 4 "
+    assert not any(row[3] for row in without_expected)
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+
+    assert (result.created, result.updated, result.skipped, result.errors) == (0, 3, 2, 0)
+    assert Customer.objects.get(sabito_customer_id="cust-2").email == "person2@example.com"
+    assert Customer.objects.get(sabito_customer_id="cust-3").sabito_missing_since is None
+    assert Customer.objects.get(sabito_customer_id="cust-4").name == "Person 4"
