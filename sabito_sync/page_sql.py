@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import os
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -94,7 +92,8 @@ def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: d
     # caller's transaction (a test's) a second full sync makes it again.
     with transaction.atomic(), sync_cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {SEEN_IDS_TABLE} (sabito_id text)")
-        copy_lines(cursor, f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN", seen_ids)
+        copy_sql = f"COPY {SEEN_IDS_TABLE} (sabito_id) FROM STDIN (FORMAT BINARY)"
+        copy_rows(cursor, copy_sql, ["text"], ((sabito_id,) for sabito_id in seen_ids))
         cursor.execute(sql, [stamp, stamp, tenant, business_id, tenant])
         marked = cursor.rowcount
         cursor.execute(f"DROP TABLE {SEEN_IDS_TABLE}")
@@ -280,7 +279,11 @@ class PostgreSQLPageSQL(PageSQL):
         tenant = str(tenant)
         if expected is None:
             return [_jsonb([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
-        return [_jsonb([(tenant, *key, values) for key, values in zip(keys, expected, strict=True)])]
+        rows = [
+            (tenant, sabito_id, email_key or None, values)
+            for (sabito_id, email_key), values in zip(keys, expected, strict=True)
+        ]
+        return [_jsonb(rows)]
 
     def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
@@ -294,19 +297,15 @@ class PostgreSQLPageSQL(PageSQL):
             return cursor.rowcount
 
 
-def copy_rows(cursor, sql: str, types: list[str] | None, rows: Iterable, *, raw: bool = False) -> None:
-    """Binary COPY of `rows` (of these PostgreSQL `types`), or with `raw` the blocks of
-    data in `rows` as they are, as one more statement of the connection: through its
-    execute wrappers (a host's instrumentation, a test's fault injection) and its
-    query log, with errors as Django's (an IntegrityError stays one)."""
+def copy_rows(cursor, sql: str, types: list[str], rows: Iterable[tuple]) -> None:
+    """Binary COPY of `rows` (of these PostgreSQL `types`), as one more statement of the
+    connection: through its execute wrappers (a host's instrumentation, a test's
+    fault injection) and its query log, with errors as Django's (an IntegrityError
+    stays one)."""
 
     def copy(sql, rows, _many, _context):
         connection.validate_no_broken_transaction()
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as stream:
-            if raw:
-                for block in rows:
-                    stream.write(block)
-                return
             stream.set_types(types)
             for row in rows:
                 stream.write_row(row)
@@ -318,32 +317,6 @@ def copy_rows(cursor, sql: str, types: list[str] | None, rows: Iterable, *, raw:
     logged = cursor.debug_sql(sql) if connection.queries_logged else contextlib.nullcontext()
     with logged:
         execute(sql, rows, False, {"connection": connection, "cursor": cursor})
-
-
-# What COPY's text format reads as other than itself: such a value needs escaping.
-_COPY_TEXT_SPECIAL = re.compile(r"[\\\n\r\t]")
-
-
-def copy_lines(cursor, sql: str, values: Iterable[str]) -> None:
-    """COPY (text format) of one text column, `values` (valid Unicode without NUL, as
-    validation leaves every string), a few thousand lines per write, each block escaped
-    only if one of its values has a character COPY reads otherwise. A full sync's
-    100,000 seen ids went a row at a time through psycopg's binary COPY for several
-    times the CPU; blocks, not one, keep memory flat however many ids there are."""
-    values = iter(values)
-    copy_rows(cursor, sql, None, iter(lambda: _copy_text_block(list(itertools.islice(values, 5000))), b""), raw=True)
-
-
-def _copy_text_block(values: list[str]) -> bytes:
-    if not values:
-        return b""
-    block = "\n".join(values)
-    if _COPY_TEXT_SPECIAL.search(block):
-        block = "\n".join(_COPY_TEXT_SPECIAL.sub(lambda match: _COPY_TEXT_ESCAPES[match[0]], value) for value in values)
-    return (block + "\n").encode()
-
-
-_COPY_TEXT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _json_rows(columns: list[tuple[str, str]]) -> str:

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Callable, Iterator
 
 from .client import CustomerPage, SabitoClient
-from .records import RejectedRecord, validate_records
+from .records import RejectedRecord, SabitoRecord, validate_records
 
 # Pages fetched and validated ahead of the next batch to gather; the thread doing it
 # gets this long to notice a stop (it may be inside a request) before it is left behind.
@@ -89,7 +89,9 @@ def prefetched_pages(
     The queue between the thread and the caller is bounded, so memory stays a few
     batches whatever the feed's length. An error while fetching (a SabitoError, say)
     is raised in the caller's thread, once the pages before it have been taken."""
-    pages = client.iter_customer_pages(business_id=business_id, updated_after=updated_after, start=start)
+    pages = client.iter_customer_pages(
+        business_id=business_id, updated_after=updated_after, start=start, record_type=SabitoRecord
+    )
     prefetcher = PagePrefetcher(
         pages,
         validate=lambda records: validate_records(records, business_id=business_id),

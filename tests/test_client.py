@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 import requests
 import responses
@@ -365,6 +366,57 @@ def test_unknown_fields_are_passed_through(sabito, sabito_client):
 
 
 # --- retries ----------------------------------------------------------------------
+
+
+# A caller's usual record, as the sync declares its own (records.SabitoRecord).
+UsualRecord = msgspec.defstruct("UsualRecord", [("id", str), ("email", str | None, "")])
+
+
+def test_a_page_whose_records_all_fit_the_record_type_comes_as_its_instances(sabito, sabito_client):
+    sabito.get(CUSTOMERS_URL, json={"data": [{"id": "c1", "email": "a@example.com", "extra": 1}, {"id": "c2", "email": None}]})
+    sabito.get(CUSTOMERS_URL, json={"data": [{"id": "c3"}, {"id": 4, "email": "b@example.com"}]})
+
+    usual = sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord)
+    odd = sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=2, limit=2, record_type=UsualRecord)
+
+    assert usual.records == [UsualRecord(id="c1", email="a@example.com"), UsualRecord(id="c2", email=None)]
+    # One record that does not fit (a numeric id): the whole page as parsed JSON, for
+    # the caller to judge record by record.
+    assert odd.records == [{"id": "c3"}, {"id": 4, "email": "b@example.com"}]
+
+
+def test_a_record_type_changes_no_verdict_on_a_body(sabito, sabito_client, sleeps):
+    sabito.get(CUSTOMERS_URL, body="<html>Bad gateway</html>")
+
+    with pytest.raises(SabitoResponseError, match="not JSON"):
+        sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord)
+
+
+def test_typed_pages_page_and_resume_exactly_like_parsed_ones(sabito, make_client):
+    def run(record_type, start=None) -> tuple[list[str], list[dict]]:
+        feed = ids_from(0, 30)
+        calls = []
+
+        def drifting(request):
+            calls.append(request)
+            if len(calls) == 2:  # records already read move to the end
+                for moved in ("c2", "c5"):
+                    feed.remove(moved)
+                    feed.append(moved)
+            return offset_feed(feed)(request)
+
+        sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=drifting)
+        pages = list(make_client(page_size=10).iter_customer_pages(business_id=BUSINESS, start=start, record_type=record_type))
+        sabito.reset()
+        ids = [record.id if record_type else record["id"] for page in pages for record in page.records]
+        return ids, [page.resume_from for page in pages]
+
+    typed_ids, typed_checkpoints = run(UsualRecord)
+    parsed_ids, parsed_checkpoints = run(None)
+
+    assert typed_ids == parsed_ids and sorted(typed_ids) == sorted(ids_from(0, 30) + ["c2", "c5"])
+    assert typed_checkpoints == parsed_checkpoints  # a checkpoint written one way resumes the other
+    assert run(None, start=typed_checkpoints[0])[0] == run(UsualRecord, start=parsed_checkpoints[0])[0]
 
 
 def test_retries_5xx_then_succeeds(sabito, sabito_client, sleeps):

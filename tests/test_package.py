@@ -188,6 +188,35 @@ def test_the_wheel_declares_its_version_and_dependency_ranges(wheel):
     assert requirements and not [line for line in requirements if "==" in line]  # ranges, not this deployment's pins
 
 
+def test_every_library_the_app_imports_is_a_dependency_its_wheel_declares(wheel):
+    import ast
+    import importlib.metadata
+    import re
+
+    [metadata] = [name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".dist-info/METADATA")]
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    declared = {
+        re.split(r"[<>=!~\[; ]", line.removeprefix("Requires-Dist: "), maxsplit=1)[0].lower().replace("_", "-")
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:")
+    }
+    distributions = importlib.metadata.packages_distributions()
+    imported = set()
+    for path in (ROOT / "sabito_sync").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name in distributions and name not in sys.stdlib_module_names}
+    needed = {distributions[name][0].lower().replace("_", "-") for name in third_party if name != "sabito_sync"}
+
+    # A host that pip-installs the app gets what it imports (psycopg is the
+    # `postgres` extra: only where PostgreSQL is used, and imported only there).
+    assert needed - declared == set()
+    assert {"orjson", "msgspec", "requests"} <= needed
+
+
 def test_the_sdist_leaves_out_the_project(dist):
     import tarfile
 

@@ -3,8 +3,10 @@ field-by-field one always agree, and the email rules stay Django's."""
 
 from __future__ import annotations
 
+import json
 import random
 
+import msgspec
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
@@ -16,9 +18,11 @@ from sabito_sync.records import (
     RECORD_FIELDS,
     EmailAddressValidator,
     InvalidRecord,
+    SabitoRecord,
     checked_customer_values,
     customer_values,
     usual_customer_values,
+    validate_records,
 )
 
 BUSINESS = "biz-records"
@@ -158,3 +162,21 @@ def verdict(validator, address: str) -> bool:
     except ValidationError:
         return False
     return True
+
+
+def test_a_record_decoded_as_a_sabito_record_gets_the_verdict_its_json_gets():
+    chaos = random.Random(3)
+    records = (
+        simulated_records(1_000, seed=13)
+        + [hostile_variant(record, chaos) for record in simulated_records(300, seed=17)]
+        + [record for record in edge_records() if isinstance(record, dict)]
+    )
+    typed = 0
+    for record in records:
+        try:
+            decoded = msgspec.json.decode(json.dumps(record), type=SabitoRecord)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue  # not a usual record: its page comes as parsed JSON
+        typed += 1
+        assert validate_records([decoded], business_id=BUSINESS) == validate_records([record], business_id=BUSINESS)
+    assert typed > 1_000  # the usual records, and the odd ones whose fields are strings still
