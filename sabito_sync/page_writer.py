@@ -119,6 +119,11 @@ def write_batch(
         "valid": valid,
         "rejected": rejected,
         "pages": pages,
+        # Mostly unchanged records so far (a re-sync): the lookup compares them in the
+        # database. Mostly new or changed (a first load, an incremental sync): their
+        # values would only make the lookup's parameter three times the size for
+        # nothing, and the rows it returns are needed anyway.
+        "compare_in_database": result.skipped > result.created + result.updated,
     }
     try:
         plan = write_planned_batch(**batch, may_defer=room, deferred_before=deferred)
@@ -146,11 +151,13 @@ def write_batch(
 BatchRecord = tuple[dict, str, str, tuple]
 
 
-def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0) -> BatchPlan:
+def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0, compare_in_database: bool = False) -> BatchPlan:
     """Decide create / update / skip / defer / error for each valid record of a batch,
     with one lookup of the tenant's candidate customers for the whole batch (one more
     in the rare batch where a customer expected to give up its address cannot).
-    At most `may_defer` records are deferred; past that, a blocked one is an error."""
+    At most `may_defer` records are deferred; past that, a blocked one is an error.
+    With `compare_in_database` the lookup tells which customers are unchanged (see
+    `load_candidates`); the plan is the same either way."""
     records: list[BatchRecord] = [
         (values, values["sabito_customer_id"], values["email"].lower(), synced_values(values)) for values in valid
     ]
@@ -158,22 +165,26 @@ def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0) -> BatchPlan
     # is in the batch with another address gives its old one up to whoever takes it.
     moving_to = {sabito_id: email_key for _values, sabito_id, email_key, _synced in records}
     for _attempt in range(3):
-        plan, stuck = plan_batch_once(tenant_id=tenant_id, records=records, moving_to=moving_to, may_defer=may_defer)
+        plan, stuck = plan_batch_once(
+            tenant_id=tenant_id, records=records, moving_to=moving_to, may_defer=may_defer, compare=compare_in_database
+        )
         if not stuck:
             return plan
         # Customers that were to give their address up but do not (deferred or in
         # error themselves) keep it: plan again with them holding on.
         for sabito_id in stuck:
             moving_to.pop(sabito_id, None)
-    return plan_batch_once(tenant_id=tenant_id, records=records, moving_to={}, may_defer=may_defer)[0]
+    return plan_batch_once(
+        tenant_id=tenant_id, records=records, moving_to={}, may_defer=may_defer, compare=compare_in_database
+    )[0]
 
 
 def plan_batch_once(
-    *, tenant_id, records: list[BatchRecord], moving_to: dict[str, str], may_defer: int
+    *, tenant_id, records: list[BatchRecord], moving_to: dict[str, str], may_defer: int, compare: bool = False
 ) -> tuple[BatchPlan, set]:
     """One planning pass; also returns the Sabito ids whose customers other records
     counted on to release an address but which did not move (deferred or in error)."""
-    by_id, by_email, unchanged = load_candidates(tenant_id=tenant_id, records=records)
+    by_id, by_email, unchanged = load_candidates(tenant_id=tenant_id, records=records, compare=compare)
     plan = BatchPlan()
     relied_on: set[str] = set()
     for values, sabito_id, email_key, synced in records:
@@ -239,7 +250,7 @@ def plan_batch_once(
 
 
 def load_candidates(
-    *, tenant_id, records: list[BatchRecord]
+    *, tenant_id, records: list[BatchRecord], compare: bool = True
 ) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer], set[str]]:
     """The tenant's customers the batch's records may match, keyed by Sabito id and by
     lowercased email, in one query; a customer found both ways is one object. And
@@ -248,14 +259,18 @@ def load_candidates(
     Such a customer is only ever skipped: its own record is the one that could change
     it, and its address, held by a customer linked to a record that keeps it, can move
     to no one. So it is set apart as found, without an object: on a re-sync that is
-    every customer, and making their objects was much of a batch's matching."""
+    every customer, and making their objects was much of a batch's matching. With
+    `compare` the database tells which they are (`find_candidates`' `expected`); else
+    the rows are compared here."""
+    # A record twice in a batch (never so, but) is matched in turn, against what the
+    # one before it leaves: never set apart as unchanged.
+    synced_by_id = {sabito_id: synced for _values, sabito_id, _email_key, synced in records}
+    distinct = len(synced_by_id) == len(records)
     rows = page_sql.find_candidates(
         tenant_id=tenant_id,
         keys=[(sabito_id, email_key) for _values, sabito_id, email_key, _synced in records],
         fields=SYNCED_FIELDS,
-        # A record twice in a batch (never so, but) is matched in turn, against what
-        # the one before it leaves.
-        expected=[synced for *_, synced in records] if len({record[1] for record in records}) == len(records) else None,
+        expected=[synced for *_, synced in records] if compare and distinct else None,
     )
     by_id: dict[str, StoredCustomer] = {}
     by_email: dict[str, StoredCustomer] = {}
@@ -270,7 +285,11 @@ def load_candidates(
         elif row[3]:
             unchanged.add(row[sabito_id_at])
         else:
-            by_id[row[sabito_id_at]] = StoredCustomer(row[0], row[4:])
+            sabito_id, stored = row[sabito_id_at], row[4:]
+            if distinct and stored == synced_by_id[sabito_id]:
+                unchanged.add(sabito_id)
+            else:
+                by_id[sabito_id] = StoredCustomer(row[0], stored)
     for row in email_rows:
         # The Sabito id is unique in the tenant, so the customer it maps to, if any,
         # is this very row (an unchanged one has no object yet: this row makes it).
@@ -283,11 +302,13 @@ def load_candidates(
 # --- Writing ------------------------------------------------------------------------------------
 
 
-def write_planned_batch(*, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before) -> BatchPlan:
+def write_planned_batch(
+    *, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before, compare_in_database
+) -> BatchPlan:
     """The whole batch in the same statements, whatever it holds: find the candidates,
     write the new and changed customers, record the run's progress."""
     with transaction.atomic():
-        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
+        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer, compare_in_database=compare_in_database)
         plan.errors = rejected + plan.errors
         if plan.releases:
             page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
@@ -306,10 +327,10 @@ def write_planned_batch(*, run, result, tenant_id, valid, rejected, pages, may_d
 
 
 def write_batch_record_by_record(
-    *, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before
+    *, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before, compare_in_database
 ) -> BatchPlan:
     with transaction.atomic():
-        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer)
+        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer, compare_in_database=compare_in_database)
         written = BatchPlan(skipped=plan.skipped, errors=rejected + plan.errors, deferred=plan.deferred)
         now = timezone.now()
         if plan.releases:
