@@ -65,9 +65,9 @@ def test_thousands_of_linked_customers_cost_a_few_statements(mapping, django_ass
     returned = {f"cust-{n}" for n in range(5000) if n % 500} | {f"cust-{n}" for n in range(9000, 9100)}
 
     # SQLite: one UPDATE with the ids as JSON. PostgreSQL: the ids copied into a
-    # temporary table, the UPDATE, the table dropped (and, inside the test's
-    # transaction, the savepoint around them).
-    with django_assert_num_queries(6 if connection.vendor == "postgresql" else 1):
+    # temporary table, nested loops off, the UPDATE, the setting restored, the table
+    # dropped (and, inside the test's transaction, the savepoint around them).
+    with django_assert_num_queries(8 if connection.vendor == "postgresql" else 1):
         marked = mark_missing_customers(mapping=mapping, returned_ids=returned)
 
     assert marked == 10
@@ -116,3 +116,33 @@ def test_ids_with_characters_copy_would_read_otherwise_are_still_seen(mapping):
 
     assert marked == 1
     assert missing_ids(mapping.tenant) == {"gone"}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner and statistics")
+def test_statistics_taken_before_a_large_first_load_cannot_make_the_marks_loop(mapping):
+    # Statistics that know nothing of the tenant, as after its first load: PostgreSQL
+    # then believes it has next to no customers.
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE sabito_sync_customer")
+    Customer.objects.bulk_create(
+        Customer(tenant=mapping.tenant, sabito_customer_id=f"cust-{n}", sabito_business_id=mapping.sabito_business_id)
+        for n in range(3000)
+    )
+    plans = []
+
+    def explain_the_update(execute, sql, params, many, context):
+        if sql.lstrip().startswith("UPDATE"):
+            context["cursor"].execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in context["cursor"].fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain_the_update):
+        marked = mark_missing_customers(mapping=mapping, returned_ids={f"cust-{n}" for n in range(1, 3000)})
+
+    assert marked == 1 and missing_ids(mapping.tenant) == {"cust-0"}
+    [plan] = plans
+    # Each side read once: no loop that computes the difference again per customer.
+    assert "Nested Loop" not in plan, plan
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_nestloop")
+        assert cursor.fetchone()[0] == "on"  # the setting did not outlive the call
