@@ -536,7 +536,7 @@ def _typed_records(content: bytes, record_type: type[msgspec.Struct]) -> list[ms
     (and its verdict, its error messages, are what they always were)."""
     try:
         return _page_decoder(record_type).decode(content).data
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # deep nesting, even in an ignored key
         return None
 
 

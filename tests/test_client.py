@@ -392,6 +392,18 @@ def test_a_record_type_changes_no_verdict_on_a_body(sabito, sabito_client, sleep
         sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord)
 
 
+def test_a_body_nested_too_deep_gets_the_same_verdict_with_a_record_type(sabito, make_client, sleeps):
+    # Nested deeper than any parser recurses, inside a key the record type ignores.
+    body = '{"data": [{"id": "c1", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}]}"
+    sabito.get(CUSTOMERS_URL, body=body)
+    client = make_client(max_retries=0)
+
+    with pytest.raises(SabitoResponseError, match="not JSON"):
+        client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord)
+    with pytest.raises(SabitoResponseError, match="not JSON"):
+        client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=0, limit=2)
+
+
 def test_typed_pages_page_and_resume_exactly_like_parsed_ones(sabito, make_client):
     def run(record_type, start=None) -> tuple[list[str], list[dict]]:
         feed = ids_from(0, 30)
