@@ -43,9 +43,10 @@ def find_candidates(
     the id lookup returns it anyway.
 
     `expected`, if given, holds each key's record's `fields` values: a customer found
-    by id that already has exactly them comes back `unchanged`, with its
-    `fields` values left out (None) but its Sabito id. The database compares them: on a re-sync that is
-    every customer, and reading all their values back cost more than sending them."""
+    by id that already has exactly them comes back `unchanged`. PostgreSQL compares
+    them and leaves such a row's values out (None), all but its Sabito id: on a
+    re-sync that is every customer, and reading their values back cost more than
+    sending them. SQLite's rows keep their values."""
     return page_sql(connection.vendor, tuple(fields)).find(tenant_id, keys, expected)
 
 

@@ -250,7 +250,7 @@ def plan_batch_once(
 
 
 def load_candidates(
-    *, tenant_id, records: list[BatchRecord], compare: bool = True
+    *, tenant_id, records: list[BatchRecord], compare: bool = False
 ) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer], set[str]]:
     """The tenant's customers the batch's records may match, keyed by Sabito id and by
     lowercased email, in one query; a customer found both ways is one object. And
