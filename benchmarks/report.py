@@ -19,7 +19,7 @@ TARGETS = {
 }
 
 # Scenarios measured against both limits in the table.
-AGAINST_LIMITS = ("fetch_limit", "limit", "full", "resync", "copy_floor")
+AGAINST_LIMITS = ("fetch_limit", "limit", "full", "resync", "resync_from_memory", "copy_floor")
 
 
 def statements_per_unit(row: dict) -> list[int]:
@@ -32,6 +32,9 @@ def check_counts(size: int, figures: dict) -> None:
     """The benchmark is worthless if the sync did not do the work: verify the counters."""
     full, resync, incremental = figures["full"], figures["resync"], figures["incremental"]
     problems = []
+    from_memory = figures.get("resync_from_memory")
+    if from_memory and not (from_memory["success"] and from_memory["skipped"] == size and from_memory["records"] == size):
+        problems.append(f"re-sync from memory: {from_memory}")
     if not (full["success"] and full["created"] == size and full["records"] == size):
         problems.append(f"full sync: {full}")
     if not (resync["success"] and resync["skipped"] == size and resync["records"] == size):
@@ -131,14 +134,14 @@ def render_table(report: dict) -> str:
                 continue
             row = figures[key]
             seconds = row["seconds"]
-            if key in ("full", "resync") and len(figures.get("rounds", [])) > 1:
+            if key in ("full", "resync", "resync_from_memory") and len(figures.get("rounds", [])) > 1:
                 label += f" (median of {len(figures['rounds'])})"
             if key == "baseline" and row["extrapolated"]:
                 label += f" (extrapolated from the first {row['measured_records']:,})"
             records = row["edited"] if key == "incremental" else int(size)
             if key == "baseline":
                 statements = f"~{row['queries'] / max(1, row['measured_records']) * PAGE_SIZE:.0f}/page"
-            elif key in ("full", "resync", "incremental", "latency_full"):
+            elif key in ("full", "resync", "resync_from_memory", "incremental", "latency_full"):
                 statements = ",".join(str(count) for count in statements_per_unit(row)) or "-"
             else:
                 statements = ""
@@ -194,6 +197,12 @@ def render_table(report: dict) -> str:
     if report["quick"]:
         lines.append("Quick mode: the targets are for N = 100,000; shown for information only.")
     for size, figures in report["sizes"].items():
+        if "resync_from_memory_vs_fetch_limit" in figures:
+            lines.append(
+                f"[info] N = {int(size):,}: the unchanged re-sync with Sabito's pages from memory, "
+                f"{figures['resync_from_memory_vs_fetch_limit']:.2f}x the fetch limit (median round): "
+                "what it costs beyond getting the pages"
+            )
         if "latency_full" in figures:
             ratio = figures["latency_full"]["seconds"] / figures["latency_limit"]["seconds"]
             lines.append(

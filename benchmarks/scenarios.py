@@ -32,6 +32,7 @@ SCENARIOS = (
     ("baseline", "naive baseline: lookup + save() per record"),
     ("full", "project: full sync, all new"),
     ("resync", "project: unchanged re-sync"),
+    ("resync_from_memory", "project: unchanged re-sync, Sabito's pages from memory"),
     ("incremental", "project: incremental, 1% changed"),
     ("copy_floor", "database floor: one COPY, no lookups"),
     ("latency_limit", f"project client, {LINK_LATENCY_SECONDS * 1000:.0f} ms per Sabito response"),
@@ -192,17 +193,41 @@ def child_baseline(params: dict) -> dict:
     return {"seconds": seconds, "records": processed, "queries": queries.count, **counts}
 
 
+class MemoryFeed:
+    """Stands in for the Sabito client with pages it fetched beforehand: the sync then
+    costs what it costs beyond getting the pages (validating them included)."""
+
+    def __init__(self, pages: list):
+        self.pages = pages
+
+    def iter_customer_pages(self, **_options):
+        return iter(self.pages)
+
+    def close(self) -> None:
+        pass
+
+
 def child_sync(params: dict) -> dict:
-    """The project: `sync_mapping`, exactly as the task and the command call it."""
+    """The project: `sync_mapping`, exactly as the task and the command call it; with
+    `from_memory`, on pages fetched (and decoded) before the clock starts."""
     from sabito_sync.models import SabitoMapping
-    from sabito_sync.sync import sync_mapping
+    from sabito_sync.records import SabitoRecord
+    from sabito_sync.sync import sabito_client, sync_mapping
 
     mapping = SabitoMapping.objects.select_related("tenant").get(pk=params["mapping_id"])
+    client = None
+    if params.get("from_memory"):
+        with sabito_client() as fetching:
+            pages = fetching.iter_customer_pages(business_id=mapping.sabito_business_id, record_type=SabitoRecord)
+            client = MemoryFeed(list(pages))
     marks: list[int] = []
     with counted_queries() as queries, cpu_seconds() as cpu:
         started = time.perf_counter()
         result = sync_mapping(
-            mapping=mapping, full_sync=params["full_sync"], on_page=lambda _result: marks.append(queries.count)
+            mapping=mapping,
+            full_sync=params["full_sync"],
+            client=client,
+            on_page=lambda _result: marks.append(queries.count),
         )
         seconds = time.perf_counter() - started
     # The callback runs after each written batch of pages: between two consecutive

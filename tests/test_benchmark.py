@@ -39,10 +39,11 @@ def test_quick_benchmark_runs_every_scenario_and_writes_its_report(tmp_path, ben
     report = json.loads(output.read_text())
     figures = report["sizes"]["500"]
     assert set(figures) >= {
-        "fetch_limit", "limit", "baseline", "full", "resync", "incremental", "copy_floor", "latency_limit", "latency_full",
-        "rounds",
+        "fetch_limit", "limit", "baseline", "full", "resync", "resync_from_memory", "incremental", "copy_floor",
+        "latency_limit", "latency_full", "rounds",
     }
     assert (figures["full"]["created"], figures["resync"]["skipped"]) == (500, 500)
+    assert (figures["resync_from_memory"]["skipped"], figures["resync_from_memory"]["records"]) == (500, 500)
     assert figures["latency_full"]["created"] == 500
     assert figures["full"]["queries_per_batch"] == [4]  # 500 records in batches of 200
     assert report["fanout"]["succeeded"] == report["fanout"]["mappings"]
