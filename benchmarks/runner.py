@@ -35,6 +35,8 @@ QUICK_SIZES = (500,)
 QUICK_WRITE_BATCH_RECORDS = 200
 LIMIT_ROUNDS = 3
 SYNC_ROUNDS = 3
+# What each round of the syncs measures, each scenario in its own process.
+ROUND_SCENARIOS = ("fetch_limit", "full", "resync", "resync_from_memory", "copy_floor")
 # A beat tick in which no mapping finds anything new: what the fan-out, the broker and
 # each run's bookkeeping cost when there is no sync work at all.
 TICK_MAPPINGS = 10_000
@@ -210,7 +212,7 @@ class Benchmark:
                     f"({resync['seconds'] / fetch_limit['seconds']:.2f}x the fetch limit; "
                     f"{from_memory['seconds']:.2f} s with its pages from memory), "
                     f"database floor {floor['seconds']:.2f} s")
-            for key in ("fetch_limit", "full", "resync", "resync_from_memory", "copy_floor"):
+            for key in ROUND_SCENARIOS:
                 figures[key] = median_by(rounds, key)[key]
             figures["fetch_limit"]["rounds_seconds"] = [round(r["fetch_limit"]["seconds"], 3) for r in rounds]
             figures["rounds"] = [round_ratios(r) for r in rounds]
@@ -571,8 +573,7 @@ def median(values: list[float]) -> float:
 
 def round_ratios(sync_round: dict) -> dict:
     """One round's seconds and the ratios the targets judge, each against that round's own limits."""
-    keys = ("fetch_limit", "full", "resync", "resync_from_memory", "copy_floor")
-    seconds = {key: sync_round[key]["seconds"] for key in keys}
+    seconds = {key: sync_round[key]["seconds"] for key in ROUND_SCENARIOS}
     return {
         **{f"{key}_seconds": round(value, 3) for key, value in seconds.items()},
         "full_vs_database_floor": round(seconds["full"] / seconds["copy_floor"], 3),
