@@ -10,6 +10,7 @@ Struct): a page whose records all fit it is decoded straight into it, in C.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -83,6 +84,10 @@ class CustomerPage:
     # Where the pager stands after this page, as plain JSON data: handed back as
     # `iter_customer_pages(start=...)`, it carries on right after this page.
     resume_from: dict | None = None
+    # Asked for a `fingerprint_key` and the records typed: each record's fingerprint,
+    # the keyed hash of its JSON exactly as received (32 hex digits). Equal
+    # fingerprints, byte for byte the same record. None otherwise.
+    fingerprints: list[str] | None = None
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -252,11 +257,13 @@ class SabitoClient:
         updated_after: datetime | None = None,
         start: dict | None = None,
         record_type: type[msgspec.Struct] | None = None,
+        fingerprint_key: bytes | None = None,
     ) -> Iterator[CustomerPage]:
         """Every record of the feed, in order, in pages of records not yet yielded;
         from the beginning, or from `start` (a page's `resume_from`). With
         `record_type` (a msgspec Struct with a string `id`), each page whose records
-        all fit it holds them as its instances (see `fetch_customer_page`).
+        all fit it holds them as its instances, and with `fingerprint_key` too, their
+        fingerprints (see `fetch_customer_page`).
 
         Only a window with nothing new ends the feed: a server that caps `limit`
         returns short pages long before the end, and treating a short page as the
@@ -288,6 +295,7 @@ class SabitoClient:
                 offset=window_start,
                 limit=self._page_size + (offset - window_start),
                 record_type=record_type,
+                fingerprint_key=fingerprint_key,
             )
             window = _record_ids(page.records)
             # The same records again from a different offset: the server ignores
@@ -333,6 +341,9 @@ class SabitoClient:
                     offset,
                 )
             new_records = [page.records[index] for index in new_positions]
+            fingerprints = page.fingerprints
+            if fingerprints is not None and len(new_positions) != len(fingerprints):
+                fingerprints = [fingerprints[index] for index in new_positions]
             previous_window, previous_start = window, window_start
             offset = window_start + len(window)
             # Keep at most half of what a window brings, so that a server capping
@@ -343,6 +354,7 @@ class SabitoClient:
                 offset=window_start + new_positions[0],
                 records=new_records,
                 resume_from={"offset": offset, "tail": [list(key) for key in tail]},
+                fingerprints=fingerprints,
             )
 
     def fetch_customer_page(
@@ -353,20 +365,31 @@ class SabitoClient:
         offset: int,
         limit: int,
         record_type: type[msgspec.Struct] | None = None,
+        fingerprint_key: bytes | None = None,
     ) -> CustomerPage:
         """One page of the feed. Its records are `record_type` instances if one is given
         and every record fits it (a JSON object with the Struct's fields of its types;
         others ignored), and parsed JSON otherwise: the caller can tell usual pages
-        from the rest by their records' type, and judges the rest as before."""
+        from the rest by their records' type, and judges the rest as before.
+
+        A typed page asked for with a `fingerprint_key` (up to 64 bytes) also carries
+        each record's fingerprint: its keyed BLAKE2b (16 bytes, in hex) of the record's
+        JSON as it came, every byte of it, keys the Struct ignores included. A caller
+        that stored what a record became can so recognise the very same record again
+        without reading it."""
         params: dict[str, str | int] = {"businessId": business_id, "limit": limit, "offset": offset}
         if updated_after is not None:
             params["updatedAfter"] = format_timestamp(updated_after)
-        records = self._fetch_records(params, business_id=business_id, offset=offset, record_type=record_type)
-        return CustomerPage(offset=offset, records=records)
+        content, records = self._fetch_records(params, business_id=business_id, offset=offset, record_type=record_type)
+        fingerprints = None
+        if fingerprint_key is not None and record_type is not None and records and type(records[0]) is record_type:
+            fingerprints = record_fingerprints(content, key=fingerprint_key)
+        return CustomerPage(offset=offset, records=records, fingerprints=fingerprints)
 
     def _fetch_records(
         self, params: dict[str, str | int], *, business_id: str, offset: int, record_type: type[msgspec.Struct] | None
-    ) -> list[Any]:
+    ) -> tuple[bytes, list[Any]]:
+        """The page's body and its records."""
         # Hand-written rather than urllib3's Retry: Retry only sees the request
         # and the status line, but a body dropped mid-read, cut short, or replaced
         # by a proxy's error page is just as transient.
@@ -383,7 +406,9 @@ class SabitoClient:
                 else:
                     self._check_status(response, body, business_id=business_id, offset=offset)
                     try:
-                        return self._records(response, body, business_id=business_id, offset=offset, record_type=record_type)
+                        return body, self._records(
+                            response, body, business_id=business_id, offset=offset, record_type=record_type
+                        )
                     except SabitoResponseError as exc:
                         malformed, cause, wait = exc, str(exc), self._backoff(attempt)
             if attempt + 1 == attempts:
@@ -544,6 +569,18 @@ def _typed_records(content: bytes, record_type: type[msgspec.Struct]) -> list[ms
 def _page_decoder(record_type: type[msgspec.Struct]) -> msgspec.json.Decoder:
     page = msgspec.defstruct(f"{record_type.__name__}Page", [("data", list[record_type])])
     return msgspec.json.Decoder(page)
+
+
+# A page's records as their JSON, unparsed: what a fingerprint is taken of.
+_RawPage = msgspec.defstruct("RawPage", [("data", list[msgspec.Raw])])
+_raw_page_decoder = msgspec.json.Decoder(_RawPage)
+
+
+def record_fingerprints(content: bytes, *, key: bytes) -> list[str]:
+    """Each record's fingerprint, in order, for a page body already decoded as typed
+    records (so a valid JSON object with a "data" list)."""
+    blake2b = hashlib.blake2b
+    return [blake2b(record, digest_size=16, key=key).hexdigest() for record in _raw_page_decoder.decode(content).data]
 
 
 def _is_transient_status(status: int) -> bool:

@@ -65,6 +65,12 @@ class Customer(models.Model):
     # sync that no longer receives a linked customer sets this (nothing is deleted);
     # the customer coming back clears it.
     sabito_missing_since = models.DateTimeField(null=True, blank=True)
+    # A hash of the Sabito record this customer's synced fields were last written
+    # from, exactly as Sabito sent it (`records.fingerprint_key`): a re-sync skips a
+    # record with the same hash without checking or comparing it again. Any other
+    # change to a synced field clears it (a database trigger, migration 0007), so a
+    # fingerprint only ever vouches for the values it was written with.
+    sabito_fingerprint = models.CharField(max_length=32, null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -50,14 +50,56 @@ def find_candidates(
     return page_sql(connection.vendor, tuple(fields)).find(tenant_id, keys, expected)
 
 
+def find_fingerprinted(*, tenant_id, keys: list[tuple[str, str]]) -> list[int]:
+    """The positions in `keys`, `(sabito_id, fingerprint)` pairs, of those for which
+    the tenant has a customer linked to that Sabito id with that fingerprint: one
+    index probe each, by the unique (tenant, Sabito id) index."""
+    tenant = _db_value("tenant", tenant_id)
+    if connection.vendor == "postgresql":
+        params = [_jsonb(keys), tenant]
+    else:
+        params = [_json(keys), tenant]
+    with sync_cursor() as cursor:
+        cursor.execute(_fingerprinted_sql(connection.vendor), params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+@functools.cache
+def _fingerprinted_sql(vendor: str) -> str:
+    meta, quote = Customer._meta, connection.ops.quote_name
+    table = quote(meta.db_table)
+    tenant, sabito_id, fingerprint = (
+        quote(meta.get_field(name).column) for name in ("tenant", "sabito_customer_id", "sabito_fingerprint")
+    )
+    if vendor == "postgresql":
+        # One probe of the unique (tenant, Sabito id) index per key, whatever the
+        # statistics say (see the candidates' lookup): a LATERAL subquery per key.
+        return f"""
+            SELECT k.position - 1 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS k (key, position)
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM {table} AS c
+                WHERE c.{tenant} = %s AND c.{sabito_id} = k.key->>0 AND c.{fingerprint} = k.key->>1
+                LIMIT 1
+            ) AS found
+        """
+    return f"""
+        SELECT k.key FROM json_each(%s) AS k JOIN {table} AS c
+          ON c.{tenant} = %s AND c.{sabito_id} = json_extract(k.value, '$[0]')
+         AND c.{fingerprint} = json_extract(k.value, '$[1]')
+    """
+
+
 def write_customers(
     *, tenant_id, creates: list[tuple], updates: list[tuple], fields: Sequence[str], now: datetime
 ) -> int:
     """Insert one new customer of the tenant per row of `fields` values in `creates`
-    (each with a new random id), and set `fields` and updated_at of the existing
-    customers in `updates`, one row `(pk, *values)` each. Returns how many customers
-    were updated: fewer than `updates` if some were deleted meanwhile (or, were a
-    key ever wrong, belong to another tenant: those are never touched)."""
+    (each with a new random id), and set `fields` of the existing customers in
+    `updates`, one row `(pk, *values, changed)` each: a changed one's updated_at too;
+    one not `changed`, whose last field is its new fingerprint (a customer only
+    given its record's fingerprint), only while its other fields still equal the
+    row's, and its updated_at stays. Returns how many customers were updated: fewer
+    than `updates` if some were deleted (or, not changed, edited) meanwhile, or, were
+    a key ever wrong, belong to another tenant: those are never touched."""
     return page_sql(connection.vendor, tuple(fields)).write(tenant_id, creates, updates, now)
 
 
@@ -188,6 +230,7 @@ class PageSQL:
         self.text = [f for f in self.fields if f.get_internal_type() in ("CharField", "TextField")]
         self.not_text = [f for f in self.fields if f not in self.text]
         self.converters = self._converters()
+        self.fingerprint = quote(meta.get_field("sabito_fingerprint").column)
 
     def find(self, tenant_id, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list[tuple]:
         with sync_cursor() as cursor:
@@ -282,10 +325,16 @@ class PostgreSQLPageSQL(PageSQL):
         # object is made per new customer.
         self.copy_types = ["bytea", "bytea", *(db_type for _column, db_type in typed), "timestamptz", "timestamptz"]
         assignments = ", ".join(f"{column} = k.{column}" for column in self.columns)
+        # A row not `changed` only gives its customer the fingerprint (the last field)
+        # of values it already has: never a value, should a person have edited the
+        # customer since the lookup.
+        values = [column for column in self.columns if column != self.fingerprint]
+        still_same = f"ROW({', '.join(f'c.{c}' for c in values)}) IS NOT DISTINCT FROM ROW({', '.join(f'k.{c}' for c in values)})"
         self.update_sql = f"""
-            UPDATE {self.table} AS c SET {assignments}, {self.updated_at} = %s
-            FROM ({_json_rows([("pk", "uuid"), *typed])}) AS k
-            WHERE c.{self.pk} = k.pk AND c.{self.tenant} = %s
+            UPDATE {self.table} AS c
+            SET {assignments}, {self.updated_at} = CASE WHEN k.changed THEN %s ELSE c.{self.updated_at} END
+            FROM ({_json_rows([("pk", "uuid"), *typed, ("changed", "boolean")])}) AS k
+            WHERE c.{self.pk} = k.pk AND c.{self.tenant} = %s AND (k.changed OR {still_same})
         """
 
     def find_params(self, tenant, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list:
@@ -366,10 +415,17 @@ class SQLitePageSQL(PageSQL):
             f"{column} = json_extract(k.value, '$[{position}]')"
             for position, column in enumerate(self.columns, start=1)
         )
+        # As on PostgreSQL: a row not `changed` only gives its customer a fingerprint.
+        changed = f"json_extract(k.value, '$[{len(self.columns) + 1}]')"
+        values = [(position, c) for position, c in enumerate(self.columns, start=1) if c != self.fingerprint]
+        stored = ", ".join(f"{self.table}.{column}" for _position, column in values)
+        sent = ", ".join(f"json_extract(k.value, '$[{position}]')" for position, _column in values)
         self.update_sql = f"""
-            UPDATE {self.table} SET {assignments}, {self.updated_at} = %s
+            UPDATE {self.table}
+            SET {assignments}, {self.updated_at} = CASE WHEN {changed} THEN %s ELSE {self.table}.{self.updated_at} END
             FROM json_each(%s) AS k
             WHERE {self.table}.{self.pk} = json_extract(k.value, '$[0]') AND {self.table}.{self.tenant} = %s
+              AND ({changed} OR ({stored}) IS ({sent}))
         """
 
     def find(self, tenant_id, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list[tuple]:

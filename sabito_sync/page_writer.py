@@ -30,11 +30,14 @@ from .logs import LOG_PREFIX
 from .models import Customer, SabitoMapping, SyncRun
 from .records import (
     EMAIL_POSITION,
+    FINGERPRINT_POSITION,
     SABITO_ID_POSITION,
-    SYNCED_FIELDS,
+    WRITTEN_FIELDS,
     RejectedRecord,
-    synced_values,
+    SabitoRecord,
+    validate_records,
     values_error_detail,
+    written_values,
 )
 from .runs import RunTakenOver, SyncResult, run_counters
 
@@ -56,12 +59,16 @@ class BatchPlan:
     deferred: list[dict] = field(default_factory=list)
     # Customers updated to another address: their old one is blanked first.
     releases: list = field(default_factory=list)
+    # Customers that already have their record's values, but not its fingerprint
+    # (stored before fingerprints were, or Sabito sends the record's JSON otherwise
+    # now): given it, so the next sync skips their record unread. Skipped, not updated.
+    refreshes: list[StoredCustomer] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
 class StoredCustomer:
     """A customer as a batch sees it: its primary key (None until the batch's insert
-    creates it) and its SYNCED_FIELDS values, in order. Most records of a re-sync
+    creates it) and its WRITTEN_FIELDS values, in order. Most records of a re-sync
     are skipped, and comparing two tuples costs far less than building a model
     instance for every candidate."""
 
@@ -82,20 +89,43 @@ def write_batch(
     *,
     run: SyncRun,
     mapping: SabitoMapping,
-    validated: list[dict | RejectedRecord],
+    validated: list[dict | RejectedRecord | SabitoRecord],
     seen_ids: set[str],
     result: SyncResult,
     pages: int,
     deferred: list[dict] | None = None,
     final: bool = False,
+    fingerprints: list[str | None] | None = None,
 ) -> None:
     """Match and write a batch of validated records (see `records.validate_records`),
     `pages` pages of the feed, in one transaction, together with the run's counters,
     pages done and checkpoint. Records kept waiting for an address are appended to
-    `deferred`; with `final` (the retry after the last batch) nothing waits any more."""
+    `deferred`; with `final` (the retry after the last batch) nothing waits any more.
+
+    With the records' `fingerprints` (in the same order, None for a record without),
+    a record whose customer was written from the very same record is skipped as it
+    is, and a record still as the client typed it (a SabitoRecord: the prefetcher
+    leaves them so on a re-sync) is validated here, unless so skipped."""
+    # Mostly unchanged records so far (a re-sync): look their fingerprints up, and
+    # have the lookup compare the others in the database. Mostly new or changed (a
+    # first load, an incremental sync): the fingerprints would find nothing, and the
+    # values would only make the lookup's parameter three times the size for nothing.
+    unchanged_so_far = mostly_unchanged(result)
+    known = find_stored(mapping=mapping, validated=validated, fingerprints=fingerprints if unchanged_so_far else None)
+    if fingerprints is not None:
+        validated = validate_pending(mapping=mapping, validated=validated, fingerprints=fingerprints, known=known)
     valid: list[dict] = []
     rejected: list[dict] = []
-    for values in validated:
+    already_stored = 0
+    for position, values in enumerate(validated):
+        if known and position in known:
+            sabito_id = known[position]
+            if not final:
+                if sabito_id in seen_ids:
+                    continue
+                seen_ids.add(sabito_id)
+            already_stored += 1
+            continue
         if isinstance(values, RejectedRecord):
             rejected.append(values.detail)
             # Still a record Sabito has: its customer must not be marked missing.
@@ -108,6 +138,8 @@ def write_batch(
             if values["sabito_customer_id"] in seen_ids:
                 continue
             seen_ids.add(values["sabito_customer_id"])
+        if "sabito_fingerprint" not in values:  # validated by a caller without fingerprints
+            values["sabito_fingerprint"] = None
         valid.append(values)
 
     deferred = [] if deferred is None else deferred
@@ -118,12 +150,9 @@ def write_batch(
         "tenant_id": mapping.tenant_id,
         "valid": valid,
         "rejected": rejected,
+        "already_stored": already_stored,
         "pages": pages,
-        # Mostly unchanged records so far (a re-sync): the lookup compares them in the
-        # database. Mostly new or changed (a first load, an incremental sync): their
-        # values would only make the lookup's parameter three times the size for
-        # nothing, and the rows it returns are needed anyway.
-        "compare_in_database": result.skipped > result.created + result.updated,
+        "compare_in_database": unchanged_so_far,
     }
     try:
         plan = write_planned_batch(**batch, may_defer=room, deferred_before=deferred)
@@ -142,11 +171,60 @@ def write_batch(
     )
 
 
+def mostly_unchanged(result: SyncResult) -> bool:
+    """Whether most records of the sync so far were unchanged: a re-sync."""
+    return result.skipped > result.created + result.updated
+
+
+def find_stored(*, mapping: SabitoMapping, validated: list, fingerprints: list[str | None] | None) -> dict[int, str]:
+    """The positions in the batch of the records whose customer was written from the
+    very same record (the same fingerprint, linked to the same Sabito id), each with
+    that id: one statement, run with no keys when there are no `fingerprints` to look
+    up, so that every batch costs the same statements."""
+    positions: list[int] = []
+    keys: list[tuple[str, str]] = []
+    if fingerprints is not None:
+        for position, (values, fingerprint) in enumerate(zip(validated, fingerprints, strict=True)):
+            if fingerprint is None:
+                continue
+            if type(values) is SabitoRecord:
+                sabito_id = values.id.strip()
+            elif type(values) is dict:
+                sabito_id = values["sabito_customer_id"]
+            else:  # rejected: no customer was ever written from it
+                continue
+            positions.append(position)
+            keys.append((sabito_id, fingerprint))
+    found = page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, keys=keys)
+    return {positions[index]: keys[index][0] for index in found}
+
+
+def validate_pending(
+    *, mapping: SabitoMapping, validated: list, fingerprints: list[str | None], known: dict[int, str]
+) -> list[dict | RejectedRecord]:
+    """The batch's records with those still as the client typed them validated now,
+    except those already stored (`known`), which stay as they are."""
+    pending = [
+        position for position, values in enumerate(validated) if type(values) is SabitoRecord and position not in known
+    ]
+    if not pending:
+        return validated
+    checked = validate_records(
+        [validated[position] for position in pending],
+        business_id=mapping.sabito_business_id,
+        fingerprints=[fingerprints[position] for position in pending],
+    )
+    validated = list(validated)
+    for position, values in zip(pending, checked, strict=True):
+        validated[position] = values
+    return validated
+
+
 # --- Matching ---------------------------------------------------------------------------------
 
 
 # A valid record of the batch with what matching reads of it, worked out once: its
-# values, Sabito id, lowercased email ("" for none) and SYNCED_FIELDS values. A plain
+# values, Sabito id, lowercased email ("" for none) and WRITTEN_FIELDS values. A plain
 # tuple: a re-sync makes one per record.
 BatchRecord = tuple[dict, str, str, tuple]
 
@@ -159,7 +237,7 @@ def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0, compare_in_d
     With `compare_in_database` the lookup tells which customers are unchanged (see
     `load_candidates`); the plan is the same either way."""
     records: list[BatchRecord] = [
-        (values, values["sabito_customer_id"], values["email"].lower(), synced_values(values)) for values in valid
+        (values, values["sabito_customer_id"], values["email"].lower(), written_values(values)) for values in valid
     ]
     # Each Sabito record's address as this batch leaves it: a customer whose own record
     # is in the batch with another address gives its old one up to whoever takes it.
@@ -235,6 +313,12 @@ def plan_batch_once(
         if customer.values == synced:
             plan.skipped += 1
             continue
+        if customer.pk is not None and customer.values[:FINGERPRINT_POSITION] == synced[:FINGERPRINT_POSITION]:
+            plan.skipped += 1
+            if synced[FINGERPRINT_POSITION] is not None:
+                customer.values = synced
+                plan.refreshes.append(customer)
+            continue
         old_email_key = customer.values[EMAIL_POSITION].lower()
         customer.values = synced
         by_id[sabito_id] = customer
@@ -269,7 +353,7 @@ def load_candidates(
     rows = page_sql.find_candidates(
         tenant_id=tenant_id,
         keys=[(sabito_id, email_key) for _values, sabito_id, email_key, _synced in records],
-        fields=SYNCED_FIELDS,
+        fields=WRITTEN_FIELDS,
         expected=[synced for *_, synced in records] if compare and distinct else None,
     )
     by_id: dict[str, StoredCustomer] = {}
@@ -303,40 +387,49 @@ def load_candidates(
 
 
 def write_planned_batch(
-    *, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before, compare_in_database
+    *, run, result, tenant_id, valid, rejected, already_stored, pages, may_defer, deferred_before, compare_in_database
 ) -> BatchPlan:
     """The whole batch in the same statements, whatever it holds: find the candidates,
     write the new and changed customers, record the run's progress."""
     with transaction.atomic():
         plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer, compare_in_database=compare_in_database)
         plan.errors = rejected + plan.errors
+        plan.skipped += already_stored
         if plan.releases:
             page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
         updated = page_sql.write_customers(
             tenant_id=tenant_id,
             creates=[customer.values for customer in plan.creates],
-            updates=[(customer.pk, *customer.values) for customer in plan.updates],
-            fields=SYNCED_FIELDS,
+            updates=[(customer.pk, *customer.values, True) for customer in plan.updates]
+            + [(customer.pk, *customer.values, False) for customer in plan.refreshes],
+            fields=WRITTEN_FIELDS,
             now=timezone.now(),
         )
-        if updated != len(plan.updates):
+        if updated != len(plan.updates) + len(plan.refreshes):
             # A customer was deleted after we looked; the counters must not claim it.
-            raise IntegrityError(f"{len(plan.updates) - updated} customers to update were deleted meanwhile")
+            missing = len(plan.updates) + len(plan.refreshes) - updated
+            raise IntegrityError(f"{missing} customers to update were deleted meanwhile")
         record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before + plan.deferred)
     return plan
 
 
 def write_batch_record_by_record(
-    *, run, result, tenant_id, valid, rejected, pages, may_defer, deferred_before, compare_in_database
+    *, run, result, tenant_id, valid, rejected, already_stored, pages, may_defer, deferred_before, compare_in_database
 ) -> BatchPlan:
     with transaction.atomic():
         plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer, compare_in_database=compare_in_database)
-        written = BatchPlan(skipped=plan.skipped, errors=rejected + plan.errors, deferred=plan.deferred)
+        written = BatchPlan(skipped=plan.skipped + already_stored, errors=rejected + plan.errors, deferred=plan.deferred)
         now = timezone.now()
         if plan.releases:
             page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
+        for customer in plan.refreshes:
+            # Only where the values are still the record's: a fingerprint vouches for them.
+            values = dict(zip(WRITTEN_FIELDS, customer.values))
+            Customer.objects.filter(
+                pk=customer.pk, tenant_id=tenant_id, **{name: values[name] for name in WRITTEN_FIELDS[:FINGERPRINT_POSITION]}
+            ).update(sabito_fingerprint=values["sabito_fingerprint"])
         for customer in plan.creates + plan.updates:
-            values = dict(zip(SYNCED_FIELDS, customer.values))
+            values = dict(zip(WRITTEN_FIELDS, customer.values))
             try:
                 with transaction.atomic():
                     if customer.pk is None:

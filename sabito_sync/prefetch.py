@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Callable, Iterator
 
 from .client import CustomerPage, SabitoClient
-from .records import RejectedRecord, SabitoRecord, validate_records
+from .records import RejectedRecord, SabitoRecord, fingerprint_key, validate_records
 
 # Pages fetched and validated ahead of the next batch to gather; the thread doing it
 # gets this long to notice a stop (it may be inside a request) before it is left behind.
@@ -37,13 +37,18 @@ BATCH_PAGE_WAIT_SECONDS = 0.2
 @dataclass
 class ValidatedPage:
     """A page of Sabito records, each already turned into its Customer values (a dict)
-    or the RejectedRecord saying why it cannot be, in the page's order."""
+    or the RejectedRecord saying why it cannot be, in the page's order; or, while the
+    caller says most records are already stored (`PagePrefetcher.defer_validation`),
+    a page of fingerprinted records left as the client typed them (SabitoRecords):
+    the writer validates those of them it does not find stored already."""
 
     offset: int
-    validated: list[dict | RejectedRecord]
+    validated: list[dict | RejectedRecord | SabitoRecord]
     # The feed position after this page (`CustomerPage.resume_from`): the checkpoint
     # a run stores once the page is written.
     resume_from: dict | None = None
+    # Each record's fingerprint (`CustomerPage.fingerprints`), or None.
+    fingerprints: list[str] | None = None
 
 
 @dataclass
@@ -54,8 +59,20 @@ class ValidatedBatch:
     pages: list[ValidatedPage]
 
     @property
-    def validated(self) -> list[dict | RejectedRecord]:
+    def validated(self) -> list[dict | RejectedRecord | SabitoRecord]:
         return [values for page in self.pages for values in page.validated]
+
+    @property
+    def fingerprints(self) -> list[str | None] | None:
+        """The records' fingerprints in the same order, None for a record without
+        one; None if none has one."""
+        if all(page.fingerprints is None for page in self.pages):
+            return None
+        return [
+            fingerprint
+            for page in self.pages
+            for fingerprint in (page.fingerprints if page.fingerprints is not None else [None] * len(page.validated))
+        ]
 
     @property
     def offset(self) -> int:
@@ -90,11 +107,17 @@ def prefetched_pages(
     batches whatever the feed's length. An error while fetching (a SabitoError, say)
     is raised in the caller's thread, once the pages before it have been taken."""
     pages = client.iter_customer_pages(
-        business_id=business_id, updated_after=updated_after, start=start, record_type=SabitoRecord
+        business_id=business_id,
+        updated_after=updated_after,
+        start=start,
+        record_type=SabitoRecord,
+        fingerprint_key=fingerprint_key(business_id),
     )
     prefetcher = PagePrefetcher(
         pages,
-        validate=lambda records: validate_records(records, business_id=business_id),
+        validate=lambda records, fingerprints: validate_records(
+            records, business_id=business_id, fingerprints=fingerprints
+        ),
         depth=depth,
         should_stop=should_stop,
     )
@@ -106,7 +129,13 @@ def prefetched_pages(
 
 class PagePrefetcher:
     """Runs a page iterator in a daemon thread, at most `depth` pages ahead of the
-    caller, who takes the pages in order, in batches (`batches`)."""
+    caller, who takes the pages in order, in batches (`batches`).
+
+    `validate(records, fingerprints)` turns a page's records into ValidatedPage's
+    `validated`. While `defer_validation` is true (the caller sets it between
+    batches), a page whose records are fingerprinted is handed over unvalidated: on a
+    re-sync nearly every record is stored already, and checking one costs more than
+    finding its fingerprint in the database."""
 
     PAGE, END, ERROR = "page", "end", "error"
     # What `_next_page` returns when the wait it was given ran out.
@@ -119,13 +148,14 @@ class PagePrefetcher:
         self,
         pages: Iterator[CustomerPage],
         *,
-        validate: Callable[[list], list],
+        validate: Callable[[list, list[str] | None], list],
         depth: int = PREFETCH_PAGES,
         should_stop: Callable[[], bool] = lambda: False,
     ):
         self._pages = pages
         self._validate = validate
         self._should_stop = should_stop
+        self.defer_validation = False
         # Whether iterating ended because `should_stop` said so, not at the feed's end.
         self.stopped_early = False
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -194,8 +224,12 @@ class PagePrefetcher:
     def _fetch(self) -> None:
         try:
             for page in self._pages:
+                fingerprints = page.fingerprints
+                records = page.records
+                if fingerprints is None or not self.defer_validation:
+                    records = self._validate(records, fingerprints)
                 validated = ValidatedPage(
-                    offset=page.offset, validated=self._validate(page.records), resume_from=page.resume_from
+                    offset=page.offset, validated=records, resume_from=page.resume_from, fingerprints=fingerprints
                 )
                 if not self._put((self.PAGE, validated)):
                     return

@@ -7,6 +7,7 @@ its thread, ahead of the page being written.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import re
 from dataclasses import dataclass
@@ -40,6 +41,18 @@ SYNCED_FIELDS = (
     "sabito_missing_since",
 )
 synced_values = operator.itemgetter(*SYNCED_FIELDS)  # a record's values as a tuple, in that order
+
+# What a sync writes of a record: its synced values, then the fingerprint of the record
+# they came from (see `fingerprint_key`), which is not a value of the customer's: a
+# customer whose values are a record's but whose fingerprint is not is unchanged.
+WRITTEN_FIELDS = (*SYNCED_FIELDS, "sabito_fingerprint")
+written_values = operator.itemgetter(*WRITTEN_FIELDS)
+FINGERPRINT_POSITION = WRITTEN_FIELDS.index("sabito_fingerprint")
+
+# Part of every fingerprint: raised whenever validation would turn a record into other
+# values than before (a new rule, a new default), so that no stored fingerprint vouches
+# for values the code would no longer write, and every record is checked once again.
+FINGERPRINT_VERSION = 1
 
 SABITO_ID_POSITION = SYNCED_FIELDS.index("sabito_customer_id")
 EMAIL_POSITION = SYNCED_FIELDS.index("email")
@@ -75,22 +88,38 @@ class RejectedRecord:
     detail: dict
 
 
-def validate_records(records: list, *, business_id: str) -> list[dict | RejectedRecord]:
+def fingerprint_key(business_id: str) -> bytes:
+    """The key the client hashes a business's records with (`SabitoClient`'s
+    `fingerprint_key`). A record's fingerprint then stands for the values this code
+    validates it to for this business: the same bytes from another business, or read
+    by another FINGERPRINT_VERSION, have another fingerprint."""
+    return hashlib.blake2b(f"{FINGERPRINT_VERSION}\0{business_id}".encode("utf-8", "surrogatepass")).digest()
+
+
+def validate_records(
+    records: list, *, business_id: str, fingerprints: list[str | None] | None = None
+) -> list[dict | RejectedRecord]:
     """For each record (parsed JSON, or a SabitoRecord), in order: its Customer values,
+    with its fingerprint (from `fingerprints`, None without) as `sabito_fingerprint`,
     or the RejectedRecord saying why it has none."""
     validated: list[dict | RejectedRecord] = []
-    for record in records:
+    paired = zip(records, repeat(None)) if fingerprints is None else zip(records, fingerprints, strict=True)
+    for record, fingerprint in paired:
         if type(record) is SabitoRecord:
             values = usual_typed_values(record, business_id=business_id)
             if values is not None and email_is_valid(values["email"]):
+                values["sabito_fingerprint"] = fingerprint
                 validated.append(values)
                 continue
             # Anything unusual is judged as the record's JSON would be, for the same verdict.
             record = msgspec.structs.asdict(record)
         try:
-            validated.append(customer_values(record, business_id=business_id))
+            values = customer_values(record, business_id=business_id)
         except InvalidRecord as exc:
             validated.append(rejected(record, str(exc)))
+            continue
+        values["sabito_fingerprint"] = fingerprint
+        validated.append(values)
     return validated
 
 

@@ -22,7 +22,7 @@ from .client import SabitoClient, SabitoError, format_timestamp
 from .conf import SabitoSettings, load_sabito_settings
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
-from .page_writer import mark_missing_customers, write_batch
+from .page_writer import mark_missing_customers, mostly_unchanged, write_batch
 from .prefetch import prefetch_depth, prefetched_pages
 from .runs import (
     Resume,
@@ -117,7 +117,11 @@ def sync_mapping(
                         seen_ids=seen_ids,
                         result=result,
                         deferred=deferred,
+                        fingerprints=batch.fingerprints,
                     )
+                    # A re-sync: most records are stored already, and finding them by
+                    # their fingerprint costs less than checking them first.
+                    pages.defer_validation = mostly_unchanged(result)
                     if on_page is not None:
                         on_page(result)
                     if pulse.stop_reason is not None:

@@ -16,10 +16,10 @@ from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
 pytestmark = pytest.mark.django_db
 
-# Find the candidates, insert the new customers (a COPY on PostgreSQL), update the
-# changed ones, record the run's progress; plus the SAVEPOINT and RELEASE of the
-# batch's transaction inside the test's own.
-STATEMENTS_PER_BATCH = 4 + 2
+# Find the records stored already (by fingerprint), find the candidates, insert the new
+# customers (a COPY on PostgreSQL), update the changed ones, record the run's progress;
+# plus the SAVEPOINT and RELEASE of the batch's transaction inside the test's own.
+STATEMENTS_PER_BATCH = 5 + 2
 PAGE = 100
 BATCH = 20 * PAGE
 
