@@ -50,15 +50,15 @@ def find_candidates(
     return page_sql(connection.vendor, tuple(fields)).find(tenant_id, keys, expected)
 
 
-def find_fingerprinted(*, tenant_id, keys: list[tuple[str, str]]) -> list[int]:
-    """The positions in `keys`, `(sabito_id, fingerprint)` pairs, of those for which
-    the tenant has a customer linked to that Sabito id with that fingerprint: one
-    index probe each, by the unique (tenant, Sabito id) index."""
+def find_fingerprinted(*, tenant_id, fingerprints: list[str | None]) -> list[int]:
+    """The positions in `fingerprints` of those a customer of the tenant has (None
+    matches nothing): one probe of the fingerprint index each. A fingerprint hashes
+    the whole record, its id included, so it finds the customer linked to that id."""
     tenant = _db_value("tenant", tenant_id)
     if connection.vendor == "postgresql":
-        params = [_jsonb(keys), tenant]
+        params = [_jsonb(fingerprints), tenant]
     else:
-        params = [_json(keys), tenant]
+        params = [_json(fingerprints), tenant]
     with sync_cursor() as cursor:
         cursor.execute(_fingerprinted_sql(connection.vendor), params)
         return [row[0] for row in cursor.fetchall()]
@@ -68,24 +68,24 @@ def find_fingerprinted(*, tenant_id, keys: list[tuple[str, str]]) -> list[int]:
 def _fingerprinted_sql(vendor: str) -> str:
     meta, quote = Customer._meta, connection.ops.quote_name
     table = quote(meta.db_table)
-    tenant, sabito_id, fingerprint = (
-        quote(meta.get_field(name).column) for name in ("tenant", "sabito_customer_id", "sabito_fingerprint")
-    )
+    tenant, fingerprint = (quote(meta.get_field(name).column) for name in ("tenant", "sabito_fingerprint"))
     if vendor == "postgresql":
-        # One probe of the unique (tenant, Sabito id) index per key, whatever the
-        # statistics say (see the candidates' lookup): a LATERAL subquery per key.
+        # A probe of the fingerprint's index per key, whatever the statistics say: a
+        # subquery per key (OFFSET 0 keeps it one), the tenant checked on what it
+        # finds. Offered the tenant inside, a planner whose statistics say the tenant
+        # has next to no customers (after its first large load) reads them all instead.
         return f"""
-            SELECT k.position - 1 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS k (key, position)
+            SELECT k.position - 1
+            FROM jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS k (fingerprint, position)
             CROSS JOIN LATERAL (
-                SELECT 1 FROM {table} AS c
-                WHERE c.{tenant} = %s AND c.{sabito_id} = k.key->>0 AND c.{fingerprint} = k.key->>1
-                LIMIT 1
+                SELECT c.{tenant} FROM {table} AS c WHERE c.{fingerprint} = k.fingerprint OFFSET 0
             ) AS found
+            WHERE found.{tenant} = %s
         """
+    # `+` keeps SQLite from reading the tenant's customers through the tenant's index.
     return f"""
-        SELECT k.key FROM json_each(%s) AS k JOIN {table} AS c
-          ON c.{tenant} = %s AND c.{sabito_id} = json_extract(k.value, '$[0]')
-         AND c.{fingerprint} = json_extract(k.value, '$[1]')
+        SELECT k.key FROM json_each(%s) AS k JOIN {table} AS c ON c.{fingerprint} = k.value
+        WHERE +c.{tenant} = %s
     """
 
 

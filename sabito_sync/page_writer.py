@@ -178,25 +178,18 @@ def mostly_unchanged(result: SyncResult) -> bool:
 
 def find_stored(*, mapping: SabitoMapping, validated: list, fingerprints: list[str | None] | None) -> dict[int, str]:
     """The positions in the batch of the records whose customer was written from the
-    very same record (the same fingerprint, linked to the same Sabito id), each with
-    that id: one statement, run with no keys when there are no `fingerprints` to look
-    up, so that every batch costs the same statements."""
-    positions: list[int] = []
-    keys: list[tuple[str, str]] = []
-    if fingerprints is not None:
-        for position, (values, fingerprint) in enumerate(zip(validated, fingerprints, strict=True)):
-            if fingerprint is None:
-                continue
-            if type(values) is SabitoRecord:
-                sabito_id = values.id.strip()
-            elif type(values) is dict:
-                sabito_id = values["sabito_customer_id"]
-            else:  # rejected: no customer was ever written from it
-                continue
-            positions.append(position)
-            keys.append((sabito_id, fingerprint))
-    found = page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, keys=keys)
-    return {positions[index]: keys[index][0] for index in found}
+    very same record (the same fingerprint), each with its Sabito id: one statement,
+    run with no fingerprints when there are none to look up, so that every batch
+    costs the same statements."""
+    found = page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, fingerprints=fingerprints or [])
+    known: dict[int, str] = {}
+    for position in found:
+        values = validated[position]
+        if type(values) is SabitoRecord:
+            known[position] = values.id.strip()  # as validation makes it: what was stored
+        elif type(values) is dict:
+            known[position] = values["sabito_customer_id"]
+    return known
 
 
 def validate_pending(

@@ -171,20 +171,20 @@ def test_the_same_record_of_another_business_does_not_count_as_stored(fake_sabit
     )
 
     assert page.fingerprints[0] != stored.sabito_fingerprint
-    assert page_sql.find_fingerprinted(tenant_id=first.tenant_id, keys=[("cust-1", page.fingerprints[0])]) == []
-    assert page_sql.find_fingerprinted(tenant_id=first.tenant_id, keys=[("cust-1", stored.sabito_fingerprint)]) == [0]
+    assert page_sql.find_fingerprinted(tenant_id=first.tenant_id, fingerprints=[page.fingerprints[0]]) == []
+    assert page_sql.find_fingerprinted(tenant_id=first.tenant_id, fingerprints=[stored.sabito_fingerprint]) == [0]
 
 
-def test_a_fingerprint_is_only_found_for_its_own_sabito_id_and_tenant(mapping):
+def test_a_fingerprint_is_only_found_in_its_own_tenant(mapping):
     full_sync(mapping)
     one, two = Customer.objects.filter(sabito_customer_id__in=["cust-1", "cust-2"]).order_by("sabito_customer_id")
     other_tenant = SabitoMappingFactory(sabito_business_id="biz-other").tenant
 
-    keys = [("cust-2", one.sabito_fingerprint), ("cust-1", one.sabito_fingerprint), ("cust-2", two.sabito_fingerprint)]
+    fingerprints = [None, one.sabito_fingerprint, "0" * 32, two.sabito_fingerprint]
 
-    assert page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, keys=keys) in ([1, 2], [2, 1])
-    assert page_sql.find_fingerprinted(tenant_id=other_tenant.pk, keys=keys) == []
-    assert page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, keys=[]) == []
+    assert sorted(page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, fingerprints=fingerprints)) == [1, 3]
+    assert page_sql.find_fingerprinted(tenant_id=other_tenant.pk, fingerprints=fingerprints) == []
+    assert page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, fingerprints=[]) == []
 
 
 def test_a_fingerprint_is_not_given_to_a_customer_edited_since_the_lookup(mapping):
