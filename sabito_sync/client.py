@@ -579,8 +579,19 @@ _raw_page_decoder = msgspec.json.Decoder(_RawPage)
 def record_fingerprints(content: bytes, *, key: bytes) -> list[str]:
     """Each record's fingerprint, in order, for a page body already decoded as typed
     records (so a valid JSON object with a "data" list)."""
-    blake2b = hashlib.blake2b
-    return [blake2b(record, digest_size=16, key=key).hexdigest() for record in _raw_page_decoder.decode(content).data]
+    # Keyed once, then copied per record: setting a key up costs a fifth of a record's hash.
+    keyed = _keyed_hash(key)
+    fingerprints = []
+    for record in _raw_page_decoder.decode(content).data:
+        hash_ = keyed.copy()
+        hash_.update(record)
+        fingerprints.append(hash_.hexdigest())
+    return fingerprints
+
+
+@functools.lru_cache(maxsize=64)
+def _keyed_hash(key: bytes):
+    return hashlib.blake2b(digest_size=16, key=key)
 
 
 def _is_transient_status(status: int) -> bool:

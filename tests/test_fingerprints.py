@@ -275,3 +275,27 @@ def test_a_page_with_an_unusual_record_has_no_fingerprints_and_still_syncs(fake_
     assert (result.skipped, result.errors, result.updated) == (FEED - 1, 1, 0)
     on_that_page = Customer.objects.filter(sabito_customer_id__in=[f"cust-{n}" for n in range(10)])
     assert set(on_that_page.values_list("sabito_fingerprint", flat=True)) == {None}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner and statistics")
+def test_statistics_taken_before_a_large_first_load_still_probe_the_fingerprint_index(mapping):
+    # Statistics that know nothing of the tenant, as after its first load: PostgreSQL
+    # then believes it has next to no customers, and would read them all by its index.
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE sabito_sync_customer")
+    full_sync(mapping)
+    fingerprints = list(Customer.objects.values_list("sabito_fingerprint", flat=True))
+    plans = []
+
+    def explain_the_lookup(execute, sql, params, many, context):
+        if sql.lstrip().startswith("SELECT k.position"):
+            context["cursor"].execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in context["cursor"].fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain_the_lookup):
+        found = page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, fingerprints=fingerprints)
+
+    assert len(found) == FEED
+    [plan] = plans
+    assert "sabito_sync_customer_fingerprint" in plan and "Seq Scan on sabito_sync_customer" not in plan, plan
