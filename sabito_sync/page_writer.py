@@ -96,6 +96,7 @@ def write_batch(
     deferred: list[dict] | None = None,
     final: bool = False,
     fingerprints: list[str | None] | None = None,
+    expect_stored: bool = False,
 ) -> None:
     """Match and write a batch of validated records (see `records.validate_records`),
     `pages` pages of the feed, in one transaction, together with the run's counters,
@@ -105,13 +106,15 @@ def write_batch(
     With the records' `fingerprints` (in the same order, None for a record without),
     a record whose customer was written from the very same record is skipped as it
     is, and a record still as the client typed it (a SabitoRecord: the prefetcher
-    leaves them so on a re-sync) is validated here, unless so skipped."""
+    leaves them so on a re-sync) is validated here, unless so skipped. The first
+    batch of a sync looks fingerprints up if the sync `expect_stored` records."""
     # Mostly unchanged records so far (a re-sync): look their fingerprints up, and
     # have the lookup compare the others in the database. Mostly new or changed (a
     # first load, an incremental sync): the fingerprints would find nothing, and the
     # values would only make the lookup's parameter three times the size for nothing.
     unchanged_so_far = mostly_unchanged(result)
-    known = find_stored(mapping=mapping, validated=validated, fingerprints=fingerprints if unchanged_so_far else None)
+    look_up = unchanged_so_far if result.processed else expect_stored
+    known = find_stored(mapping=mapping, validated=validated, fingerprints=fingerprints if look_up else None)
     if fingerprints is not None:
         validated = validate_pending(mapping=mapping, validated=validated, fingerprints=fingerprints, known=known)
     valid: list[dict] = []

@@ -97,11 +97,13 @@ def prefetched_pages(
     start: dict | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     depth: int = PREFETCH_PAGES,
+    defer_validation: bool = False,
 ):
     """A PagePrefetcher of Sabito's pages in order (from `start`, a checkpoint, if
     given), fetched and validated by a background thread up to `depth` pages ahead of
     the caller, who takes them `batches()` at a time. Taking them ends early, even
-    while a page is still on its way, once `should_stop()` is true.
+    while a page is still on its way, once `should_stop()` is true. With
+    `defer_validation`, from the first page on (see PagePrefetcher).
 
     The queue between the thread and the caller is bounded, so memory stays a few
     batches whatever the feed's length. An error while fetching (a SabitoError, say)
@@ -120,6 +122,7 @@ def prefetched_pages(
         ),
         depth=depth,
         should_stop=should_stop,
+        defer_validation=defer_validation,
     )
     try:
         yield prefetcher
@@ -151,11 +154,12 @@ class PagePrefetcher:
         validate: Callable[[list, list[str] | None], list],
         depth: int = PREFETCH_PAGES,
         should_stop: Callable[[], bool] = lambda: False,
+        defer_validation: bool = False,
     ):
         self._pages = pages
         self._validate = validate
         self._should_stop = should_stop
-        self.defer_validation = False
+        self.defer_validation = defer_validation
         # Whether iterating ended because `should_stop` said so, not at the feed's end.
         self.stopped_early = False
         self._queue: queue.Queue = queue.Queue(maxsize=depth)

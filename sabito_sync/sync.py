@@ -86,6 +86,10 @@ def sync_mapping(
     own_client = client is None
     client = client or sabito_client(settings)
     seen_ids: set[str] = set()
+    # A mapping synced before has most of its records stored already, unless they
+    # changed since: a full sync finds them by their fingerprints from the first
+    # batch on (and an incremental one loses next to nothing by trying).
+    expect_stored = mapping.last_synced_at is not None
     # Records waiting for an address another customer holds (see `page_writer`).
     deferred: list[dict] = list(resume.checkpoint.get("deferred") or []) if resume else []
     with RunPulse(run, interval=settings.heartbeat_seconds) as pulse:
@@ -97,6 +101,7 @@ def sync_mapping(
                 start=resume.checkpoint if resume else None,
                 should_stop=lambda: pulse.stop_reason is not None,
                 depth=prefetch_depth(batch_records=settings.write_batch_records, page_size=settings.page_size),
+                defer_validation=expect_stored,
             ) as pages:
                 for batch in pages.batches(max_records=settings.write_batch_records):
                     validated = batch.validated
@@ -118,6 +123,7 @@ def sync_mapping(
                         result=result,
                         deferred=deferred,
                         fingerprints=batch.fingerprints,
+                        expect_stored=expect_stored,
                     )
                     # A re-sync: most records are stored already, and finding them by
                     # their fingerprint costs less than checking them first.

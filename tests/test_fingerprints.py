@@ -69,9 +69,27 @@ def test_a_resync_skips_stored_records_without_checking_them_again(mapping, monk
     result = full_sync(mapping)
 
     assert (result.processed, result.skipped, result.created, result.updated) == (FEED, FEED, 0, 0)
-    # The first batch, and what was fetched ahead of it, is checked as usual; from then
-    # on the records go unread into the fingerprint lookup.
-    assert 50 <= len(validated) < FEED // 2
+    assert validated == []  # the mapping synced before: its records go unread from the first page on
+
+
+def test_a_first_sync_checks_its_records_as_they_are_fetched(mapping, monkeypatch):
+    validated = counting_validation(monkeypatch)
+
+    result = full_sync(mapping)
+
+    assert result.created == FEED
+    assert sorted(validated) == sorted(f"cust-{n}" for n in range(FEED))
+
+
+def test_a_resync_that_finds_its_records_changed_goes_back_to_checking_them_ahead(mapping, fake_sabito, monkeypatch):
+    full_sync(mapping)
+    fake_sabito.records["biz-f"] = [sabito_record(n, city="Moved") for n in range(FEED)]
+    validated = counting_validation(monkeypatch)
+
+    result = full_sync(mapping)
+
+    assert (result.updated, result.skipped) == (FEED, 0)
+    assert sorted(validated) == sorted(f"cust-{n}" for n in range(FEED))  # each once, wherever
 
 
 def test_a_changed_record_in_a_resync_is_checked_and_written(mapping, fake_sabito, monkeypatch):
