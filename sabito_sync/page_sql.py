@@ -2,8 +2,9 @@
 
 The sync engine decides, per batch of pages, which customers to create, update or
 leave alone; this module turns that decision into SQL without building a model
-instance per row: one statement finds the tenant's candidate customers, one inserts
-the new ones (PostgreSQL: a binary COPY) and one updates the changed ones. They run
+instance per row: one statement finds the records stored already (by fingerprint),
+one finds the tenant's candidate customers, one inserts the new ones (PostgreSQL: a
+binary COPY) and one updates the changed ones. They run
 even when there is nothing to do (a no-op costs a fraction of a millisecond), so
 every batch costs the same queries.
 

@@ -7,6 +7,11 @@ against the candidates one query finds, then written in the same few statements
 whatever it holds (`page_sql`), in one transaction with the run's counters, pages
 done and checkpoint, so the run always describes what is committed.
 
+On a re-sync most records are stored already, exactly as they come: first one query
+finds the records whose customer was written from the very same record (its
+fingerprint, `records.fingerprint_key`), which are skipped unread; only the others
+are validated (if the prefetcher left them as received) and matched.
+
 Sabito is the source of truth for emails too, and people change theirs: two customers
 swap addresses, one takes the address another gave up. An address held by a customer
 linked to another Sabito record therefore blocks a record only while that record

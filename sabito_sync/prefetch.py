@@ -1,5 +1,8 @@
 """Fetching ahead: the next pages arrive, validated, while the current batch is written.
 
+(On a re-sync, unvalidated: the writer finds most records stored already by their
+fingerprints, and validates only the others; see `PagePrefetcher`.)
+
 Writing is mostly waiting for the database, fetching mostly waiting for Sabito; done
 one after the other a sync takes the sum of both, done side by side only the longer.
 The writer takes the pages in batches (`PagePrefetcher.batches`): each database round

@@ -5,7 +5,9 @@ For one mapping a sync reads top to bottom: open a `SyncRun` (the per-mapping lo
 validate each record (`records`), match them to customers of the mapping's tenant and
 write them a batch of pages at a time, each batch in one transaction (`page_writer`,
 over `page_sql`), and finally record the result and, only if every page was fetched
-and written, move the incremental watermark (`runs`).
+and written, move the incremental watermark (`runs`). A record whose customer was
+written from the very same record (its fingerprint) is skipped without being
+validated or matched again: most of a re-sync.
 """
 
 from __future__ import annotations

@@ -9,6 +9,24 @@ SABITO_TEST_URL = "https://sabito.test"
 SABITO_TEST_KEY = "test-key-5f0c2a"
 
 
+@contextmanager
+def plans_of_statements(starting_with: str):
+    """The EXPLAIN output of every statement run in the block whose SQL starts with
+    `starting_with` (the EXPLAIN itself does not), one text each."""
+    from django.db import connection
+
+    plans: list[str] = []
+
+    def explain(execute, sql, params, many, context):
+        if sql.lstrip().startswith(starting_with):
+            context["cursor"].execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in context["cursor"].fetchall()))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        yield plans
+
+
 @pytest.fixture(autouse=True, scope="session")
 def own_celery_queue():
     """This run's own Celery queue, for its in-process workers and, through the

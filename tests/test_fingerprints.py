@@ -18,7 +18,7 @@ from sabito_sync.records import SabitoRecord, fingerprint_key
 from sabito_sync.runs import SyncResult
 from sabito_sync.sync import sync_mapping
 
-from .conftest import SABITO_TEST_URL
+from .conftest import SABITO_TEST_URL, plans_of_statements
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
 pytestmark = pytest.mark.django_db
@@ -303,17 +303,31 @@ def test_statistics_taken_before_a_large_first_load_still_probe_the_fingerprint_
         cursor.execute("ANALYZE sabito_sync_customer")
     full_sync(mapping)
     fingerprints = list(Customer.objects.values_list("sabito_fingerprint", flat=True))
-    plans = []
 
-    def explain_the_lookup(execute, sql, params, many, context):
-        if sql.lstrip().startswith("SELECT k.position"):
-            context["cursor"].execute("EXPLAIN " + sql, params)
-            plans.append("\n".join(row[0] for row in context["cursor"].fetchall()))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(explain_the_lookup):
+    with plans_of_statements("SELECT k.position") as plans:
         found = page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, fingerprints=fingerprints)
 
     assert len(found) == FEED
     [plan] = plans
     assert "sabito_sync_customer_fingerprint" in plan and "Seq Scan on sabito_sync_customer" not in plan, plan
+
+
+def test_a_batch_redone_record_by_record_still_gives_unchanged_customers_their_fingerprint(mapping, monkeypatch):
+    full_sync(mapping)
+    customers = Customer.objects.filter(tenant=mapping.tenant)
+    customers.update(sabito_fingerprint=None)
+    # The first batch's lookup sees none of them (as if they were written just after it
+    # looked): its insert fails on the unique Sabito ids and the batch is redone record by record.
+    real, lookups = page_sql.find_candidates, []
+
+    def find_candidates(**kwargs):
+        lookups.append(kwargs)
+        return [] if len(lookups) == 1 else real(**kwargs)
+
+    monkeypatch.setattr(page_sql, "find_candidates", find_candidates)
+
+    result = full_sync(mapping)
+
+    assert (result.skipped, result.created, result.updated, result.errors) == (FEED, 0, 0, 0)
+    assert len(lookups) == FEED // 50 + 1
+    assert not customers.filter(sabito_fingerprint=None).exists()

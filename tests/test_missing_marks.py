@@ -11,6 +11,7 @@ from sabito_sync.models import Customer
 from sabito_sync.page_writer import mark_missing_customers
 from sabito_sync.sync import sync_mapping
 
+from .conftest import plans_of_statements
 from .factories import CustomerFactory, SabitoMappingFactory, TenantFactory, sabito_record
 
 pytestmark = pytest.mark.django_db
@@ -128,15 +129,8 @@ def test_statistics_taken_before_a_large_first_load_cannot_make_the_marks_loop(m
         Customer(tenant=mapping.tenant, sabito_customer_id=f"cust-{n}", sabito_business_id=mapping.sabito_business_id)
         for n in range(3000)
     )
-    plans = []
 
-    def explain_the_update(execute, sql, params, many, context):
-        if sql.lstrip().startswith("UPDATE"):
-            context["cursor"].execute("EXPLAIN " + sql, params)
-            plans.append("\n".join(row[0] for row in context["cursor"].fetchall()))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(explain_the_update):
+    with plans_of_statements("UPDATE") as plans:
         marked = mark_missing_customers(mapping=mapping, returned_ids={f"cust-{n}" for n in range(1, 3000)})
 
     assert marked == 1 and missing_ids(mapping.tenant) == {"cust-0"}
