@@ -407,9 +407,10 @@ def write_planned_batch(
             now=timezone.now(),
         )
         if updated != len(plan.updates) + len(plan.refreshes):
-            # A customer was deleted after we looked; the counters must not claim it.
+            # A customer was deleted (or, to be given a fingerprint, edited) after we
+            # looked; the counters must not claim it.
             missing = len(plan.updates) + len(plan.refreshes) - updated
-            raise IntegrityError(f"{missing} customers to update were deleted meanwhile")
+            raise IntegrityError(f"{missing} customers to update were deleted or edited meanwhile")
         record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before + plan.deferred)
     return plan
 
