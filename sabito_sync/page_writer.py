@@ -127,12 +127,8 @@ def write_batch(
     already_stored = 0
     for position, values in enumerate(validated):
         if known and position in known:
-            sabito_id = known[position]
-            if not final:
-                if sabito_id in seen_ids:
-                    continue
-                seen_ids.add(sabito_id)
-            already_stored += 1
+            if first_in_sync(known[position], seen_ids, final=final):
+                already_stored += 1
             continue
         if isinstance(values, RejectedRecord):
             rejected.append(values.detail)
@@ -140,12 +136,8 @@ def write_batch(
             if values.sabito_id is not None:
                 seen_ids.add(values.sabito_id)
             continue
-        # Overlapping or drifting pages may repeat a record, in one batch or across
-        # batches: process it once per sync.
-        if not final:
-            if values["sabito_customer_id"] in seen_ids:
-                continue
-            seen_ids.add(values["sabito_customer_id"])
+        if not first_in_sync(values["sabito_customer_id"], seen_ids, final=final):
+            continue
         if "sabito_fingerprint" not in values:  # validated by a caller without fingerprints
             values["sabito_fingerprint"] = None
         valid.append(values)
@@ -177,6 +169,19 @@ def write_batch(
         created_sabito_ids=[customer.sabito_customer_id for customer in plan.creates],
         updated_ids=[customer.pk for customer in plan.updates],
     )
+
+
+def first_in_sync(sabito_id: str, seen_ids: set[str], *, final: bool) -> bool:
+    """Whether this is the sync's first record with this Sabito id, noting it if so.
+    Overlapping or drifting pages may repeat a record, in one batch or across batches:
+    it is processed once per sync. The retry after the last batch (`final`) writes
+    records already noted, each once."""
+    if final:
+        return True
+    if sabito_id in seen_ids:
+        return False
+    seen_ids.add(sabito_id)
+    return True
 
 
 def mostly_unchanged(result: SyncResult) -> bool:
