@@ -211,19 +211,14 @@ def child_sync(params: dict) -> dict:
     """The project: `sync_mapping`, exactly as the task and the command call it; with
     `from_memory`, on pages fetched (and decoded) before the clock starts."""
     from sabito_sync.models import SabitoMapping
-    from sabito_sync.records import SabitoRecord, fingerprint_key
+    from sabito_sync.prefetch import sync_feed
     from sabito_sync.sync import sabito_client, sync_mapping
 
     mapping = SabitoMapping.objects.select_related("tenant").get(pk=params["mapping_id"])
     client = None
     if params.get("from_memory"):
         with sabito_client() as fetching:
-            pages = fetching.iter_customer_pages(
-                business_id=mapping.sabito_business_id,
-                record_type=SabitoRecord,
-                fingerprint_key=fingerprint_key(mapping.sabito_business_id),
-            )
-            client = MemoryFeed(list(pages))
+            client = MemoryFeed(list(sync_feed(fetching, business_id=mapping.sabito_business_id)))
     marks: list[int] = []
     with counted_queries() as queries, cpu_seconds() as cpu:
         started = time.perf_counter()
@@ -305,18 +300,16 @@ def child_copy_floor(params: dict) -> dict:
     from django.utils import timezone
 
     from sabito_sync.models import Customer, Tenant
-    from sabito_sync.records import WRITTEN_FIELDS, SabitoRecord, fingerprint_key, validate_records, written_values
+    from sabito_sync.prefetch import sync_feed
+    from sabito_sync.records import WRITTEN_FIELDS, validate_records, written_values
     from sabito_sync.sync import sabito_client
 
     # The rows as the sync writes them, each with its record's fingerprint.
     business_id = params["business_id"]
     with sabito_client() as client:
-        pages = client.iter_customer_pages(
-            business_id=business_id, record_type=SabitoRecord, fingerprint_key=fingerprint_key(business_id)
-        )
         rows = [
             written_values(values)
-            for page in pages
+            for page in sync_feed(client, business_id=business_id)
             for values in validate_records(page.records, business_id=business_id, fingerprints=page.fingerprints)
         ]
     name = f"{params['size']}-{params.get('round', 1)}"

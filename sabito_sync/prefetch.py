@@ -91,6 +91,20 @@ def prefetch_depth(*, batch_records: int, page_size: int) -> int:
     return PREFETCH_PAGES + math.ceil(batch_records / page_size)
 
 
+def sync_feed(
+    client: SabitoClient, *, business_id: str, updated_after: datetime | None = None, start: dict | None = None
+) -> Iterator[CustomerPage]:
+    """Sabito's pages of the business as a sync reads them: usual records typed
+    (`SabitoRecord`), each with its fingerprint."""
+    return client.iter_customer_pages(
+        business_id=business_id,
+        updated_after=updated_after,
+        start=start,
+        record_type=SabitoRecord,
+        fingerprint_key=fingerprint_key(business_id),
+    )
+
+
 @contextmanager
 def prefetched_pages(
     client: SabitoClient,
@@ -111,15 +125,8 @@ def prefetched_pages(
     The queue between the thread and the caller is bounded, so memory stays a few
     batches whatever the feed's length. An error while fetching (a SabitoError, say)
     is raised in the caller's thread, once the pages before it have been taken."""
-    pages = client.iter_customer_pages(
-        business_id=business_id,
-        updated_after=updated_after,
-        start=start,
-        record_type=SabitoRecord,
-        fingerprint_key=fingerprint_key(business_id),
-    )
     prefetcher = PagePrefetcher(
-        pages,
+        sync_feed(client, business_id=business_id, updated_after=updated_after, start=start),
         validate=lambda records, fingerprints: validate_records(
             records, business_id=business_id, fingerprints=fingerprints
         ),
