@@ -246,7 +246,10 @@ def subprocess_env(**overrides) -> dict:
 @contextmanager
 def beat_process(folder, **env_overrides):
     """A real `celery beat` process on this test run's database and broker (see
-    `subprocess_env`), stopped when the block ends; yields the path of its log."""
+    `subprocess_env`), stopped when the block ends; yields the path of its log.
+
+    Its periodic sync is off unless the test turns it on: a cron that comes due
+    while the test runs (`0 */6 * * *` at noon) would sync mappings behind its back."""
     import os
     import signal
     import subprocess
@@ -258,7 +261,7 @@ def beat_process(folder, **env_overrides):
         beat = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "nexpro", "beat", "--loglevel", "INFO", "-s", str(Path(folder) / "beat-schedule")],
             cwd=Path(__file__).resolve().parent.parent,
-            env=subprocess_env(**env_overrides),
+            env=subprocess_env(**{"SABITO_SYNC_ENABLED": "false", **env_overrides}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -92,7 +92,7 @@ def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery
         SabitoMappingFactory(sabito_business_id=business_id, business_name=name)
         for business_id, name in sabito_simulator.business_names.items()
     ]
-    with beat_process(tmp_path, SABITO_SYNC_INTERVAL="*/30 * * * *") as log_path:
+    with beat_process(tmp_path, SABITO_SYNC_INTERVAL="*/30 * * * *", SABITO_SYNC_ENABLED="true") as log_path:
         wait_for(
             lambda: SyncRun.objects.filter(trigger="startup").exclude(status="running").count() == len(mappings),
             timeout=60,
