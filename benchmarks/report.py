@@ -66,9 +66,16 @@ def evaluate_targets(report: dict) -> dict:
     targets[f"incremental sync ({incremental['edited']:,} changed of {int(largest):,}) under 0.5 s"] = verdict(
         incremental["seconds"], "<", TARGETS["incremental_seconds_max"], " s"
     )
-    per_unit = sorted({count for size in sizes.values() for key in ("full", "resync", "incremental")
-                       for count in statements_per_unit(size[key])})
-    targets["constant SQL queries per batch"] = {"value": per_unit, "met": len(per_unit) == 1}
+    # Every batch of a scenario costs the same statements, whatever it holds; a first
+    # load's batches of new customers one fewer (they find no candidates first).
+    per_scenario = {
+        key: sorted({count for size in sizes.values() for count in statements_per_unit(size[key])})
+        for key in ("full", "resync", "incremental")
+    }
+    targets["constant SQL queries per batch (each scenario)"] = {
+        "value": ", ".join(f"{key} {counts}" for key, counts in per_scenario.items()),
+        "met": all(len(counts) == 1 for counts in per_scenario.values()),
+    }
     if len(sizes) > 1:
         smallest = str(min(int(size) for size in sizes))
         growth = figures["full"]["peak_rss_mb"] / sizes[smallest]["full"]["peak_rss_mb"] - 1

@@ -12,6 +12,12 @@ finds the records whose customer was written from the very same record (its
 fingerprint, `records.fingerprint_key`), which are skipped unread; only the others
 are validated (if the prefetcher left them as received) and matched.
 
+On a first load most records are new, and the candidates query would find nothing
+for them: such a batch is written without it. It is planned as if the tenant had
+none of its customers and inserted; the unique indexes on (tenant, Sabito id) and
+(tenant, lower(email)) refuse the insert if it had any, and then the batch is undone
+and written as any other. So it is written as the query would have had it.
+
 Sabito is the source of truth for emails too, and people change theirs: two customers
 swap addresses, one takes the address another gave up. An address held by a customer
 linked to another Sabito record therefore blocks a record only while that record
@@ -119,6 +125,7 @@ def write_batch(
     # values would only make the lookup's parameter three times the size for nothing.
     unchanged_so_far = mostly_unchanged(result)
     look_up = unchanged_so_far if result.processed else expect_stored
+    new_so_far = not final and (all_created(result) if result.processed else not expect_stored)
     known = find_stored(mapping=mapping, validated=validated, fingerprints=fingerprints if look_up else None)
     if fingerprints is not None:
         validated = validate_pending(mapping=mapping, validated=validated, fingerprints=fingerprints, known=known)
@@ -154,12 +161,14 @@ def write_batch(
         "pages": pages,
         "compare_in_database": unchanged_so_far,
     }
-    try:
-        plan = write_planned_batch(**batch, may_defer=room, deferred_before=deferred)
-    except IntegrityError:
-        # Someone else (another mapping of this tenant, a person) wrote a matching
-        # customer after we looked: look again and write record by record.
-        plan = write_batch_record_by_record(**batch, may_defer=room, deferred_before=deferred)
+    plan = write_new_batch(**batch, may_defer=room, deferred_before=deferred) if new_so_far else None
+    if plan is None:
+        try:
+            plan = write_planned_batch(**batch, may_defer=room, deferred_before=deferred)
+        except IntegrityError:
+            # Someone else (another mapping of this tenant, a person) wrote a matching
+            # customer after we looked: look again and write record by record.
+            plan = write_batch_record_by_record(**batch, may_defer=room, deferred_before=deferred)
     deferred.extend(plan.deferred)
     apply_plan_to_result(plan, result)
     # The bulk writes send no post_save: the host learns of the batch's customers here.
@@ -187,6 +196,13 @@ def first_in_sync(sabito_id: str, seen_ids: set[str], *, final: bool) -> bool:
 def mostly_unchanged(result: SyncResult) -> bool:
     """Whether most records of the sync so far were unchanged: a re-sync."""
     return result.skipped > result.created + result.updated
+
+
+def all_created(result: SyncResult) -> bool:
+    """Whether every record the sync wrote so far was new: a first load. One record
+    that matched a customer says the tenant has some, and each batch written without
+    looking would risk an insert refused (and redone) for the rest of the sync."""
+    return result.created > 0 and not result.updated and not result.skipped
 
 
 def find_stored(*, mapping: SabitoMapping, validated: list, fingerprints: list[str | None] | None) -> dict[int, str]:
@@ -242,9 +258,7 @@ def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0, compare_in_d
     At most `may_defer` records are deferred; past that, a blocked one is an error.
     With `compare_in_database` the lookup tells which customers are unchanged (see
     `load_candidates`); the plan is the same either way."""
-    records: list[BatchRecord] = [
-        (values, values["sabito_customer_id"], values["email"].lower(), written_values(values)) for values in valid
-    ]
+    records = batch_records(valid)
     # Each Sabito record's address as this batch leaves it: a customer whose own record
     # is in the batch with another address gives its old one up to whoever takes it.
     moving_to = {sabito_id: email_key for _values, sabito_id, email_key, _synced in records}
@@ -263,12 +277,26 @@ def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0, compare_in_d
     )[0]
 
 
+def batch_records(valid: list[dict]) -> list[BatchRecord]:
+    return [(values, values["sabito_customer_id"], values["email"].lower(), written_values(values)) for values in valid]
+
+
 def plan_batch_once(
-    *, tenant_id, records: list[BatchRecord], moving_to: dict[str, str], may_defer: int, compare: bool = False
+    *,
+    tenant_id,
+    records: list[BatchRecord],
+    moving_to: dict[str, str],
+    may_defer: int,
+    compare: bool = False,
+    look_up: bool = True,
 ) -> tuple[BatchPlan, set]:
     """One planning pass; also returns the Sabito ids whose customers other records
-    counted on to release an address but which did not move (deferred or in error)."""
-    by_id, by_email, unchanged = load_candidates(tenant_id=tenant_id, records=records, compare=compare)
+    counted on to release an address but which did not move (deferred or in error).
+    Without `look_up`, planned as if the tenant had none of the records' customers."""
+    if look_up:
+        by_id, by_email, unchanged = load_candidates(tenant_id=tenant_id, records=records, compare=compare)
+    else:
+        by_id, by_email, unchanged = {}, {}, set()
     plan = BatchPlan()
     relied_on: set[str] = set()
     for values, sabito_id, email_key, synced in records:
@@ -417,6 +445,42 @@ def write_planned_batch(
             missing = len(plan.updates) + len(plan.refreshes) - updated
             raise IntegrityError(f"{missing} customers to update were deleted or edited meanwhile")
         record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before + plan.deferred)
+    return plan
+
+
+def write_new_batch(
+    *, run, result, tenant_id, valid, rejected, already_stored, pages, may_defer, deferred_before, compare_in_database
+) -> BatchPlan | None:
+    """A batch of a first load, written without looking for its customers: every
+    record inserted as new, or None and nothing kept when it is not a batch of new
+    customers (the tenant has one of them; records of the batch share an address),
+    for the batch to be written as any other.
+
+    The insert is the proof: the tenant's unique indexes on (tenant, Sabito id) and
+    (tenant, lower(email)) take every new customer only if no customer of the tenant
+    has its Sabito id or its address, which is exactly when the candidates query
+    would have found nothing and the plan below is the one it would have given."""
+    records = batch_records(valid)
+    moving_to = {sabito_id: email_key for _values, sabito_id, email_key, _synced in records}
+    plan, _stuck = plan_batch_once(
+        tenant_id=tenant_id, records=records, moving_to=moving_to, may_defer=may_defer, look_up=False
+    )
+    if len(plan.creates) != len(records):
+        return None
+    plan.errors = rejected + plan.errors
+    plan.skipped += already_stored
+    try:
+        with transaction.atomic():
+            page_sql.write_customers(
+                tenant_id=tenant_id,
+                creates=[customer.values for customer in plan.creates],
+                updates=[],
+                fields=WRITTEN_FIELDS,
+                now=timezone.now(),
+            )
+            record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before)
+    except IntegrityError:
+        return None
     return plan
 
 

@@ -45,7 +45,8 @@ def test_quick_benchmark_runs_every_scenario_and_writes_its_report(tmp_path, ben
     assert (figures["full"]["created"], figures["resync"]["skipped"]) == (500, 500)
     assert (figures["resync_from_memory"]["skipped"], figures["resync_from_memory"]["records"]) == (500, 500)
     assert figures["latency_full"]["created"] == 500
-    assert figures["full"]["queries_per_batch"] == [5]  # 500 records in batches of 200
+    assert figures["full"]["queries_per_batch"] == [4]  # 500 new records in batches of 200: no candidates to find
+    assert figures["resync"]["queries_per_batch"] == [5]
     assert report["fanout"]["succeeded"] == report["fanout"]["mappings"]
     tick = report["tick"]
     assert tick["succeeded"] == tick["runs"] == tick["tick_counted"] == tick["mappings"] == 200

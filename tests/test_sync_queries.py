@@ -20,6 +20,8 @@ pytestmark = pytest.mark.django_db
 # customers (a COPY on PostgreSQL), update the changed ones, record the run's progress;
 # plus the SAVEPOINT and RELEASE of the batch's transaction inside the test's own.
 STATEMENTS_PER_BATCH = 5 + 2
+# A first load's batch of new customers is inserted without finding candidates first.
+FIRST_LOAD_STATEMENTS_PER_BATCH = STATEMENTS_PER_BATCH - 1
 PAGE = 100
 BATCH = 20 * PAGE
 
@@ -30,8 +32,9 @@ def batch_writer():
     now = timezone.now()
     run = SyncRun.objects.create(mapping=mapping, trigger="cli", status="running", started_at=now, heartbeat_at=now)
 
-    def write(records):
-        """One batch as sync_mapping writes it; returns that batch's counters."""
+    def write(records, *, first_load=False):
+        """One batch as sync_mapping writes it, of a mapping that synced before (or of
+        a first load); returns that batch's counters."""
         result = SyncResult(business_id="biz-q", business_name=mapping.business_name)
         validated = validate_records(records, business_id="biz-q")
         write.deferred = []
@@ -43,6 +46,7 @@ def batch_writer():
             seen_ids=set(),
             result=result,
             deferred=write.deferred,
+            expect_stored=not first_load,
         )
         return result
 
@@ -59,6 +63,13 @@ def test_a_batch_of_new_records(batch_writer, django_assert_num_queries):
         result = batch_writer([sabito_record(n) for n in range(BATCH)])
 
     assert result.created == BATCH
+
+
+def test_a_first_loads_batch_of_new_records_finds_no_candidates(batch_writer, django_assert_num_queries):
+    with django_assert_num_queries(FIRST_LOAD_STATEMENTS_PER_BATCH):
+        result = batch_writer([sabito_record(n) for n in range(BATCH)], first_load=True)
+
+    assert result.created == BATCH == Customer.objects.count()
 
 
 def test_a_batch_of_unchanged_records(batch_writer, django_assert_num_queries):
@@ -164,7 +175,8 @@ def test_every_batch_of_a_sync_costs_the_same_statements(fake_sabito, settings):
     mixed = statements_between_batches(mixed_feed)
     unchanged = statements_between_batches(mixed_feed)
 
-    assert new == mixed == unchanged == ({STATEMENTS_PER_BATCH}, 5)
+    assert new == ({FIRST_LOAD_STATEMENTS_PER_BATCH}, 5)
+    assert mixed == unchanged == ({STATEMENTS_PER_BATCH}, 5)
 
 
 # --- A mapping with nothing new ---------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""A first load writes its batches of new customers without looking for them first; the
+tenant's unique indexes vouch for it, and a batch they refuse is written as any other,
+with nothing of the refused insert kept."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from sabito_sync import page_sql
+from sabito_sync.models import Customer, SyncRun
+from sabito_sync.sync import sync_mapping
+
+from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
+
+pytestmark = pytest.mark.django_db
+
+FEED = 250  # five batches of 50
+
+
+@pytest.fixture
+def mapping(fake_sabito, settings):
+    settings.SABITO_PAGE_SIZE = "10"
+    settings.SABITO_WRITE_BATCH_RECORDS = "50"
+    mapping = SabitoMappingFactory(sabito_business_id="biz-new")
+    fake_sabito.records["biz-new"] = [sabito_record(n) for n in range(FEED)]
+    return mapping
+
+
+def first_sync(mapping):
+    """The sync's result, and how many candidate lookups it ran."""
+    candidate_lookups = []
+    real = page_sql.find_candidates
+
+    def find_candidates(**kwargs):
+        candidate_lookups.append(len(kwargs["keys"]))
+        return real(**kwargs)
+
+    page_sql.find_candidates = find_candidates
+    try:
+        result = sync_mapping(mapping=mapping, full_sync=True)
+    finally:
+        page_sql.find_candidates = real
+    assert result.success, result.error
+    return result, candidate_lookups
+
+
+def test_a_first_load_into_an_empty_tenant_looks_nothing_up(mapping):
+    result, candidate_lookups = first_sync(mapping)
+
+    assert (result.created, result.updated, result.skipped, result.errors) == (FEED, 0, 0, 0)
+    assert candidate_lookups == []
+    assert Customer.objects.filter(tenant=mapping.tenant, sabito_business_id="biz-new").count() == FEED
+
+
+def test_a_customer_the_tenant_had_is_matched_by_email_not_duplicated(mapping):
+    # In the third batch: the first two were written without looking.
+    kept = CustomerFactory(tenant=mapping.tenant, email="PERSON120@example.com", name="Entered by hand")
+
+    result, candidate_lookups = first_sync(mapping)
+
+    assert (result.created, result.updated, result.errors) == (FEED - 1, 1, 0)
+    kept.refresh_from_db()
+    assert (kept.sabito_customer_id, kept.name) == ("cust-120", "Person 120")
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == FEED
+    # The refused batch and every batch after it looked their customers up.
+    assert candidate_lookups == [50, 50, 50]
+    run = SyncRun.objects.get(pk=result.run_id)
+    assert (run.created, run.updated, run.pages_done) == (FEED - 1, 1, FEED // 10)
+
+
+def test_a_customer_linked_by_another_mapping_of_the_tenant_refuses_the_insert(mapping):
+    # Linked to the same Sabito id through another business's mapping of this tenant.
+    other = CustomerFactory(tenant=mapping.tenant, email="someone@example.com", sabito_customer_id="cust-3")
+
+    result, candidate_lookups = first_sync(mapping)
+
+    other.refresh_from_db()
+    assert other.email == "person3@example.com"  # the record's values, on the customer it found by id
+    assert (result.created, result.updated) == (FEED - 1, 1)
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == FEED
+    assert len(candidate_lookups) == FEED // 50
+
+
+def test_records_of_a_first_load_sharing_an_address_are_matched_as_always(mapping, fake_sabito):
+    fake_sabito.records["biz-new"][7] = sabito_record(7, email="person6@example.com")
+
+    result, _candidate_lookups = first_sync(mapping)
+
+    assert (result.created, result.errors) == (FEED - 1, 1)
+    assert "already belongs to the customer linked to Sabito id cust-6" in result.error_details[0]["reason"]
+    assert Customer.objects.get(email="person6@example.com").sabito_customer_id == "cust-6"
+
+
+def test_a_refused_insert_keeps_nothing_of_its_batch(mapping, fake_sabito):
+    # The one match is the batch's last record: every other record of the batch would
+    # have been inserted before the refusal.
+    kept = CustomerFactory(tenant=mapping.tenant, email="person49@example.com")
+
+    with CaptureQueriesContext(connection) as queries:
+        result, candidate_lookups = first_sync(mapping)
+
+    assert (result.created, result.updated) == (FEED - 1, 1)
+    assert candidate_lookups == [50] * (FEED // 50)
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == FEED
+    assert Customer.objects.filter(tenant=mapping.tenant, sabito_customer_id="cust-49").get().pk == kept.pk
+    # Its progress too: counted once, by the batch written after the refusal.
+    run = SyncRun.objects.get(pk=result.run_id)
+    assert (run.created, run.updated, run.pages_done) == (FEED - 1, 1, FEED // 10)
+    assert any("ROLLBACK" in query["sql"].upper() for query in queries.captured_queries)
