@@ -6,7 +6,8 @@ instance per row: one statement finds the records stored already (by fingerprint
 one finds the tenant's candidate customers, one inserts the new ones (PostgreSQL: a
 binary COPY) and one updates the changed ones. They run
 even when there is nothing to do (a no-op costs a fraction of a millisecond), so
-every batch costs the same queries.
+every batch costs the same queries; a first load's batch of new customers goes
+without the candidates query (see `page_writer`), one statement fewer.
 
 The keys and changed rows travel as one JSON parameter (an array of arrays) per
 statement, not one placeholder per value: PostgreSQL reads it with

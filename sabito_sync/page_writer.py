@@ -461,10 +461,9 @@ def write_new_batch(
     has its Sabito id or its address, which is exactly when the candidates query
     would have found nothing and the plan below is the one it would have given."""
     records = batch_records(valid)
-    moving_to = {sabito_id: email_key for _values, sabito_id, email_key, _synced in records}
-    plan, _stuck = plan_batch_once(
-        tenant_id=tenant_id, records=records, moving_to=moving_to, may_defer=may_defer, look_up=False
-    )
+    # With no stored customers, no address moves: only records of the batch sharing one
+    # are not created.
+    plan, _stuck = plan_batch_once(tenant_id=tenant_id, records=records, moving_to={}, may_defer=may_defer, look_up=False)
     if len(plan.creates) != len(records):
         return None
     plan.errors = rejected + plan.errors
@@ -479,7 +478,8 @@ def write_new_batch(
                 now=timezone.now(),
             )
             record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before)
-    except IntegrityError:
+    except IntegrityError as exc:
+        logger.debug("%s A first load's batch holds customers the tenant had; looking them up: %s", LOG_PREFIX, exc)
         return None
     return plan
 
