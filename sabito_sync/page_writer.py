@@ -427,24 +427,10 @@ def write_planned_batch(
     write the new and changed customers, record the run's progress."""
     with transaction.atomic():
         plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer, compare_in_database=compare_in_database)
-        plan.errors = rejected + plan.errors
-        plan.skipped += already_stored
-        if plan.releases:
-            page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
-        updated = page_sql.write_customers(
-            tenant_id=tenant_id,
-            creates=[customer.values for customer in plan.creates],
-            updates=[(customer.pk, *customer.values, True) for customer in plan.updates]
-            + [(customer.pk, *customer.values, False) for customer in plan.refreshes],
-            fields=WRITTEN_FIELDS,
-            now=timezone.now(),
+        write_plan(
+            plan, run=run, result=result, tenant_id=tenant_id, rejected=rejected, already_stored=already_stored,
+            pages=pages, deferred_before=deferred_before,
         )
-        if updated != len(plan.updates) + len(plan.refreshes):
-            # A customer was deleted (or, to be given a fingerprint, edited) after we
-            # looked; the counters must not claim it.
-            missing = len(plan.updates) + len(plan.refreshes) - updated
-            raise IntegrityError(f"{missing} customers to update were deleted or edited meanwhile")
-        record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before + plan.deferred)
     return plan
 
 
@@ -466,22 +452,40 @@ def write_new_batch(
     plan, _stuck = plan_batch_once(tenant_id=tenant_id, records=records, moving_to={}, may_defer=may_defer, look_up=False)
     if len(plan.creates) != len(records):
         return None
-    plan.errors = rejected + plan.errors
-    plan.skipped += already_stored
     try:
         with transaction.atomic():
-            page_sql.write_customers(
-                tenant_id=tenant_id,
-                creates=[customer.values for customer in plan.creates],
-                updates=[],
-                fields=WRITTEN_FIELDS,
-                now=timezone.now(),
+            write_plan(
+                plan, run=run, result=result, tenant_id=tenant_id, rejected=rejected, already_stored=already_stored,
+                pages=pages, deferred_before=deferred_before,
             )
-            record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before)
     except IntegrityError as exc:
         logger.debug("%s A first load's batch holds customers the tenant had; looking them up: %s", LOG_PREFIX, exc)
         return None
     return plan
+
+
+def write_plan(plan: BatchPlan, *, run, result, tenant_id, rejected, already_stored, pages, deferred_before) -> None:
+    """Write a batch's plan, inside the batch's transaction: the new and changed
+    customers and the run's progress, with the batch's `rejected` records as errors
+    and those `already_stored` as skipped."""
+    plan.errors = rejected + plan.errors
+    plan.skipped += already_stored
+    if plan.releases:
+        page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
+    updated = page_sql.write_customers(
+        tenant_id=tenant_id,
+        creates=[customer.values for customer in plan.creates],
+        updates=[(customer.pk, *customer.values, True) for customer in plan.updates]
+        + [(customer.pk, *customer.values, False) for customer in plan.refreshes],
+        fields=WRITTEN_FIELDS,
+        now=timezone.now(),
+    )
+    if updated != len(plan.updates) + len(plan.refreshes):
+        # A customer was deleted (or, to be given a fingerprint, edited) after we
+        # looked; the counters must not claim it.
+        missing = len(plan.updates) + len(plan.refreshes) - updated
+        raise IntegrityError(f"{missing} customers to update were deleted or edited meanwhile")
+    record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before + plan.deferred)
 
 
 def write_batch_record_by_record(
