@@ -169,6 +169,9 @@ def write_batch(
             # Someone else (another mapping of this tenant, a person) wrote a matching
             # customer after we looked: look again and write record by record.
             plan = write_batch_record_by_record(**batch, may_defer=room, deferred_before=deferred)
+    # Counted once the batch is committed: one rolled back (a refused insert, a
+    # conflict at commit) did not do its pages.
+    run.pages_done += pages
     deferred.extend(plan.deferred)
     apply_plan_to_result(plan, result)
     # The bulk writes send no post_save: the host learns of the batch's customers here.
@@ -539,7 +542,6 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: BatchPlan, pages:
     values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + pages, "checkpoint": checkpoint}
     if not run_sql.record_run_progress(run_id=run.pk, values=values):
         raise RunTakenOver()
-    run.pages_done += pages
 
 
 def apply_plan_to_result(plan: BatchPlan, target: SyncResult, base: SyncResult | None = None) -> None:

@@ -107,3 +107,28 @@ def test_a_refused_insert_keeps_nothing_of_its_batch(mapping, fake_sabito):
     run = SyncRun.objects.get(pk=result.run_id)
     assert (run.created, run.updated, run.pages_done) == (FEED - 1, 1, FEED // 10)
     assert any("ROLLBACK" in query["sql"].upper() for query in queries.captured_queries)
+
+
+def test_a_batch_refused_after_its_progress_counts_its_pages_once(mapping, monkeypatch):
+    # As a foreign key checked at commit refuses it: after the batch recorded its progress.
+    from django.db import IntegrityError
+
+    from sabito_sync import page_writer
+
+    real = page_writer.record_progress
+    refused = []
+
+    def record_progress(**kwargs):
+        real(**kwargs)
+        if not refused:
+            refused.append(kwargs["pages"])
+            raise IntegrityError("insert or update on table violates foreign key constraint")
+
+    monkeypatch.setattr(page_writer, "record_progress", record_progress)
+
+    result, candidate_lookups = first_sync(mapping)
+
+    assert refused == [5] and candidate_lookups == [50]  # the refused batch looked up; the rest were all new
+    run = SyncRun.objects.get(pk=result.run_id)
+    assert (run.created, run.pages_done) == (FEED, FEED // 10)
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == FEED
