@@ -124,6 +124,26 @@ class FakeSabito:
         return 200, {"Content-Type": "application/json"}, json.dumps({"data": page})
 
 
+def mapping_fed_in_small_batches(fake_sabito, settings, *, business_id: str, records: int):
+    """A mapping whose Sabito feed is `records` usual records, synced in pages of 10
+    and batches of 50: a sync of a few hundred records runs through several batches."""
+    from .factories import SabitoMappingFactory, sabito_record
+
+    settings.SABITO_PAGE_SIZE = "10"
+    settings.SABITO_WRITE_BATCH_RECORDS = "50"
+    fake_sabito.records[business_id] = [sabito_record(n) for n in range(records)]
+    return SabitoMappingFactory(sabito_business_id=business_id)
+
+
+def full_sync(mapping):
+    """A full sync of `mapping`, which must succeed; its result."""
+    from sabito_sync.sync import sync_mapping
+
+    result = sync_mapping(mapping=mapping, full_sync=True)
+    assert result.success, result.error
+    return result
+
+
 @pytest.fixture
 def fake_sabito():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

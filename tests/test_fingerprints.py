@@ -16,9 +16,8 @@ from sabito_sync.models import Customer, SyncRun
 from sabito_sync.page_writer import write_batch
 from sabito_sync.records import SabitoRecord, fingerprint_key
 from sabito_sync.runs import SyncResult
-from sabito_sync.sync import sync_mapping
 
-from .conftest import SABITO_TEST_URL, plans_of_statements
+from .conftest import SABITO_TEST_URL, full_sync, mapping_fed_in_small_batches, plans_of_statements
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
 pytestmark = pytest.mark.django_db
@@ -28,17 +27,7 @@ FEED = 300  # with batches of 50: the re-sync is looking fingerprints up from it
 
 @pytest.fixture
 def mapping(fake_sabito, settings):
-    settings.SABITO_PAGE_SIZE = "10"
-    settings.SABITO_WRITE_BATCH_RECORDS = "50"
-    mapping = SabitoMappingFactory(sabito_business_id="biz-f")
-    fake_sabito.records["biz-f"] = [sabito_record(n) for n in range(FEED)]
-    return mapping
-
-
-def full_sync(mapping):
-    result = sync_mapping(mapping=mapping, full_sync=True)
-    assert result.success, result.error
-    return result
+    return mapping_fed_in_small_batches(fake_sabito, settings, business_id="biz-f", records=FEED)
 
 
 def counting_validation(monkeypatch) -> list:

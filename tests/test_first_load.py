@@ -8,9 +8,9 @@ from django.test.utils import CaptureQueriesContext
 
 from sabito_sync import page_sql
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.sync import sync_mapping
 
-from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
+from .conftest import full_sync, mapping_fed_in_small_batches
+from .factories import CustomerFactory, sabito_record
 
 pytestmark = pytest.mark.django_db
 
@@ -19,44 +19,36 @@ FEED = 250  # five batches of 50
 
 @pytest.fixture
 def mapping(fake_sabito, settings):
-    settings.SABITO_PAGE_SIZE = "10"
-    settings.SABITO_WRITE_BATCH_RECORDS = "50"
-    mapping = SabitoMappingFactory(sabito_business_id="biz-new")
-    fake_sabito.records["biz-new"] = [sabito_record(n) for n in range(FEED)]
-    return mapping
+    return mapping_fed_in_small_batches(fake_sabito, settings, business_id="biz-new", records=FEED)
 
 
-def first_sync(mapping):
-    """The sync's result, and how many candidate lookups it ran."""
-    candidate_lookups = []
+@pytest.fixture
+def candidate_lookups(monkeypatch) -> list[int]:
+    """How many keys each candidates query looks up, from now on."""
+    lookups = []
     real = page_sql.find_candidates
 
     def find_candidates(**kwargs):
-        candidate_lookups.append(len(kwargs["keys"]))
+        lookups.append(len(kwargs["keys"]))
         return real(**kwargs)
 
-    page_sql.find_candidates = find_candidates
-    try:
-        result = sync_mapping(mapping=mapping, full_sync=True)
-    finally:
-        page_sql.find_candidates = real
-    assert result.success, result.error
-    return result, candidate_lookups
+    monkeypatch.setattr(page_sql, "find_candidates", find_candidates)
+    return lookups
 
 
-def test_a_first_load_into_an_empty_tenant_looks_nothing_up(mapping):
-    result, candidate_lookups = first_sync(mapping)
+def test_a_first_load_into_an_empty_tenant_looks_nothing_up(mapping, candidate_lookups):
+    result = full_sync(mapping)
 
     assert (result.created, result.updated, result.skipped, result.errors) == (FEED, 0, 0, 0)
     assert candidate_lookups == []
     assert Customer.objects.filter(tenant=mapping.tenant, sabito_business_id="biz-new").count() == FEED
 
 
-def test_a_customer_the_tenant_had_is_matched_by_email_not_duplicated(mapping):
+def test_a_customer_the_tenant_had_is_matched_by_email_not_duplicated(mapping, candidate_lookups):
     # In the third batch: the first two were written without looking.
     kept = CustomerFactory(tenant=mapping.tenant, email="PERSON120@example.com", name="Entered by hand")
 
-    result, candidate_lookups = first_sync(mapping)
+    result = full_sync(mapping)
 
     assert (result.created, result.updated, result.errors) == (FEED - 1, 1, 0)
     kept.refresh_from_db()
@@ -68,11 +60,11 @@ def test_a_customer_the_tenant_had_is_matched_by_email_not_duplicated(mapping):
     assert (run.created, run.updated, run.pages_done) == (FEED - 1, 1, FEED // 10)
 
 
-def test_a_customer_linked_by_another_mapping_of_the_tenant_refuses_the_insert(mapping):
+def test_a_customer_linked_by_another_mapping_of_the_tenant_refuses_the_insert(mapping, candidate_lookups):
     # Linked to the same Sabito id through another business's mapping of this tenant.
     other = CustomerFactory(tenant=mapping.tenant, email="someone@example.com", sabito_customer_id="cust-3")
 
-    result, candidate_lookups = first_sync(mapping)
+    result = full_sync(mapping)
 
     other.refresh_from_db()
     assert other.email == "person3@example.com"  # the record's values, on the customer it found by id
@@ -84,20 +76,20 @@ def test_a_customer_linked_by_another_mapping_of_the_tenant_refuses_the_insert(m
 def test_records_of_a_first_load_sharing_an_address_are_matched_as_always(mapping, fake_sabito):
     fake_sabito.records["biz-new"][7] = sabito_record(7, email="person6@example.com")
 
-    result, _candidate_lookups = first_sync(mapping)
+    result = full_sync(mapping)
 
     assert (result.created, result.errors) == (FEED - 1, 1)
     assert "already belongs to the customer linked to Sabito id cust-6" in result.error_details[0]["reason"]
     assert Customer.objects.get(email="person6@example.com").sabito_customer_id == "cust-6"
 
 
-def test_a_refused_insert_keeps_nothing_of_its_batch(mapping, fake_sabito):
+def test_a_refused_insert_keeps_nothing_of_its_batch(mapping, candidate_lookups):
     # The one match is the batch's last record: every other record of the batch would
     # have been inserted before the refusal.
     kept = CustomerFactory(tenant=mapping.tenant, email="person49@example.com")
 
     with CaptureQueriesContext(connection) as queries:
-        result, candidate_lookups = first_sync(mapping)
+        result = full_sync(mapping)
 
     assert (result.created, result.updated) == (FEED - 1, 1)
     assert candidate_lookups == [50] * (FEED // 50)
@@ -109,7 +101,7 @@ def test_a_refused_insert_keeps_nothing_of_its_batch(mapping, fake_sabito):
     assert any("ROLLBACK" in query["sql"].upper() for query in queries.captured_queries)
 
 
-def test_a_batch_refused_after_its_progress_counts_its_pages_once(mapping, monkeypatch):
+def test_a_batch_refused_after_its_progress_counts_its_pages_once(mapping, candidate_lookups, monkeypatch):
     # As a foreign key checked at commit refuses it: after the batch recorded its progress.
     from django.db import IntegrityError
 
@@ -126,7 +118,7 @@ def test_a_batch_refused_after_its_progress_counts_its_pages_once(mapping, monke
 
     monkeypatch.setattr(page_writer, "record_progress", record_progress)
 
-    result, candidate_lookups = first_sync(mapping)
+    result = full_sync(mapping)
 
     assert refused == [5] and candidate_lookups == [50]  # the refused batch looked up; the rest were all new
     run = SyncRun.objects.get(pk=result.run_id)
