@@ -43,6 +43,7 @@ from .records import (
     EMAIL_POSITION,
     FINGERPRINT_POSITION,
     SABITO_ID_POSITION,
+    SYNCED_FIELDS,
     WRITTEN_FIELDS,
     RejectedRecord,
     SabitoRecord,
@@ -504,7 +505,7 @@ def write_batch_record_by_record(
             # Only where the values are still the record's: a fingerprint vouches for them.
             values = dict(zip(WRITTEN_FIELDS, customer.values))
             Customer.objects.filter(
-                pk=customer.pk, tenant_id=tenant_id, **{name: values[name] for name in WRITTEN_FIELDS[:FINGERPRINT_POSITION]}
+                pk=customer.pk, tenant_id=tenant_id, **{name: values[name] for name in SYNCED_FIELDS}
             ).update(sabito_fingerprint=values["sabito_fingerprint"])
         for customer in plan.creates + plan.updates:
             values = dict(zip(WRITTEN_FIELDS, customer.values))
