@@ -336,7 +336,7 @@ class Benchmark:
         from django.utils import timezone as django_timezone
 
         from nexpro.celery import app
-        from sabito_sync.client import format_timestamp
+        from sabito_sync.engine.client import format_timestamp
         from sabito_sync.models import SabitoMapping, SyncRun, SyncTick, Tenant
         from sabito_sync.tasks import fanout_chunks, sync_all_mappings_task
 

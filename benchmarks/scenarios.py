@@ -135,7 +135,7 @@ def child_fetch_limit(params: dict) -> dict:
 def child_limit(params: dict) -> dict:
     """The project client: every page through the project's own client, parsed, and
     nothing else (no validation, no database)."""
-    from sabito_sync.sync import sabito_client
+    from sabito_sync.engine.sync import sabito_client
 
     records = pages = 0
     with sabito_client() as client:
@@ -155,8 +155,8 @@ def child_baseline(params: dict) -> dict:
     from django.db.models import Q
 
     from sabito_sync.models import Customer, Tenant
-    from sabito_sync.records import SYNCED_FIELDS, InvalidRecord, customer_values
-    from sabito_sync.sync import sabito_client
+    from sabito_sync.engine.records import SYNCED_FIELDS, InvalidRecord, customer_values
+    from sabito_sync.engine.sync import sabito_client
 
     tenant = Tenant.objects.get(pk=params["tenant_id"])
     business_id, sample = params["business_id"], params["sample"]
@@ -211,8 +211,8 @@ def child_sync(params: dict) -> dict:
     """The project: `sync_mapping`, exactly as the task and the command call it; with
     `from_memory`, on pages fetched (and decoded) before the clock starts."""
     from sabito_sync.models import SabitoMapping
-    from sabito_sync.prefetch import sync_feed
-    from sabito_sync.sync import sabito_client, sync_mapping
+    from sabito_sync.engine.prefetch import sync_feed
+    from sabito_sync.engine.sync import sabito_client, sync_mapping
 
     mapping = SabitoMapping.objects.select_related("tenant").get(pk=params["mapping_id"])
     client = None
@@ -257,7 +257,7 @@ def child_nothing_new(params: dict) -> dict:
 
     from sabito_sync.conf import load_sabito_settings
     from sabito_sync.models import SabitoMapping
-    from sabito_sync.sync import sync_mapping
+    from sabito_sync.engine.sync import sync_mapping
     from sabito_sync.tasks import sync_mapping_chunk_task
 
     mapping_ids = params["mapping_ids"]
@@ -300,9 +300,9 @@ def child_copy_floor(params: dict) -> dict:
     from django.utils import timezone
 
     from sabito_sync.models import Customer, Tenant
-    from sabito_sync.prefetch import sync_feed
-    from sabito_sync.records import WRITTEN_FIELDS, validate_records, written_values
-    from sabito_sync.sync import sabito_client
+    from sabito_sync.engine.prefetch import sync_feed
+    from sabito_sync.engine.records import WRITTEN_FIELDS, validate_records, written_values
+    from sabito_sync.engine.sync import sabito_client
 
     # The rows as the sync writes them, each with its record's fingerprint.
     business_id = params["business_id"]

@@ -5,7 +5,7 @@ from django.http import HttpResponse
 from django.views import defaults
 from rest_framework.renderers import JSONRenderer
 
-from sabito_sync.api import error_payload
+from sabito_sync.api.errors import error_payload
 
 API_PREFIX = "/api/"
 

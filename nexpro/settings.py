@@ -63,8 +63,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: probes and Prometheus address a container by its IP over plain HTTP, which
-    # ALLOWED_HOSTS and the HTTPS redirect below would refuse (sabito_sync.health).
-    "sabito_sync.health.ProbeMiddleware",
+    # ALLOWED_HOSTS and the HTTPS redirect below would refuse (sabito_sync.ops.health).
+    "sabito_sync.ops.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,7 +188,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # django-celery-beat's DatabaseScheduler, recording each round of its loop for /readyz.
-CELERY_BEAT_SCHEDULER = "sabito_sync.health:HeartbeatScheduler"
+CELERY_BEAT_SCHEDULER = "sabito_sync.ops.health:HeartbeatScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- REST framework -------------------------------------------------------------
@@ -253,7 +253,7 @@ SABITO_SYNC_WEBHOOK_URL = env.str("SABITO_SYNC_WEBHOOK_URL", default="")
 SABITO_SYNC_WEBHOOK_SECRET = env.str("SABITO_SYNC_WEBHOOK_SECRET", default="")
 
 # --- Monitoring -------------------------------------------------------------------
-# /healthz, /readyz and /metrics (sabito_sync.health). With a token set, /metrics
+# /healthz, /readyz and /metrics (sabito_sync.ops.health). With a token set, /metrics
 # answers only `Authorization: Bearer <METRICS_TOKEN>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 

@@ -6,13 +6,12 @@ class SabitoSyncConfig(AppConfig):
     verbose_name = "Sabito sync"
     default_auto_field = "django.db.models.BigAutoField"
 
-    def ready(self):
+    def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from . import checks  # noqa: F401  (registers the system checks)
-        # Signal receivers and the tasks outside tasks.py: imported here so that every
-        # process (web, worker, beat, commands) has them connected and registered.
-        from . import alerts, retention, ticks  # noqa: F401
-        from .schedule import on_post_migrate
+        # Imported here so that every process (web, worker, beat, commands) has the
+        # system checks registered, the tasks registered (the services queue them by
+        # name) and the signal receivers connected.
+        from . import checks, receivers, tasks  # noqa: F401
 
-        post_migrate.connect(on_post_migrate, sender=self)
+        post_migrate.connect(receivers.on_post_migrate, sender=self)

@@ -6,11 +6,12 @@ The lines that more than one interface writes are written here, once.
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 LOG_PREFIX = "[Sabito Sync]"
 
-Mappings = TypeVar("Mappings", bound=list)
+Mappings = TypeVar("Mappings", bound=list)  # type: ignore[type-arg]
 
 
 def fan_out(logger: logging.Logger, find_mappings: Callable[[], Mappings]) -> Mappings:
@@ -20,3 +21,15 @@ def fan_out(logger: logging.Logger, find_mappings: Callable[[], Mappings]) -> Ma
     mappings = find_mappings()
     logger.info("%s Found %d tenant mappings to sync", LOG_PREFIX, len(mappings))
     return mappings
+
+
+def log_all_completed(logger: logging.Logger, *, total_tenants: int, created: int, updated: int, errors: int) -> None:
+    """The guide's summary of a sync of all tenants, in this process or across a fan-out's tasks."""
+    logger.info(
+        "%s All tenants sync completed: { totalTenants: %d, totalCreated: %d, totalUpdated: %d, totalErrors: %d }",
+        LOG_PREFIX,
+        total_tenants,
+        created,
+        updated,
+        errors,
+    )

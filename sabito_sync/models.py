@@ -2,6 +2,8 @@
 history of sync runs. The names here are a contract: operators query them, the API
 serialises them and the admin shows them."""
 
+from __future__ import annotations
+
 import uuid
 
 from django.conf import settings
@@ -97,6 +99,10 @@ class Customer(models.Model):
 
 
 class SabitoMappingQuerySet(models.QuerySet):
+    def active(self) -> SabitoMappingQuerySet:
+        """The mappings scheduled and sync-all runs sync: those not paused."""
+        return self.filter(is_active=True)
+
     def with_sync_running(self, *, live_runs: models.QuerySet):
         """Each mapping annotated with `sync_running`: whether one of `live_runs`
         (the runs that count as holding their mapping's lock; `mappings.live_runs`
@@ -172,6 +178,14 @@ class SyncRun(models.Model):
         # history shows it was asked for and why nothing ran.
         ALREADY_RUNNING = "already_running", "Already running"
 
+    class StopReason(models.TextChoices):
+        # Asked to stop because its worker was shutting down (it ends interrupted)...
+        SHUTDOWN = "shutdown", "Worker shutting down"
+        # ... and, once the reaper has queued its sync again, this.
+        QUEUED_AGAIN = "queued_again", "Queued again after a shutdown"
+        # Its worker died: ended by the reaper, or taken over by the mapping's next run.
+        ABANDONED = "abandoned", "Worker died"
+
     # A run in one of these has ended and will not change again.
     FINISHED_STATUSES = frozenset(
         {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED, Status.ALREADY_RUNNING}
@@ -200,9 +214,9 @@ class SyncRun(models.Model):
     error_message = models.TextField(blank=True, default="")
     pages_done = models.PositiveIntegerField(default=0)
     # Set by a cancel request, or by its worker shutting down (then `stop_reason` is
-    # "shutdown"); the run stops once the pages it has fetched are written.
+    # SHUTDOWN); the run stops once the pages it has fetched are written.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    stop_reason = models.CharField(max_length=20, blank=True, default="")
+    stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True, default="")
     # Where the feed stands after the last committed page (offset and the pager's
     # anchor records), so a later run can resume instead of starting over.
     checkpoint = models.JSONField(null=True, blank=True)

@@ -29,6 +29,8 @@ from typing import Sequence
 from django.db import transaction
 from django.dispatch import Signal
 
+from .logs import LOG_PREFIX
+
 logger = logging.getLogger("sabito_sync.signals")
 
 sync_finished = Signal()
@@ -76,7 +78,8 @@ def send_robustly(signal: Signal, **kwargs) -> None:
     for receiver, outcome in signal.send_robust(**kwargs):
         if isinstance(outcome, Exception):
             logger.error(
-                "[Sabito Sync] Receiver %s of a sync signal failed: %s",
+                "%s Receiver %s of a sync signal failed: %s",
+                LOG_PREFIX,
                 getattr(receiver, "__qualname__", receiver),
                 outcome,
                 exc_info=outcome,

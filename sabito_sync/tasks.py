@@ -1,4 +1,5 @@
-"""Celery tasks: thin interfaces over the sync service.
+"""Every Celery task of the app: thin interfaces over the services and the engine.
+Their names are a contract with queued messages and beat rows (`services.queueing`).
 
 Every task is safe to run twice (Celery delivers at least once): a sync is an
 idempotent upsert guarded by the per-mapping run lock, so a redelivered task either
@@ -13,24 +14,35 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
+from typing import Any
 
+import requests
 from celery import shared_task
-from celery.signals import worker_shutting_down
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 
+from . import logcontext
 from .conf import SabitoSettings, load_sabito_settings
+from .engine.client import SabitoClient
+from .engine.sync import sabito_client, sync_mapping
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
-from . import logcontext, ticks
-from .runs import RunNotQueued, SyncResult, reap_dead_runs, request_stop_of_worker_runs
-from .serializers import sync_result_data
-from .sync import SyncAlreadyRunning, already_running_result, sabito_client, sync_mapping
+from .runs import ticks
+from .runs.reaper import reap_dead_runs
+from .runs.result import RunNotQueued, SyncAlreadyRunning, SyncResult, already_running_result, result_data
+from .services import alerts, retention
+from .services.queueing import (
+    PRUNE_RUNS_TASK,
+    REAP_DEAD_RUNS_TASK,
+    SEND_ALERT_TASK,
+    SYNC_ALL_TASK,
+    SYNC_MAPPING_CHUNK_TASK,
+    SYNC_MAPPING_TASK,
+)
 
 logger = logging.getLogger("sabito_sync.tasks")
 
 
-@shared_task(bind=True, name="sabito_sync.sync_mapping", max_retries=None, acks_late=True)
+@shared_task(bind=True, name=SYNC_MAPPING_TASK, max_retries=None, acks_late=True)
 @logcontext.task_log_context  # the task's own lines (a retry) carry the sync's ids
 def sync_mapping_task(
     self,
@@ -59,7 +71,7 @@ def sync_mapping_task(
             worker=self.request.hostname or "",
         )
     except SyncAlreadyRunning as exc:
-        return sync_result_data(already_running_result(exc)) | {"alreadyRunning": True}
+        return result_data(already_running_result(exc)) | {"alreadyRunning": True}
     except RunNotQueued as exc:
         # Cancelled before a worker took it, or this is a redelivery of a finished run.
         logger.info("%s %s", LOG_PREFIX, exc)
@@ -71,7 +83,7 @@ def sync_mapping_task(
         raise self.retry(
             countdown=countdown, args=[mapping_id, full_sync, trigger], kwargs={"run_id": None, "tick_id": tick_id}
         )
-    return sync_result_data(result)
+    return result_data(result)
 
 
 def retry_countdown(result: SyncResult, *, retries: int, settings: SabitoSettings) -> int | None:
@@ -84,7 +96,7 @@ def retry_countdown(result: SyncResult, *, retries: int, settings: SabitoSetting
     return settings.task_retry_delay_seconds * 2**retries
 
 
-@shared_task(bind=True, name="sabito_sync.sync_mapping_chunk", acks_late=True)
+@shared_task(bind=True, name=SYNC_MAPPING_CHUNK_TASK, acks_late=True)
 def sync_mapping_chunk_task(
     self,
     mapping_ids: list[str],
@@ -163,7 +175,9 @@ def sync_mapping_chunk_task(
     }
 
 
-def sync_in_chunk(*, mapping: SabitoMapping, full_sync: bool, trigger: str, worker: str, client) -> SyncResult:
+def sync_in_chunk(
+    *, mapping: SabitoMapping, full_sync: bool, trigger: str, worker: str, client: SabitoClient
+) -> SyncResult:
     """One mapping of a chunk: its result, whatever happened (a refusal by its lock,
     or a failure before its run started, included)."""
     try:
@@ -193,13 +207,13 @@ def chunk_result_data(result: SyncResult) -> dict:
     return data
 
 
-@shared_task(name="sabito_sync.sync_all_mappings", acks_late=True)
+@shared_task(name=SYNC_ALL_TASK, acks_late=True)
 def sync_all_mappings_task(full_sync: bool = False, trigger: str = SyncRun.Trigger.BEAT) -> list[str]:
     """Fan out: the active mappings in chunks (`fanout_chunks`), one task per chunk, so
     mappings sync in parallel across workers while a tick of thousands of mappings
     with nothing new does not pay a broker round trip for each."""
     mapping_ids = fan_out(
-        logger, lambda: [str(pk) for pk in SabitoMapping.objects.filter(is_active=True).values_list("pk", flat=True)]
+        logger, lambda: [str(pk) for pk in SabitoMapping.objects.active().values_list("pk", flat=True)]
     )
     tick_id = ticks.start_tick(expected=len(mapping_ids), full_sync=full_sync, trigger=trigger)
     return [
@@ -221,22 +235,7 @@ def fanout_chunks(mapping_ids: list[str], *, chunk_size: int) -> list[list[str]]
     return [mapping_ids[start : start + size] for start in range(0, len(mapping_ids), size)]
 
 
-def enqueue_mapping_sync(*, mapping: SabitoMapping, full_sync: bool, trigger: str, run: SyncRun | None = None) -> str:
-    """Queue a sync of one mapping (as `run`, a queued `SyncRun`, if given) once the
-    current transaction commits, so the worker never looks for a row it cannot see
-    yet; returns the task id now."""
-    task_id = str(uuid.uuid4())
-    args = [str(mapping.pk), full_sync, trigger]
-    kwargs = {"run_id": str(run.pk)} if run is not None else {}
-    transaction.on_commit(lambda: sync_mapping_task.apply_async(args=args, kwargs=kwargs, task_id=task_id))
-    return task_id
-
-
-def enqueue_mapping_syncs(*, mappings, full_sync: bool, trigger: str) -> list[str]:
-    return [enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=trigger) for mapping in mappings]
-
-
-@shared_task(name="sabito_sync.reap_dead_runs", acks_late=True)
+@shared_task(name=REAP_DEAD_RUNS_TASK, acks_late=True)
 def reap_dead_runs_task() -> list[str]:
     """On beat, every minute: end the runs whose worker died (their heartbeat went
     stale) and queue their syncs again, and those of runs a worker's shutdown
@@ -253,19 +252,21 @@ def reap_dead_runs_task() -> list[str]:
     return [str(run.pk) for run in reaped]
 
 
-@worker_shutting_down.connect
-def stop_this_workers_runs(sender=None, **kwargs) -> None:
-    """A worker told to stop (SIGTERM, Ctrl-C, `docker compose stop`) waits for its
-    tasks. Ask its syncs to stop once the pages they have fetched are written, as interrupted
-    (each queues itself again), so it exits within seconds instead of minutes. The
-    signal fires in the worker's main process, the syncs run in its children: the
-    request goes through their runs' rows, which their heartbeat threads read."""
-    if not sender:
-        return
-    try:
-        asked = request_stop_of_worker_runs(worker=str(sender))
-    except Exception:  # a shutdown must go on whatever the database says
-        logger.exception("%s Could not ask this worker's syncs to stop", LOG_PREFIX)
-        return
-    if asked:
-        logger.warning("%s Worker %s shutting down: %d running syncs asked to stop after their page", LOG_PREFIX, sender, asked)
+@shared_task(name=PRUNE_RUNS_TASK, acks_late=True)
+def prune_runs_task() -> int:
+    """Daily, on beat: delete the runs older than SABITO_RUN_RETENTION_DAYS (0 keeps them all)."""
+    return retention.prune_runs_by_retention()
+
+
+@shared_task(
+    name=SEND_ALERT_TASK,
+    autoretry_for=(requests.RequestException, alerts.WebhookNotAccepted),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    max_retries=8,
+    acks_late=True,
+)
+def send_alert_webhook(payload: dict[str, Any]) -> int:
+    """POST one alert (`services.alerts.post_alert`); a refused or unreachable
+    receiver is tried again with a growing backoff."""
+    return alerts.post_alert(payload)

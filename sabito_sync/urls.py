@@ -3,7 +3,7 @@ without trailing slashes."""
 
 from django.urls import path
 
-from . import api
+from .api import views as api
 
 app_name = "sabito_sync"
 

@@ -150,9 +150,10 @@ def inline_worker(monkeypatch, settings, django_capture_on_commit_callbacks):
     task. Here it is sent at once and `apply` runs the real task in this process (the
     run claimed, synced and recorded), so the endpoint finds it finished. The
     end-to-end tests use a real worker over the real broker instead."""
-    from sabito_sync import mappings, tasks
+    from sabito_sync.services import queueing
+    from sabito_sync import tasks
 
-    queue = mappings.enqueue_mapping_sync
+    queue = queueing.enqueue_mapping_sync
 
     def queue_and_run(**kwargs) -> str:
         with django_capture_on_commit_callbacks(execute=True):
@@ -161,7 +162,7 @@ def inline_worker(monkeypatch, settings, django_capture_on_commit_callbacks):
     def run_here(*, args, kwargs, task_id):
         return tasks.sync_mapping_task.apply(args=args, kwargs=kwargs, task_id=task_id, throw=True)
 
-    monkeypatch.setattr(mappings, "enqueue_mapping_sync", queue_and_run)
+    monkeypatch.setattr(queueing, "enqueue_mapping_sync", queue_and_run)
     monkeypatch.setattr(tasks.sync_mapping_task, "apply_async", run_here)
     # A task retry is a run of its own, which `apply` would run at once, ignoring the
     # countdown; the endpoint answers for the run it queued.

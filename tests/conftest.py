@@ -137,7 +137,7 @@ def mapping_fed_in_small_batches(fake_sabito, settings, *, business_id: str, rec
 
 def full_sync(mapping):
     """A full sync of `mapping`, which must succeed; its result."""
-    from sabito_sync.sync import sync_mapping
+    from sabito_sync.engine.sync import sync_mapping
 
     result = sync_mapping(mapping=mapping, full_sync=True)
     assert result.success, result.error

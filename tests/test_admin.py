@@ -499,7 +499,7 @@ def test_saving_the_mapping_form_never_puts_back_a_stale_watermark(admin_client,
         "tenant": str(mapping.tenant_id),
         "is_active": "on",
     }
-    with patch("sabito_sync.admin.SabitoMappingAdmin.get_object", return_value=stale):
+    with patch("sabito_sync.admin.mappings.SabitoMappingAdmin.get_object", return_value=stale):
         response = admin_client.post(change_url(mapping), form)
 
     assert response.status_code == 302

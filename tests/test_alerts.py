@@ -9,11 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sabito_sync import alerts
+from sabito_sync import tasks
+from sabito_sync.services import alerts
 from sabito_sync.checks import check_sabito_settings
 from sabito_sync.models import Customer
 from sabito_sync.signals import customers_synced, sync_finished
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.sync import sync_mapping
 
 from .conftest import SABITO_TEST_KEY, wait_for
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
@@ -197,7 +198,7 @@ def test_a_failing_receiver_never_fails_the_sync(db, fake_sabito, django_capture
 
 
 def test_the_api_key_is_scrubbed_from_an_alert_body(webhook, settings):
-    alerts.send_alert_webhook.apply(kwargs={"payload": {"event": "e", "mappingId": "m", "error": f"echo {SABITO_TEST_KEY}"}})
+    tasks.send_alert_webhook.apply(kwargs={"payload": {"event": "e", "mappingId": "m", "error": f"echo {SABITO_TEST_KEY}"}})
 
     ((headers, body),) = webhook.received
     assert verified_payload(headers, body)["error"] == "echo [redacted]"

@@ -356,16 +356,16 @@ def test_without_a_wait_a_sync_answers_202_at_once_without_blaming_the_workers(a
 def before_the_worker(monkeypatch, inline_worker):
     """`before_the_worker(do)`: `do(run)` happens to each queued run before the
     inline worker takes it."""
-    from sabito_sync import mappings
+    from sabito_sync.services import queueing
 
-    queue_and_run = mappings.enqueue_mapping_sync
+    queue_and_run = queueing.enqueue_mapping_sync
 
     def arrange(do):
         def queue(**kwargs):
             do(kwargs["run"])
             return queue_and_run(**kwargs)
 
-        monkeypatch.setattr(mappings, "enqueue_mapping_sync", queue)
+        monkeypatch.setattr(queueing, "enqueue_mapping_sync", queue)
 
     return arrange
 
@@ -388,7 +388,7 @@ def test_a_mapping_the_worker_finds_already_running_is_reported_as_such(admin, m
 def test_a_run_cancelled_before_the_worker_took_it_is_reported_cancelled_not_failed(
     admin, mapping, fake_sabito, before_the_worker
 ):
-    from sabito_sync.mappings import cancel_run
+    from sabito_sync.services.syncs import cancel_run
 
     before_the_worker(lambda run: cancel_run(actor=None, run=run))
 
@@ -1100,9 +1100,10 @@ def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, 
 
 
 def test_status_items_equal_the_status_serializers_output(tenant, mapping):
-    from sabito_sync.mappings import with_sync_running
+    from sabito_sync.runs.queries import with_sync_running
     from sabito_sync.models import SabitoMapping, SyncRun
-    from sabito_sync.serializers import SyncStatusSerializer, sync_status_items
+    from sabito_sync.api.serializers import SyncStatusSerializer
+    from sabito_sync.services.status import sync_status_items
 
     SabitoMappingFactory(tenant=tenant, metadata={"lastSyncedAt": 17, "lastSyncResult": ["hand", "edited"]})
     SabitoMappingFactory(tenant=tenant, metadata=["not", "a", "dict"], is_active=False)

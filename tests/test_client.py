@@ -15,7 +15,7 @@ import requests
 import responses
 from responses import matchers
 
-from sabito_sync.client import (
+from sabito_sync.engine.client import (
     CustomerPage,
     SabitoAuthError,
     SabitoClient,

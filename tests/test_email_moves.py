@@ -6,7 +6,7 @@ is a conflict."""
 import pytest
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.sync import sync_mapping
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from sabito_sync.models import Customer, SyncRun, SyncTick
 from sabito_sync.tasks import fanout_chunks, sync_all_mappings_task, sync_mapping_chunk_task, sync_mapping_task
-from sabito_sync.ticks import start_tick
+from sabito_sync.runs.ticks import start_tick
 
 from .factories import SabitoMappingFactory, TenantFactory, sabito_record
 
@@ -183,7 +183,7 @@ def test_each_mapping_of_a_chunk_logs_with_its_own_ids(mappings, caplog):
 
 def test_a_chunk_whose_worker_is_shutting_down_queues_its_remaining_mappings_again(mappings, monkeypatch):
     from sabito_sync import tasks
-    from sabito_sync.runs import SyncResult
+    from sabito_sync.runs.result import SyncResult
 
     tick_id = start_tick(expected=3, full_sync=False, trigger="beat")
     synced = []

@@ -10,12 +10,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from sabito_sync import page_sql, records
-from sabito_sync.client import SabitoClient
+from sabito_sync.engine import batch_sql as page_sql
+from sabito_sync.engine import records
+from sabito_sync.engine.client import SabitoClient
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.page_writer import write_batch
-from sabito_sync.records import SabitoRecord, fingerprint_key
-from sabito_sync.runs import SyncResult
+from sabito_sync.engine.batch import write_batch
+from sabito_sync.engine.records import SabitoRecord, fingerprint_key
+from sabito_sync.runs.result import SyncResult
 
 from .conftest import SABITO_TEST_URL, full_sync, mapping_fed_in_small_batches, plans_of_statements
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record

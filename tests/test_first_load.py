@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from sabito_sync import page_sql
+from sabito_sync.engine import batch_sql as page_sql
 from sabito_sync.models import Customer, SyncRun
 
 from .conftest import full_sync, mapping_fed_in_small_batches
@@ -105,7 +105,7 @@ def test_a_batch_refused_after_its_progress_counts_its_pages_once(mapping, candi
     # As a foreign key checked at commit refuses it: after the batch recorded its progress.
     from django.db import IntegrityError
 
-    from sabito_sync import page_writer
+    from sabito_sync.engine import batch as page_writer
 
     real = page_writer.record_progress
     refused = []

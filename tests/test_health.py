@@ -12,7 +12,7 @@ import requests
 from django.core.management import call_command
 from django.utils import timezone
 
-from sabito_sync.health import BEAT_HEARTBEAT_NAME
+from sabito_sync.ops.health import BEAT_HEARTBEAT_NAME
 from sabito_sync.models import SchedulerHeartbeat
 
 from .conftest import beat_process, subprocess_env, wait_for

@@ -12,7 +12,7 @@ import pytest
 from sabito_sync.models import SyncRun, SyncTick, SyncTickMapping
 from sabito_sync.logcontext import SyncContextFilter
 from sabito_sync.tasks import sync_all_mappings_task, sync_mapping_task
-from sabito_sync.ticks import mapping_finished, start_tick
+from sabito_sync.runs.ticks import mapping_finished, start_tick
 
 from .conftest import subprocess_env, wait_for
 from .factories import SabitoMappingFactory, TenantFactory

@@ -1,4 +1,4 @@
-"""The mapping rules of `sabito_sync.mappings`, met the way an operator or an attacker
+"""The mapping rules of `sabito_sync.services.mappings`, met the way an operator or an attacker
 meets them: re-pointing a mapping resets its watermark (and the history says why),
 deleting or re-pointing waits for a running sync, and the admin and the API agree
 on what "running" means."""
@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from sabito_sync.models import Customer, SabitoMapping, SyncRun
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.sync import sync_mapping
 from tests.api_fixtures import (  # noqa: F401 (fixtures)
     STATUS,
     admin,
@@ -300,8 +300,8 @@ def test_deleting_a_mapping_keeps_its_customers(operator, mapping):
 
 
 def test_a_tenant_admin_pauses_and_resumes_through_the_service_and_a_member_may_not(make_caller, mapping):
-    from sabito_sync.access import ActionRefused
-    from sabito_sync.mappings import set_mapping_active
+    from sabito_sync.services.access import ActionRefused
+    from sabito_sync.services.mappings import set_mapping_active
     from sabito_sync.models import Membership
 
     admin_user = make_caller(mapping.tenant).user

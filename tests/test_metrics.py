@@ -10,7 +10,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from sabito_sync.models import SyncRun
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.sync import sync_mapping
 
 from .conftest import FakeSabito
 from .factories import SabitoMappingFactory, TenantFactory, sabito_record
@@ -51,7 +51,7 @@ def test_metrics_match_the_database_after_syncs(live_server, fake_sabito_beside)
     now = timezone.now()
     SyncRun.objects.create(
         mapping=never, trigger="beat", status="failed", started_at=now - timedelta(hours=1), heartbeat_at=now,
-        finished_at=now, error_message="Abandoned: no progress since ... (the worker probably died)",
+        finished_at=now, stop_reason="abandoned", error_message="Abandoned: no progress since ... (the worker probably died)",
     )
     SyncRun.objects.create(mapping=never, trigger="beat", status="running", started_at=now, heartbeat_at=now)
 

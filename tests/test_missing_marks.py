@@ -8,8 +8,8 @@ from django.db import connection
 from django.utils import timezone
 
 from sabito_sync.models import Customer
-from sabito_sync.page_writer import mark_missing_customers
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.missing import mark_missing_customers
+from sabito_sync.engine.sync import sync_mapping
 
 from .conftest import plans_of_statements
 from .factories import CustomerFactory, SabitoMappingFactory, TenantFactory, sabito_record

@@ -9,11 +9,13 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from sabito_sync import page_sql, records, sync
+from sabito_sync.engine import batch_sql as page_sql
+from sabito_sync.engine import records
+from sabito_sync.engine import sync
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.page_writer import write_batch
-from sabito_sync.runs import SyncResult
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.batch import write_batch
+from sabito_sync.runs.result import SyncResult
+from sabito_sync.engine.sync import sync_mapping
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 

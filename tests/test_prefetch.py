@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sabito_sync.client import CustomerPage, SabitoError
-from sabito_sync.prefetch import PagePrefetcher
+from sabito_sync.engine.client import CustomerPage, SabitoError
+from sabito_sync.engine.prefetch import PagePrefetcher
 
 
 def page(offset: int, size: int = 10) -> CustomerPage:

@@ -14,7 +14,7 @@ from django.core.validators import EmailValidator
 from sabito_simulator.data import new_customer
 from sabito_simulator.faults import hostile_variant
 from sabito_sync.models import Customer
-from sabito_sync.records import (
+from sabito_sync.engine.records import (
     RECORD_FIELDS,
     EmailAddressValidator,
     InvalidRecord,

@@ -9,9 +9,9 @@ from django.db import OperationalError, connection
 from django.db.models import Count
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.records import SYNCED_FIELDS, InvalidRecord, customer_values
-from sabito_sync.serializers import sync_result_data
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.records import SYNCED_FIELDS, InvalidRecord, customer_values
+from sabito_sync.runs.result import result_data as sync_result_data
+from sabito_sync.engine.sync import sync_mapping
 
 from .factories import SabitoMappingFactory
 

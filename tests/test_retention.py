@@ -8,7 +8,9 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from sabito_sync.models import SyncRun, SyncTick
-from sabito_sync.retention import PRUNE_PERIODIC_TASK_NAME, ensure_prune_schedule, prune_runs, prune_runs_task
+from sabito_sync.services.retention import prune_runs
+from sabito_sync.services.schedule import PRUNE_PERIODIC_TASK_NAME, ensure_prune_schedule
+from sabito_sync.tasks import prune_runs_task
 
 from .factories import SabitoMappingFactory
 

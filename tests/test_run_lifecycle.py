@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from sabito_sync import metadata
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.runs import request_stop_of_worker_runs
-from sabito_sync.sync import sync_mapping
+from sabito_sync.runs.reaper import request_stop_of_worker_runs
+from sabito_sync.engine.sync import sync_mapping
 from sabito_sync.tasks import reap_dead_runs_task, sync_mapping_task
 
 from .factories import SabitoMappingFactory, sabito_record
@@ -122,7 +122,7 @@ def test_a_resumed_full_sync_marks_nobody_missing(mapping, fake_sabito):
 
 
 def test_a_repointed_mapping_does_not_resume_the_old_business(mapping, fake_sabito):
-    from sabito_sync.mappings import update_mapping
+    from sabito_sync.services.mappings import update_mapping
 
     fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(300)]
     fake_sabito.records["biz-2"] = [sabito_record(n, id=f"b2-{n}") for n in range(300)]
@@ -147,7 +147,7 @@ def test_a_failure_in_the_missing_marks_fails_the_run_and_keeps_the_watermark(ma
     def broken(**kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("sabito_sync.sync.mark_missing_customers", broken)
+    monkeypatch.setattr("sabito_sync.engine.sync.mark_missing_customers", broken)
     result = sync_mapping(mapping=mapping, full_sync=True)
 
     assert not result.success and "Could not mark the customers Sabito no longer has: disk on fire" in result.error
@@ -309,7 +309,7 @@ def test_the_reaper_is_scheduled_every_minute_and_an_operators_pause_stands(db):
     from django.core.management import call_command
     from django_celery_beat.models import PeriodicTask
 
-    from sabito_sync.schedule import REAPER_TASK_NAME, ensure_reaper_schedule
+    from sabito_sync.services.schedule import REAPER_TASK_NAME, ensure_reaper_schedule
 
     ensure_reaper_schedule()
     task = PeriodicTask.objects.get(name=REAPER_TASK_NAME)

@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from sabito_sync.models import AppliedSchedule
-from sabito_sync.schedule import PERIODIC_TASK_NAME, ensure_periodic_sync_schedule, on_beat_start
+from sabito_sync.receivers import on_beat_start
+from sabito_sync.services.schedule import PERIODIC_TASK_NAME, ensure_periodic_sync_schedule
 
 from .conftest import beat_process, wait_for
 

@@ -111,8 +111,8 @@ def test_api_key_appears_in_no_log_result_admin_page_or_api_response(
     from rest_framework.test import APIClient
 
     from sabito_sync.models import Membership
-    from sabito_sync.serializers import sync_result_data
-    from sabito_sync.sync import sync_mapping
+    from sabito_sync.runs.result import result_data as sync_result_data
+    from sabito_sync.engine.sync import sync_mapping
 
     caplog.set_level(logging.DEBUG)
     mapping = SabitoMappingFactory(sabito_business_id="biz-1")

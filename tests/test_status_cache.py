@@ -8,9 +8,9 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from sabito_sync import status as status_module
+from sabito_sync.services import status as status_module
 from sabito_sync.models import SabitoMapping, SyncRun
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.sync import sync_mapping
 from tests.api_fixtures import (  # noqa: F401 (fixtures)
     MAPPINGS,
     STATUS,
@@ -135,7 +135,7 @@ def test_status_answers_when_the_cache_server_is_down(admin, mapping):
 def test_the_browsable_api_still_renders_the_status(admin, mapping, monkeypatch):
     from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 
-    from sabito_sync.api import SyncStatusApi
+    from sabito_sync.api.views import SyncStatusApi
 
     # What DEBUG turns on: a browser asking for HTML gets DRF's page.
     monkeypatch.setattr(SyncStatusApi, "renderer_classes", [JSONRenderer, BrowsableAPIRenderer])

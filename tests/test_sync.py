@@ -8,8 +8,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.serializers import sync_result_data
-from sabito_sync.sync import SyncAlreadyRunning, sync_all_mappings, sync_mapping
+from sabito_sync.runs.result import result_data as sync_result_data
+from sabito_sync.engine.sync import sync_all_mappings, sync_mapping
+from sabito_sync.runs.result import SyncAlreadyRunning
 
 from .conftest import SABITO_TEST_KEY
 from .factories import CustomerFactory, SabitoMappingFactory, TenantFactory, sabito_record

@@ -7,10 +7,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.page_writer import write_batch
-from sabito_sync.records import validate_records
-from sabito_sync.runs import SyncResult
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.batch import write_batch
+from sabito_sync.engine.records import validate_records
+from sabito_sync.runs.result import SyncResult
+from sabito_sync.engine.sync import sync_mapping
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
@@ -191,7 +191,7 @@ NOTHING_NEW_STATEMENTS = 2 if connection.vendor == "postgresql" else 9
 
 @pytest.fixture
 def synced_mapping(fake_sabito):
-    from sabito_sync.sync import sync_mapping
+    from sabito_sync.engine.sync import sync_mapping
 
     mapping = SabitoMappingFactory(sabito_business_id="biz-idle")
     fake_sabito.records["biz-idle"] = [sabito_record(1)]
@@ -201,7 +201,7 @@ def synced_mapping(fake_sabito):
 
 
 def test_an_incremental_sync_that_finds_nothing_costs_two_statements(synced_mapping, django_assert_num_queries):
-    from sabito_sync.sync import sync_mapping
+    from sabito_sync.engine.sync import sync_mapping
 
     watermark = synced_mapping.last_synced_at
 

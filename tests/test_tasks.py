@@ -6,7 +6,8 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from sabito_sync.models import Customer, SabitoMapping, SyncRun
-from sabito_sync.schedule import PERIODIC_TASK_NAME, ensure_periodic_sync_schedule, on_beat_start
+from sabito_sync.receivers import on_beat_start
+from sabito_sync.services.schedule import PERIODIC_TASK_NAME, ensure_periodic_sync_schedule
 from sabito_sync.tasks import sync_all_mappings_task, sync_mapping_task
 
 from .conftest import wait_for
@@ -165,7 +166,7 @@ def test_startup_sync_runs_once_per_stack_start_not_per_worker(celery_worker_thr
 @pytest.mark.django_db
 def test_startup_sync_is_skipped_when_disabled(settings):
     settings.SABITO_SYNC_ON_STARTUP = "false"
-    from sabito_sync.schedule import queue_startup_sync
+    from sabito_sync.services.schedule import queue_startup_sync
 
     assert queue_startup_sync() is None
 
@@ -184,7 +185,7 @@ def test_a_stale_run_does_not_count_as_running(settings):
 
     from django.utils import timezone
 
-    from sabito_sync.mappings import is_sync_running
+    from sabito_sync.runs.queries import is_sync_running
 
     settings.SABITO_STALE_RUN_AFTER = "60"
     mapping = SabitoMappingFactory()

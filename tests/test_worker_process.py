@@ -13,7 +13,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from sabito_sync.models import Customer, SyncRun
-from sabito_sync.sync import sync_mapping
+from sabito_sync.engine.sync import sync_mapping
 from sabito_sync.tasks import sync_mapping_task
 
 from .conftest import beat_process, subprocess_env, wait_for
@@ -86,7 +86,7 @@ def test_worker_killed_mid_sync_loses_nothing(worker_process, sabito_simulator):
 def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery_worker_thread, sabito_simulator, tmp_path):
     from django_celery_beat.models import PeriodicTask
 
-    from sabito_sync.schedule import PERIODIC_TASK_NAME
+    from sabito_sync.services.schedule import PERIODIC_TASK_NAME
 
     mappings = [
         SabitoMappingFactory(sabito_business_id=business_id, business_name=name)

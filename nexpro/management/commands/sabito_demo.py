@@ -27,7 +27,7 @@ from rest_framework.authtoken.models import Token
 from sabito_simulator import SabitoSimulator
 from sabito_sync.conf import load_sabito_settings
 from sabito_sync.models import Membership, SabitoMapping, SyncRun, Tenant
-from sabito_sync.tasks import enqueue_mapping_syncs
+from sabito_sync.services.queueing import enqueue_mapping_syncs
 
 DEMO_TENANT_SLUG = "demo"
 

@@ -6,7 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from sabito_sync.health import readiness_checks
+from sabito_sync.ops.health import readiness_checks
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
-from sabito_sync.retention import prune_runs
+from sabito_sync.services.retention import prune_runs
 
 
 class Command(BaseCommand):

@@ -11,10 +11,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
-from sabito_sync.mappings import request_sync, sync_all_now, sync_now
 from sabito_sync.models import SabitoMapping, SyncRun
-from sabito_sync.serializers import sync_result_data
-from sabito_sync.sync import SyncAlreadyRunning, already_running_result
+from sabito_sync.runs.result import SyncAlreadyRunning, already_running_result, result_data
+from sabito_sync.services.syncs import request_sync, sync_all_now, sync_now
 
 
 class Command(BaseCommand):
@@ -58,7 +57,7 @@ class Command(BaseCommand):
             raise SystemExit(1)
 
     def enqueue(self, *, full: bool, mapping: str | None) -> None:
-        mappings = [self.selected_mapping(mapping)] if mapping else list(SabitoMapping.objects.filter(is_active=True))
+        mappings = [self.selected_mapping(mapping)] if mapping else list(SabitoMapping.objects.active())
         with transaction.atomic():
             outcome = request_sync(actor=None, mappings=mappings, full_sync=full, trigger=SyncRun.Trigger.CLI)
         if self.as_json:
@@ -91,7 +90,7 @@ class Command(BaseCommand):
 
     def report(self, results) -> None:
         if self.as_json:
-            self.stdout.write(json_module.dumps([sync_result_data(result) for result in results], indent=2))
+            self.stdout.write(json_module.dumps([result_data(result) for result in results], indent=2))
             return
         if not results:
             self.stdout.write("No active Sabito mappings to sync.")

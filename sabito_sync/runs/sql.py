@@ -18,8 +18,8 @@ import json
 
 from django.db import connection
 
-from . import metadata
-from .models import SabitoMapping, SyncRun
+from .. import metadata
+from ..models import SabitoMapping, SyncRun
 
 # What `find_resume` reads of the mapping's latest run.
 LATEST_FIELDS = ("id", "status", "started_at", "finished_at", "heartbeat_at", "checkpoint")

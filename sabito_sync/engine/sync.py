@@ -18,36 +18,20 @@ from typing import Callable, Iterable
 
 from django.db import DatabaseError
 
-from . import logcontext
-from . import signals as sync_signals
+from .. import logcontext, logs
+from .. import signals as sync_signals
+from ..conf import SabitoSettings, load_sabito_settings
+from ..logs import LOG_PREFIX, fan_out
+from ..models import SabitoMapping, SyncRun
+from ..runs.heartbeat import RunPulse
+from ..runs.lock import open_run
+from ..runs.result import RunTakenOver, SyncAlreadyRunning, SyncResult, already_running_result
+from ..runs.resume import Resume, chain_checkpoint
+from .batch import mostly_unchanged, write_batch
 from .client import SabitoClient, SabitoError, format_timestamp
-from .conf import SabitoSettings, load_sabito_settings
-from .logs import LOG_PREFIX, fan_out
-from .models import SabitoMapping, SyncRun
-from .page_writer import mark_missing_customers, mostly_unchanged, write_batch
+from .missing import mark_missing_customers
+from .outcome import finish_run
 from .prefetch import prefetch_depth, prefetched_pages
-from .runs import (
-    Resume,
-    RunPulse,
-    RunTakenOver,
-    SyncAlreadyRunning,
-    SyncResult,
-    already_running_result,
-    chain_checkpoint,
-    finish_run,
-    open_run,
-)
-
-# What the interfaces (API, tasks, command, admin) use of the sync: the service, its
-# result and its refusal, wherever in the engine they are defined.
-__all__ = [
-    "SyncAlreadyRunning",
-    "SyncResult",
-    "already_running_result",
-    "sabito_client",
-    "sync_all_mappings",
-    "sync_mapping",
-]
 
 logger = logging.getLogger("sabito_sync.sync")
 
@@ -259,7 +243,7 @@ def sync_all_mappings(
     """Sync every given (default: every active) mapping in turn; one failing mapping
     never stops the others."""
     if mappings is None:
-        mappings = SabitoMapping.objects.filter(is_active=True).select_related("tenant")
+        mappings = SabitoMapping.objects.active().select_related("tenant")
     results = []
     for mapping in fan_out(logger, lambda: list(mappings)):
         try:
@@ -272,13 +256,12 @@ def sync_all_mappings(
 
 
 def log_all_completed(results: list[SyncResult]) -> None:
-    logger.info(
-        "%s All tenants sync completed: { totalTenants: %d, totalCreated: %d, totalUpdated: %d, totalErrors: %d }",
-        LOG_PREFIX,
-        len(results),
-        sum(r.created for r in results),
-        sum(r.updated for r in results),
-        sum(r.errors + (0 if r.success else 1) for r in results),
+    logs.log_all_completed(
+        logger,
+        total_tenants=len(results),
+        created=sum(r.created for r in results),
+        updated=sum(r.updated for r in results),
+        errors=sum(r.errors + (0 if r.success else 1) for r in results),
     )
 
 

@@ -1,4 +1,4 @@
-"""Deleting old sync runs: `manage.py sabito_prune_runs` and a daily beat task.
+"""Deleting old sync runs: `manage.py sabito_prune_runs` and the daily beat task.
 
 A run older than the retention is deleted unless it is its mapping's latest run
 (the status the admin and the API show) or its latest successful run (what the
@@ -10,27 +10,23 @@ Run history matters for privacy too: a run's error details hold customers' email
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 
-from celery import shared_task
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from .conf import load_sabito_settings
-from .models import SyncRun, SyncTick
+from ..conf import load_sabito_settings
+from ..logs import LOG_PREFIX
+from ..models import SyncRun, SyncTick
 
 logger = logging.getLogger("sabito_sync.retention")
 
-PRUNE_TASK = "sabito_sync.prune_runs"
-PRUNE_PERIODIC_TASK_NAME = "Sabito sync: delete old runs"
-PRUNE_CRON = "17 3 * * *"  # daily, at a quiet minute (UTC)
 BATCH_SIZE = 1000
 
 
-def prunable_runs(*, older_than_days: int):
+def prunable_runs(*, older_than_days: int) -> QuerySet[SyncRun]:
     """The runs `prune_runs` deletes: started before the cutoff, not running, with a
     later run of the same mapping, and, if successful, a later successful one."""
     cutoff = timezone.now() - timedelta(days=older_than_days)
@@ -56,40 +52,14 @@ def prune_runs(*, older_than_days: int, batch_size: int = BATCH_SIZE) -> int:
     cutoff = timezone.now() - timedelta(days=older_than_days)
     while ids := list(SyncTick.objects.filter(started_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]):
         SyncTick.objects.filter(pk__in=ids).delete()
-    logger.info("[Sabito Sync] Deleted %d sync runs older than %d days", deleted, older_than_days)
+    logger.info("%s Deleted %d sync runs older than %d days", LOG_PREFIX, deleted, older_than_days)
     return deleted
 
 
-@shared_task(name=PRUNE_TASK, acks_late=True)
-def prune_runs_task() -> int:
-    """The daily task: SABITO_RUN_RETENTION_DAYS, 0 keeping every run."""
+def prune_runs_by_retention() -> int:
+    """The daily prune: SABITO_RUN_RETENTION_DAYS, 0 keeping every run."""
     days = load_sabito_settings().run_retention_days
     if days == 0:
-        logger.info("[Sabito Sync] Run retention is off (SABITO_RUN_RETENTION_DAYS=0); nothing deleted")
+        logger.info("%s Run retention is off (SABITO_RUN_RETENTION_DAYS=0); nothing deleted", LOG_PREFIX)
         return 0
     return prune_runs(older_than_days=days)
-
-
-def ensure_prune_schedule():
-    """Create the daily prune row if it is missing. Once created it is the operator's
-    (pause or reschedule it in the admin); the retention itself is read at run time."""
-    from django_celery_beat.models import PeriodicTask
-
-    from .schedule import crontab_for
-
-    task = PeriodicTask.objects.filter(name=PRUNE_PERIODIC_TASK_NAME).first()
-    if task is not None:
-        return task
-    task = PeriodicTask.objects.create(
-        name=PRUNE_PERIODIC_TASK_NAME,
-        task=PRUNE_TASK,
-        crontab=crontab_for(PRUNE_CRON),
-        kwargs=json.dumps({}),
-        description=(
-            "Deletes sync runs older than SABITO_RUN_RETENTION_DAYS (0 keeps them all), keeping each "
-            "mapping's latest run and latest successful run. Created by the sabito_sync app when missing; "
-            "a pause or a new time set here stands."
-        ),
-    )
-    logger.info("[Sabito Sync] Daily deletion of old runs scheduled: cron '%s' (UTC)", PRUNE_CRON)
-    return task

@@ -1,10 +1,11 @@
-"""The periodic sync as a django-celery-beat row, and the start-up sync.
+"""Every django-celery-beat row of the app (the periodic sync, the dead-run reaper,
+the daily prune), and the start-up sync.
 
-The schedule is a `PeriodicTask` row under one stable name that this app creates
-from SABITO_SYNC_INTERVAL and SABITO_SYNC_ENABLED, after `migrate` and when beat
-starts. From then on the row is the operator's: a pause or an edit in the admin
-stands, and only a change of one of those settings is written to it again. It never
-touches other periodic tasks.
+Each row has one stable name; this module creates it after `migrate` and when beat
+starts, and from then on it is the operator's: a pause or an edit in the admin
+stands. Only the periodic sync follows settings (SABITO_SYNC_INTERVAL and
+SABITO_SYNC_ENABLED), written again when one of them changes. Other apps' periodic
+tasks are never touched.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from __future__ import annotations
 import json
 import logging
 
-from celery.signals import beat_init
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 from django.utils import timezone
 
-from .conf import SabitoSettings, SabitoSettingsError, load_sabito_settings
-from .logs import LOG_PREFIX
-from .models import AppliedSchedule, SyncRun
+from ..conf import SabitoSettings, SabitoSettingsError, load_sabito_settings
+from ..logs import LOG_PREFIX
+from ..models import AppliedSchedule, SyncRun
+from . import queueing
+
+if TYPE_CHECKING:
+    from django_celery_beat.models import PeriodicTask
 
 logger = logging.getLogger("sabito_sync.schedule")
 
 PERIODIC_TASK_NAME = "Sabito sync: all active mappings"
-SYNC_ALL_TASK = "sabito_sync.sync_all_mappings"
 
 
 def ensure_periodic_sync_schedule():
@@ -44,7 +49,7 @@ def ensure_periodic_sync_schedule():
         if task is None:
             task = PeriodicTask(
                 name=PERIODIC_TASK_NAME,
-                task=SYNC_ALL_TASK,
+                task=queueing.SYNC_ALL_TASK,
                 crontab=crontab_for(settings.sync_interval),
                 enabled=settings.sync_enabled,
                 kwargs=json.dumps({"full_sync": False, "trigger": SyncRun.Trigger.BEAT}),
@@ -122,7 +127,6 @@ def describe_origin(settings: SabitoSettings, applied_at) -> str:
 
 
 REAPER_TASK_NAME = "Sabito sync: recover dead runs"
-REAPER_TASK = "sabito_sync.reap_dead_runs"
 REAPER_EVERY_SECONDS = 60
 
 
@@ -139,7 +143,7 @@ def ensure_reaper_schedule():
         every = every or IntervalSchedule.objects.create(every=REAPER_EVERY_SECONDS, period=IntervalSchedule.SECONDS)
         task = PeriodicTask.objects.create(
             name=REAPER_TASK_NAME,
-            task=REAPER_TASK,
+            task=queueing.REAP_DEAD_RUNS_TASK,
             interval=every,
             description=(
                 "Ends the Sabito sync runs whose worker died (no heartbeat for SABITO_STALE_RUN_AFTER seconds) "
@@ -151,33 +155,47 @@ def ensure_reaper_schedule():
     return task
 
 
-def on_post_migrate(sender, app_config=None, using="default", **kwargs):
-    if app_config is None or app_config.label != "sabito_sync":
-        return
-    from .retention import ensure_prune_schedule
+PRUNE_PERIODIC_TASK_NAME = "Sabito sync: delete old runs"
+PRUNE_CRON = "17 3 * * *"  # daily, at a quiet minute (UTC)
 
+
+def ensure_prune_schedule():
+    """Create the daily prune row if it is missing. Once created it is the operator's
+    (pause or reschedule it in the admin); the retention itself is read at run time."""
+    from django_celery_beat.models import PeriodicTask
+
+    task = PeriodicTask.objects.filter(name=PRUNE_PERIODIC_TASK_NAME).first()
+    if task is not None:
+        return task
+    task = PeriodicTask.objects.create(
+        name=PRUNE_PERIODIC_TASK_NAME,
+        task=queueing.PRUNE_RUNS_TASK,
+        crontab=crontab_for(PRUNE_CRON),
+        kwargs=json.dumps({}),
+        description=(
+            "Deletes sync runs older than SABITO_RUN_RETENTION_DAYS (0 keeps them all), keeping each "
+            "mapping's latest run and latest successful run. Created by the sabito_sync app when missing; "
+            "a pause or a new time set here stands."
+        ),
+    )
+    logger.info("%s Daily deletion of old runs scheduled: cron '%s' (UTC)", LOG_PREFIX, PRUNE_CRON)
+    return task
+
+
+def ensure_schedules(*, periodic_sync_required: bool) -> PeriodicTask | None:
+    """Every row of the app, created or brought up to date; returns the periodic
+    sync's. With invalid settings the periodic sync is not written: `migrate` still
+    works (the system checks report them, `periodic_sync_required=False`), and beat
+    refuses to start (`True`)."""
     ensure_reaper_schedule()
     ensure_prune_schedule()
     try:
-        ensure_periodic_sync_schedule()
+        return ensure_periodic_sync_schedule()
     except SabitoSettingsError as exc:
-        # The system checks report it; migrating must still work.
+        if periodic_sync_required:
+            raise
         logger.warning("%s Periodic sync not scheduled, invalid settings: %s", LOG_PREFIX, exc)
-
-
-@beat_init.connect
-def on_beat_start(sender=None, **kwargs):
-    """Beat runs once per stack (it must: it has no lock of its own), so its start is
-    the one moment that is "the stack started" rather than "a worker process
-    started": apply any changed schedule settings and queue the start-up sync here; the workers
-    pick it up as soon as they are up."""
-    from .retention import ensure_prune_schedule
-
-    ensure_reaper_schedule()
-    ensure_prune_schedule()
-    task = ensure_periodic_sync_schedule()
-    logger.info("%s Scheduler started: periodic sync %s", LOG_PREFIX, "on" if task.enabled else "off")
-    queue_startup_sync(periodic_sync_enabled=task.enabled)
+        return None
 
 
 def queue_startup_sync(*, periodic_sync_enabled: bool = True) -> str | None:
@@ -190,8 +208,6 @@ def queue_startup_sync(*, periodic_sync_enabled: bool = True) -> str | None:
     if not periodic_sync_enabled:
         logger.info("%s Start-up sync skipped: the periodic sync is paused in the admin", LOG_PREFIX)
         return None
-    from .tasks import sync_all_mappings_task
-
-    task_id = sync_all_mappings_task.apply_async(kwargs={"full_sync": False, "trigger": SyncRun.Trigger.STARTUP}).id
+    task_id = queueing.queue_sync_of_all_mappings(full_sync=False, trigger=SyncRun.Trigger.STARTUP)
     logger.info("%s Start-up sync queued (task %s)", LOG_PREFIX, task_id)
     return task_id

@@ -19,8 +19,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TypeAlias
 
-from .models import Membership, Tenant
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from ..models import Membership, Tenant
+
+# The user acting, or None for the platform itself (a management command, a
+# scheduled task), which is trusted.
+Actor: TypeAlias = AbstractBaseUser | AnonymousUser | None
 
 APP_LABEL = "sabito_sync"
 
@@ -109,3 +116,8 @@ def ensure_may(actor, action: Action, *, tenant: Tenant | None, role=UNKNOWN) ->
     None is the platform itself (management commands, scheduled tasks): trusted."""
     if actor is not None and not may(actor, action, tenant=tenant, role=role):
         raise ActionRefused(action.value.refusal)
+
+
+def actor_name(actor: Actor) -> str:
+    """Who did it, as the log and the run's notes say it."""
+    return actor.get_username() if actor is not None else "the platform"

@@ -15,11 +15,11 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Va
 from rest_framework.permissions import BasePermission
 from rest_framework.throttling import ScopedRateThrottle
 
-from . import access
-from .conf import sync_throttle_rate
-from .models import Membership, Tenant
+from ..conf import sync_throttle_rate
+from ..models import Membership, Tenant
+from ..services import access
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("sabito_sync.permissions")
 
 TENANT_HEADER = "X-Tenant-ID"
 

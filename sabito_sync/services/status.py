@@ -26,15 +26,19 @@ import functools
 import hashlib
 import logging
 
+import json
+from datetime import UTC, datetime
+from typing import Any
+
 from django.core.cache import cache
 from django.db import connection
-from rest_framework.renderers import JSONRenderer
+from django.db.models import QuerySet
 
-from .mappings import with_sync_running
-from .models import SabitoMapping, SyncRun, Tenant
-from .serializers import sync_status_items
+from .. import metadata
+from ..models import SabitoMapping, SyncRun, Tenant
+from ..runs.queries import with_sync_running
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("sabito_sync.status")
 
 STATUS_CACHE_SECONDS = 10
 
@@ -60,7 +64,48 @@ def sync_status_json(*, tenant: Tenant) -> bytes:
 
 def render_status(*, tenant: Tenant) -> bytes:
     mappings = with_sync_running(SabitoMapping.objects.filter(tenant=tenant))
-    return JSONRenderer().render({"success": True, "data": sync_status_items(mappings)})
+    return render_json({"success": True, "data": sync_status_items(mappings)})
+
+
+def render_json(data: Any) -> bytes:
+    """JSON exactly as DRF's JSONRenderer writes it (compact, UTF-8, U+2028/U+2029
+    escaped for JavaScript), without DRF: the answer is rendered once and cached."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
+
+
+def iso_datetime(moment: datetime) -> str:
+    """What DRF's DateTimeField renders for an aware UTC datetime, without its
+    per-call settings lookups."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+STATUS_COLUMNS = ("pk", "sabito_business_id", "business_name", "tenant__name", "metadata", "updated_at", "sync_running", "is_active")
+
+
+def sync_status_items(mappings: QuerySet[SabitoMapping]) -> list[dict[str, Any]]:
+    """The API's `SyncStatusSerializer(mappings, many=True).data`, built from plain rows.
+
+    The status endpoint is polled, and for a tenant with 1,000 mappings the
+    serializer's per-field machinery and the model instances cost ~80 ms of CPU
+    per request; this is the same output (a test holds the two equal) for a
+    fraction of that. `mappings` must come through `runs.queries.with_sync_running`."""
+    items = []
+    for pk, business_id, name, tenant_name, stored, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
+        items.append(
+            {
+                "id": str(pk),
+                "sabitoBusinessId": business_id,
+                "businessName": name,
+                "tenantName": tenant_name,
+                "lastSyncAt": metadata.watermark_text(stored),
+                "lastSyncResult": metadata.last_sync_result(stored),
+                "lastUpdated": iso_datetime(updated_at),
+                "syncRunning": running,
+                "isActive": active,
+            }
+        )
+    return items
 
 
 def status_cache_key(*, tenant: Tenant) -> str:

@@ -21,11 +21,9 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from .models import SabitoMapping, SyncRun
+from ..models import SabitoMapping, SyncRun
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
-# How the engine's takeover marks the run of a worker that died (sync.start_run).
-REAPED_MESSAGE_PREFIX = "Abandoned:"
 RECORD_OUTCOMES = {"created": "created", "updated": "updated", "skipped": "skipped", "error": "errors"}
 
 
@@ -62,7 +60,7 @@ class SyncCollector:
         figures = finished.aggregate(
             count=Count("pk"),
             total=Sum("duration"),
-            reaped=Count("pk", filter=Q(status=SyncRun.Status.FAILED, error_message__startswith=REAPED_MESSAGE_PREFIX)),
+            reaped=Count("pk", filter=Q(status=SyncRun.Status.FAILED, stop_reason=SyncRun.StopReason.ABANDONED)),
             **{f"le_{bound}": Count("pk", filter=Q(duration__lte=timedelta(seconds=bound))) for bound in DURATION_BUCKETS},
         )
         histogram = HistogramMetricFamily(
@@ -92,7 +90,7 @@ class SyncCollector:
         )
         now = timezone.now()
         mappings = (
-            SabitoMapping.objects.filter(is_active=True)
+            SabitoMapping.objects.active()
             .annotate(last_success=Subquery(latest_success))
             .values_list("pk", "sabito_business_id", "tenant_id", "last_success")
             .order_by("pk")

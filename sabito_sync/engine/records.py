@@ -17,7 +17,7 @@ import msgspec
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
-from .models import Customer
+from ..models import Customer
 
 # Sabito record key → Customer field, for the plain string fields of the guide's table.
 SABITO_STRING_FIELDS = {

@@ -31,14 +31,19 @@ moved on. Only what still conflicts then is an error.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import page_sql, run_sql, signals
-from .logs import LOG_PREFIX
-from .models import Customer, SabitoMapping, SyncRun
+from .. import signals
+from ..runs import sql as run_sql
+from ..runs.result import RunTakenOver, SyncResult, run_counters
+from . import batch_sql
+from ..logs import LOG_PREFIX
+from ..models import Customer, SabitoMapping, SyncRun
 from .records import (
     EMAIL_POSITION,
     FINGERPRINT_POSITION,
@@ -51,7 +56,6 @@ from .records import (
     values_error_detail,
     written_values,
 )
-from .runs import RunTakenOver, SyncResult, run_counters
 
 logger = logging.getLogger("sabito_sync.sync")
 
@@ -151,25 +155,26 @@ def write_batch(
         valid.append(values)
 
     deferred = [] if deferred is None else deferred
-    room = 0 if final else MAX_DEFERRED_RECORDS - len(deferred)
-    batch = {
-        "run": run,
-        "result": result,
-        "tenant_id": mapping.tenant_id,
-        "valid": valid,
-        "rejected": rejected,
-        "already_stored": already_stored,
-        "pages": pages,
-        "compare_in_database": unchanged_so_far,
-    }
-    plan = write_new_batch(**batch, may_defer=room, deferred_before=deferred) if new_so_far else None
+    batch = Batch(
+        run=run,
+        result=result,
+        tenant_id=mapping.tenant_id,
+        valid=valid,
+        rejected=rejected,
+        already_stored=already_stored,
+        pages=pages,
+        may_defer=0 if final else MAX_DEFERRED_RECORDS - len(deferred),
+        deferred_before=deferred,
+        compare_in_database=unchanged_so_far,
+    )
+    plan = write_new_batch(batch) if new_so_far else None
     if plan is None:
         try:
-            plan = write_planned_batch(**batch, may_defer=room, deferred_before=deferred)
+            plan = write_planned_batch(batch)
         except IntegrityError:
             # Someone else (another mapping of this tenant, a person) wrote a matching
             # customer after we looked: look again and write record by record.
-            plan = write_batch_record_by_record(**batch, may_defer=room, deferred_before=deferred)
+            plan = write_batch_record_by_record(batch)
     # Counted once the batch is committed: one rolled back (a refused insert, a
     # conflict at commit) did not do its pages.
     run.pages_done += pages
@@ -214,7 +219,7 @@ def find_stored(*, mapping: SabitoMapping, validated: list, fingerprints: list[s
     very same record (the same fingerprint), each with its Sabito id: one statement,
     run with no fingerprints when there are none to look up, so that every batch
     costs the same statements."""
-    found = page_sql.find_fingerprinted(tenant_id=mapping.tenant_id, fingerprints=fingerprints or [])
+    found = batch_sql.find_fingerprinted(tenant_id=mapping.tenant_id, fingerprints=fingerprints or [])
     known: dict[int, str] = {}
     for position in found:
         values = validated[position]
@@ -388,7 +393,7 @@ def load_candidates(
     # one before it leaves: never set apart as unchanged.
     synced_by_id = {sabito_id: synced for _values, sabito_id, _email_key, synced in records}
     distinct = len(synced_by_id) == len(records)
-    rows = page_sql.find_candidates(
+    rows = batch_sql.find_candidates(
         tenant_id=tenant_id,
         keys=[(sabito_id, email_key) for _values, sabito_id, email_key, _synced in records],
         fields=WRITTEN_FIELDS,
@@ -424,23 +429,42 @@ def load_candidates(
 # --- Writing ------------------------------------------------------------------------------------
 
 
-def write_planned_batch(
-    *, run, result, tenant_id, valid, rejected, already_stored, pages, may_defer, deferred_before, compare_in_database
-) -> BatchPlan:
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch of pages ready to be written: its valid records, those rejected (written
+    as errors) and how many were found already stored (skipped), with the run it
+    belongs to and how many records it may still defer."""
+
+    run: SyncRun
+    # The sync's result so far; the batch's counts are added once it is committed.
+    result: SyncResult
+    tenant_id: uuid.UUID
+    valid: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    already_stored: int
+    pages: int
+    may_defer: int
+    # The records the sync deferred before this batch (stored with its checkpoint).
+    deferred_before: list[dict[str, Any]]
+    # Whether the candidates query tells which customers are unchanged (a re-sync).
+    compare_in_database: bool
+
+
+def write_planned_batch(batch: Batch) -> BatchPlan:
     """The whole batch in the same statements, whatever it holds: find the candidates,
     write the new and changed customers, record the run's progress."""
     with transaction.atomic():
-        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer, compare_in_database=compare_in_database)
-        write_plan(
-            plan, run=run, result=result, tenant_id=tenant_id, rejected=rejected, already_stored=already_stored,
-            pages=pages, deferred_before=deferred_before,
+        plan = plan_batch(
+            tenant_id=batch.tenant_id,
+            valid=batch.valid,
+            may_defer=batch.may_defer,
+            compare_in_database=batch.compare_in_database,
         )
+        write_plan(plan, batch)
     return plan
 
 
-def write_new_batch(
-    *, run, result, tenant_id, valid, rejected, already_stored, pages, may_defer, deferred_before, compare_in_database
-) -> BatchPlan | None:
+def write_new_batch(batch: Batch) -> BatchPlan | None:
     """A batch of a first load, written without looking for its customers: every
     record inserted as new, or None and nothing kept when it is not a batch of new
     customers (the tenant has one of them; records of the batch share an address),
@@ -450,34 +474,33 @@ def write_new_batch(
     (tenant, lower(email)) take every new customer only if no customer of the tenant
     has its Sabito id or its address, which is exactly when the candidates query
     would have found nothing and the plan below is the one it would have given."""
-    records = batch_records(valid)
+    records = batch_records(batch.valid)
     # With no stored customers, no address moves: only records of the batch sharing one
     # are not created.
-    plan, _stuck = plan_batch_once(tenant_id=tenant_id, records=records, moving_to={}, may_defer=may_defer, look_up=False)
+    plan, _stuck = plan_batch_once(
+        tenant_id=batch.tenant_id, records=records, moving_to={}, may_defer=batch.may_defer, look_up=False
+    )
     if len(plan.creates) != len(records):
         return None
     try:
         with transaction.atomic():
-            write_plan(
-                plan, run=run, result=result, tenant_id=tenant_id, rejected=rejected, already_stored=already_stored,
-                pages=pages, deferred_before=deferred_before,
-            )
+            write_plan(plan, batch)
     except IntegrityError as exc:
         logger.debug("%s A first load's batch holds customers the tenant had; looking them up: %s", LOG_PREFIX, exc)
         return None
     return plan
 
 
-def write_plan(plan: BatchPlan, *, run, result, tenant_id, rejected, already_stored, pages, deferred_before) -> None:
+def write_plan(plan: BatchPlan, batch: Batch) -> None:
     """Write a batch's plan, inside the batch's transaction: the new and changed
-    customers and the run's progress, with the batch's `rejected` records as errors
-    and those `already_stored` as skipped."""
-    plan.errors = rejected + plan.errors
-    plan.skipped += already_stored
+    customers and the run's progress, with the batch's rejected records as errors
+    and those already stored as skipped."""
+    plan.errors = batch.rejected + plan.errors
+    plan.skipped += batch.already_stored
     if plan.releases:
-        page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
-    updated = page_sql.write_customers(
-        tenant_id=tenant_id,
+        batch_sql.release_emails(tenant_id=batch.tenant_id, customer_ids=plan.releases)
+    updated = batch_sql.write_customers(
+        tenant_id=batch.tenant_id,
         creates=[customer.values for customer in plan.creates],
         updates=[(customer.pk, *customer.values, True) for customer in plan.updates]
         + [(customer.pk, *customer.values, False) for customer in plan.refreshes],
@@ -489,18 +512,26 @@ def write_plan(plan: BatchPlan, *, run, result, tenant_id, rejected, already_sto
         # looked; the counters must not claim it.
         missing = len(plan.updates) + len(plan.refreshes) - updated
         raise IntegrityError(f"{missing} customers to update were deleted or edited meanwhile")
-    record_progress(run=run, result=result, plan=plan, pages=pages, deferred=deferred_before + plan.deferred)
+    record_progress(
+        run=batch.run, result=batch.result, plan=plan, pages=batch.pages, deferred=batch.deferred_before + plan.deferred
+    )
 
 
-def write_batch_record_by_record(
-    *, run, result, tenant_id, valid, rejected, already_stored, pages, may_defer, deferred_before, compare_in_database
-) -> BatchPlan:
+def write_batch_record_by_record(batch: Batch) -> BatchPlan:
+    tenant_id = batch.tenant_id
     with transaction.atomic():
-        plan = plan_batch(tenant_id=tenant_id, valid=valid, may_defer=may_defer, compare_in_database=compare_in_database)
-        written = BatchPlan(skipped=plan.skipped + already_stored, errors=rejected + plan.errors, deferred=plan.deferred)
+        plan = plan_batch(
+            tenant_id=tenant_id,
+            valid=batch.valid,
+            may_defer=batch.may_defer,
+            compare_in_database=batch.compare_in_database,
+        )
+        written = BatchPlan(
+            skipped=plan.skipped + batch.already_stored, errors=batch.rejected + plan.errors, deferred=plan.deferred
+        )
         now = timezone.now()
         if plan.releases:
-            page_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
+            batch_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
         for customer in plan.refreshes:
             # Only where the values are still the record's: a fingerprint vouches for them.
             values = dict(zip(WRITTEN_FIELDS, customer.values))
@@ -521,7 +552,13 @@ def write_batch_record_by_record(
                 )
                 continue
             (written.creates if customer.pk is None else written.updates).append(customer)
-        record_progress(run=run, result=result, plan=written, pages=pages, deferred=deferred_before + written.deferred)
+        record_progress(
+            run=batch.run,
+            result=batch.result,
+            plan=written,
+            pages=batch.pages,
+            deferred=batch.deferred_before + written.deferred,
+        )
     return written
 
 
@@ -553,19 +590,3 @@ def apply_plan_to_result(plan: BatchPlan, target: SyncResult, base: SyncResult |
     target.errors = base.errors
     for detail in plan.errors:
         target.add_error(detail)
-
-
-# --- After a complete full sync ---------------------------------------------------------------
-
-
-def mark_missing_customers(*, mapping: SabitoMapping, returned_ids: set[str]) -> int:
-    """After a complete, successful full sync: flag the mapping's linked customers
-    that Sabito no longer returned. Only such a run can tell (the incremental feed
-    never shows deletions), and the customers are kept: a CRM record may carry
-    history that matters more than Sabito's deletion."""
-    marked = page_sql.mark_missing(
-        tenant_id=mapping.tenant_id, business_id=mapping.sabito_business_id, seen_ids=returned_ids, now=timezone.now()
-    )
-    if marked:
-        logger.info("%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, marked, mapping.business_name)
-    return marked

@@ -1,9 +1,9 @@
 """The outgoing alert webhook: a signed JSON POST when a mapping has failed
 SABITO_SYNC_ALERT_AFTER_FAILURES times in a row, and when it recovers.
 
-It listens to `sync_finished` and counts the failures from the recorded runs (so the
-count is right whichever worker ran which run), then queues `send_alert_webhook`
-once the transaction commits. The sync never waits for the receiver: the POST is a
+After each run (`sync_finished`, see `receivers`) it counts the failures from the
+recorded runs (so the count is right whichever worker ran which run), then queues
+the `send_alert_webhook` task once the transaction commits. The sync never waits for the receiver: the POST is a
 Celery task with retries, and a broker that cannot take the task costs a log line.
 The body carries ids, names and the run's error message, never the API key (it is
 scrubbed again here) nor error details (they hold customers' emails).
@@ -17,15 +17,17 @@ import json
 import logging
 from datetime import datetime
 
+from typing import Any
+
 import requests
-from celery import shared_task
 from django.db import transaction
-from django.dispatch import receiver
 from django.utils import timezone
 
-from .conf import load_sabito_settings
-from .models import SabitoMapping, SyncRun
-from .signals import sync_finished
+from ..conf import load_sabito_settings
+from ..logs import LOG_PREFIX
+from ..models import SabitoMapping, SyncRun
+from ..runs.result import SyncResult
+from . import queueing
 
 logger = logging.getLogger("sabito_sync.alerts")
 
@@ -56,7 +58,7 @@ def failures_in_a_row(*, mapping_id, before: datetime | None = None) -> int:
     return failed.count()
 
 
-def alert_for(*, mapping: SabitoMapping, result, threshold: int) -> dict | None:
+def alert_for(*, mapping: SabitoMapping, result: SyncResult, threshold: int) -> dict[str, Any] | None:
     """The alert this run's outcome calls for, or None."""
     # Refused, cancelled on request or interrupted by a shutdown: no news about Sabito.
     if result.already_running or result.stopped or not result.run_id:
@@ -87,8 +89,8 @@ def alert_for(*, mapping: SabitoMapping, result, threshold: int) -> dict | None:
     }
 
 
-@receiver(sync_finished, dispatch_uid="sabito_sync.alerts.on_sync_finished")
-def on_sync_finished(sender, *, mapping, result, **kwargs):
+def alert_after_run(*, mapping: SabitoMapping, result: SyncResult) -> None:
+    """Queue the alert this finished run calls for, if any, once its transaction commits."""
     settings = load_sabito_settings()
     if not settings.webhook_url:
         return
@@ -98,24 +100,19 @@ def on_sync_finished(sender, *, mapping, result, **kwargs):
     transaction.on_commit(lambda: queue_alert(payload))
 
 
-def queue_alert(payload: dict) -> None:
+def queue_alert(payload: dict[str, Any]) -> None:
     try:
-        send_alert_webhook.apply_async(kwargs={"payload": payload})
+        queueing.queue_alert(payload)
     except Exception as exc:  # the broker is down: the sync goes on, the log says what was lost
-        logger.error("[Sabito Sync] Could not queue the %s alert for mapping %s: %s", payload["event"], payload["mappingId"], exc)
+        logger.error(
+            "%s Could not queue the %s alert for mapping %s: %s", LOG_PREFIX, payload["event"], payload["mappingId"], exc
+        )
 
 
-@shared_task(
-    name="sabito_sync.send_alert_webhook",
-    autoretry_for=(requests.RequestException, WebhookNotAccepted),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    max_retries=8,
-    acks_late=True,
-)
-def send_alert_webhook(payload: dict) -> int:
+def post_alert(payload: dict[str, Any]) -> int:
     """POST one alert, signed with the current secret; returns the receiver's status.
-    A 4xx other than 408/429 is the receiver refusing this alert: not retried."""
+    A 4xx other than 408/429 is the receiver refusing this alert: not retried; a 5xx,
+    408 or 429 raises `WebhookNotAccepted`, for the task to try again later."""
     settings = load_sabito_settings()
     if not settings.webhook_url:
         return 0
@@ -133,11 +130,12 @@ def send_alert_webhook(payload: dict) -> int:
         raise WebhookNotAccepted(f"the webhook answered HTTP {response.status_code}")
     if response.status_code >= 300:
         logger.error(
-            "[Sabito Sync] The alert webhook refused the %s alert for mapping %s (HTTP %d)",
+            "%s The alert webhook refused the %s alert for mapping %s (HTTP %d)",
+            LOG_PREFIX,
             payload["event"],
             payload["mappingId"],
             response.status_code,
         )
     else:
-        logger.info("[Sabito Sync] Alert %s sent for mapping %s", payload["event"], payload["mappingId"])
+        logger.info("%s Alert %s sent for mapping %s", LOG_PREFIX, payload["event"], payload["mappingId"])
     return response.status_code

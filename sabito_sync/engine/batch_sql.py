@@ -32,7 +32,7 @@ from datetime import datetime
 import orjson
 from django.db import connection, transaction
 
-from .models import Customer
+from ..models import Customer
 
 
 def find_candidates(

@@ -5,7 +5,7 @@ The fan-out task records a `SyncTick` with the number of mappings it queues and
 passes its id to each of its chunk tasks (`tick_kwargs`). When a chunk ends it counts
 its mappings in one transaction (`mappings_finished`); a mapping retried alone is
 counted by its own task: when that returns, Celery's `task_success` (or
-`task_failure`) signal calls `mapping_finished`. The finisher whose update completes
+`task_failure`) signal's receiver (`sabito_sync.receivers`) calls `count_safely`. The finisher whose update completes
 the count claims the tick and logs the summary. No worker ever waits for another, and
 a mapping Celery delivers twice is counted once (`SyncTickMapping` is unique per tick
 and mapping).
@@ -16,16 +16,15 @@ from __future__ import annotations
 import logging
 import uuid
 
-from celery.signals import task_failure, task_success
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import SyncTick, SyncTickMapping
+from ..logs import LOG_PREFIX, log_all_completed
+from ..models import SyncTick, SyncTickMapping
 
 logger = logging.getLogger("sabito_sync.ticks")
 
-SYNC_MAPPING_TASK = "sabito_sync.sync_mapping"
 TICK_KWARG = "tick_id"
 
 
@@ -113,48 +112,18 @@ def newly_counted(*, tick_id: str, mapping_ids: list[str]) -> set[str]:
 
 
 def log_summary(*, total_tenants: int, created: int, updated: int, errors: int) -> None:
-    logger.info(
-        "[Sabito Sync] All tenants sync completed: { totalTenants: %d, totalCreated: %d, totalUpdated: %d, totalErrors: %d }",
-        total_tenants,
-        created,
-        updated,
-        errors,
-    )
-
-
-def counted_mapping(sender, args, kwargs) -> tuple[str | None, str | None]:
-    """(tick id, mapping id) of a finished sync_mapping task that belongs to a tick."""
-    if getattr(sender, "name", None) != SYNC_MAPPING_TASK or not (kwargs or {}).get(TICK_KWARG):
-        return None, None
-    mapping_id = args[0] if args else kwargs.get("mapping_id")
-    return kwargs[TICK_KWARG], mapping_id
-
-
-@task_success.connect
-def on_mapping_task_success(sender=None, result=None, **_):
-    # A retry raises Retry and sends task_retry instead: the mapping is not finished yet.
-    request = getattr(sender, "request", None)
-    tick_id, mapping_id = counted_mapping(sender, getattr(request, "args", None), getattr(request, "kwargs", None))
-    if tick_id:
-        count_safely(tick_id=tick_id, mapping_id=mapping_id, result=result)
-
-
-@task_failure.connect
-def on_mapping_task_failure(sender=None, args=None, kwargs=None, **_):
-    tick_id, mapping_id = counted_mapping(sender, args, kwargs)
-    if tick_id:
-        count_safely(tick_id=tick_id, mapping_id=mapping_id, result=None)
+    log_all_completed(logger, total_tenants=total_tenants, created=created, updated=updated, errors=errors)
 
 
 def count_chunk_safely(*, tick_id: str, results: dict[str, dict | None]) -> None:
     try:
         mappings_finished(tick_id=tick_id, results=results)
     except Exception:  # counting is bookkeeping: it must never fail the task
-        logger.exception("[Sabito Sync] Could not count %d mappings towards tick %s", len(results), tick_id)
+        logger.exception("%s Could not count %d mappings towards tick %s", LOG_PREFIX, len(results), tick_id)
 
 
 def count_safely(*, tick_id: str, mapping_id, result) -> None:
     try:
         mapping_finished(tick_id=tick_id, mapping_id=mapping_id, result=result)
     except Exception:  # counting is bookkeeping: it must never fail the task
-        logger.exception("[Sabito Sync] Could not count mapping %s towards tick %s", mapping_id, tick_id)
+        logger.exception("%s Could not count mapping %s towards tick %s", LOG_PREFIX, mapping_id, tick_id)

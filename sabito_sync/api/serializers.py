@@ -9,15 +9,14 @@ once per shape and also describe it in the OpenAPI schema.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timezone as dt_timezone
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import metadata
-from .models import SyncRun
-from .runs import SyncResult
+from .. import metadata
+from ..models import SyncRun
+from ..runs.result import SyncResult, result_data
 
 # --- Strict input ------------------------------------------------------------------------
 
@@ -168,57 +167,10 @@ class SyncResultSerializer(serializers.Serializer):
         help_text="Present only when success is false: why the mapping's sync failed or did not start.",
     )
 
-    def to_representation(self, result):
-        data = super().to_representation(result)
-        if not result.marked_missing:
-            del data["markedMissing"]
-        if result.success:
-            del data["error"]
-        return data
-
-
-def sync_result_data(result) -> dict:
-    """A `SyncResult` as the API, the task's return value and `sabito_sync --json` show it."""
-    return dict(SyncResultSerializer(result).data)
-
-
-def result_status(result: SyncResult) -> str:
-    """The `SyncRun` status a result ends its run with."""
-    if result.success:
-        return SyncRun.Status.SUCCEEDED
-    if result.already_running:
-        return SyncRun.Status.ALREADY_RUNNING
-    return result.stopped or SyncRun.Status.FAILED
-
-
-# What a run that did not succeed says when its row carries no error of its own.
-ENDED_WITHOUT_ERROR_TEXT = {
-    SyncRun.Status.CANCELLED: "Cancelled on request; what it wrote stays, and the watermark did not move.",
-    SyncRun.Status.INTERRUPTED: "Interrupted: its worker was shutting down; the sync resumes in a new run.",
-}
-
-
-def result_of_run(run: SyncRun) -> SyncResult:
-    """A finished run's row as the result its sync returned, so one serializer renders
-    both (the worker's return value is not kept: there is no result backend)."""
-    status = run.status
-    return SyncResult(
-        business_id=run.mapping.sabito_business_id,
-        business_name=run.mapping.business_name,
-        success=status == SyncRun.Status.SUCCEEDED,
-        created=run.created,
-        updated=run.updated,
-        skipped=run.skipped,
-        errors=run.errors,
-        marked_missing=run.marked_missing,
-        error_details=run.error_details if isinstance(run.error_details, list) else [],
-        error=None
-        if status == SyncRun.Status.SUCCEEDED
-        else (run.error_message or ENDED_WITHOUT_ERROR_TEXT.get(status) or f"The run ended {status}."),
-        already_running=status == SyncRun.Status.ALREADY_RUNNING,
-        stopped=status if status in (SyncRun.Status.CANCELLED, SyncRun.Status.INTERRUPTED) else None,
-        run_id=str(run.pk),
-    )
+    def to_representation(self, result: SyncResult) -> dict:
+        # One rendering of a result for the API, the tasks and the command: the
+        # fields above declare its schema.
+        return result_data(result)
 
 
 class SyncRunResultSerializer(SyncResultSerializer):
@@ -242,18 +194,14 @@ class SyncRunResultSerializer(SyncResultSerializer):
     )
 
     @extend_schema_field(serializers.ChoiceField(choices=SyncRun.Status.choices))
-    def get_status(self, result) -> str:
-        return result_status(result)
+    def get_status(self, result: SyncResult) -> str:
+        return result.status
 
-    def to_representation(self, result):
-        data = super().to_representation(result)
-        if not result.already_running:
-            del data["alreadyRunning"]
+    def to_representation(self, result: SyncResult) -> dict:
+        data = {**result_data(result), "runId": result.run_id, "status": result.status}
+        if result.already_running:
+            data["alreadyRunning"] = True
         return data
-
-
-def sync_run_result_data(result: SyncResult) -> dict:
-    return dict(SyncRunResultSerializer(result).data)
 
 
 class PendingSyncSerializer(serializers.Serializer):
@@ -333,40 +281,6 @@ class SyncStatusSerializer(MappingMetadataFieldsMixin):
         "syncRunning",
         "isActive",
     )
-
-
-def iso_datetime(moment) -> str:
-    """What DRF's DateTimeField renders for an aware UTC datetime, without its
-    per-call settings lookups."""
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-STATUS_COLUMNS = ("pk", "sabito_business_id", "business_name", "tenant__name", "metadata", "updated_at", "sync_running", "is_active")
-
-
-def sync_status_items(mappings) -> list[dict]:
-    """`SyncStatusSerializer(mappings, many=True).data`, built from plain rows.
-
-    The status endpoint is polled, and for a tenant with 1,000 mappings the
-    serializer's per-field machinery and the model instances cost ~80 ms of CPU
-    per request; this is the same output (a test holds the two equal) for a
-    fraction of that. `mappings` must come through `mappings.with_sync_running`."""
-    items = []
-    for pk, business_id, name, tenant_name, stored, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
-        items.append(
-            {
-                "id": str(pk),
-                "sabitoBusinessId": business_id,
-                "businessName": name,
-                "tenantName": tenant_name,
-                "lastSyncAt": metadata.watermark_text(stored),
-                "lastSyncResult": metadata.last_sync_result(stored),
-                "lastUpdated": iso_datetime(updated_at),
-                "syncRunning": running,
-                "isActive": active,
-            }
-        )
-    return items
 
 
 class MappingSerializer(MappingMetadataFieldsMixin):

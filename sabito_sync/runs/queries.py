@@ -1,0 +1,48 @@
+"""Which runs hold their mapping now, and which an operator can follow: the
+questions every layer asks of the run table, answered once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import Case, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from ..conf import SabitoSettings, load_sabito_settings
+from ..models import SabitoMapping, SyncRun
+
+
+def stale_heartbeat_cutoff(settings: SabitoSettings) -> datetime:
+    """A running run whose heartbeat is older than this belongs to a worker that
+    died: it no longer holds its mapping, and the next sync takes it over."""
+    return timezone.now() - timedelta(seconds=settings.stale_run_after_seconds)
+
+
+def running_run_of(mapping: SabitoMapping) -> SyncRun | None:
+    """The run holding the mapping's lock, alive or stale, or None."""
+    return SyncRun.objects.filter(mapping=mapping, status=SyncRun.Status.RUNNING).first()
+
+
+def live_runs() -> QuerySet[SyncRun]:
+    """Runs holding their mapping's lock now. A running run whose heartbeat went
+    stale belongs to a dead worker: the next sync takes it over, so it does not count."""
+    stale_before = stale_heartbeat_cutoff(load_sabito_settings())
+    return SyncRun.objects.filter(status=SyncRun.Status.RUNNING, heartbeat_at__gte=stale_before)
+
+
+def active_runs() -> QuerySet[SyncRun]:
+    """Runs waiting for a worker or holding their mapping now (see `live_runs`), the
+    running one of a mapping first: what an operator follows and may cancel."""
+    stale_before = stale_heartbeat_cutoff(load_sabito_settings())
+    return SyncRun.objects.filter(
+        Q(status=SyncRun.Status.QUEUED) | Q(status=SyncRun.Status.RUNNING, heartbeat_at__gte=stale_before)
+    ).order_by(Case(When(status=SyncRun.Status.RUNNING, then=Value(0)), default=Value(1)), "-started_at")
+
+
+def with_sync_running(mappings: QuerySet[SabitoMapping]) -> QuerySet[SabitoMapping]:
+    """`mappings` annotated with `sync_running` (see `live_runs`), in the same query."""
+    return mappings.with_sync_running(live_runs=live_runs())  # type: ignore[attr-defined]
+
+
+def is_sync_running(*, mapping: SabitoMapping) -> bool:
+    return live_runs().filter(mapping=mapping).exists()
