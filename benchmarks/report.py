@@ -52,7 +52,7 @@ def evaluate_targets(report: dict) -> dict:
     sizes = report["sizes"]
     largest = str(max(int(size) for size in sizes))
     figures = sizes[largest]
-    full, resync, baseline = figures["full"]["seconds"], figures["resync"]["seconds"], figures["baseline"]["seconds"]
+    full, _resync, baseline = figures["full"]["seconds"], figures["resync"]["seconds"], figures["baseline"]["seconds"]
     targets[f"full sync of {int(largest):,} >= 10x faster than the naive baseline"] = verdict(
         baseline / full, ">=", TARGETS["full_vs_baseline_min"], "x"
     )
@@ -107,7 +107,10 @@ def against_limit(figures: dict, key: str) -> float:
     """The full sync against the database floor, or the re-sync against the fetch limit:
     the median of the rounds' ratios, each against its own round's limit (a report
     from before the limits were measured per round: the median figures' ratio)."""
-    ratio, limit = {"full": ("full_vs_database_floor", "copy_floor"), "resync": ("resync_vs_fetch_limit", "fetch_limit")}[key]
+    ratio, limit = {
+        "full": ("full_vs_database_floor", "copy_floor"),
+        "resync": ("resync_vs_fetch_limit", "fetch_limit"),
+    }[key]
     if ratio in figures:
         return figures[ratio]
     return figures[key]["seconds"] / figures[limit]["seconds"]
@@ -130,8 +133,16 @@ def ratio_cell(figures: dict, key: str, judged: str, ratio: float) -> str:
 
 def render_table(report: dict) -> str:
     header = (
-        "N", "scenario", "wall s", "records/s", "SQL/batch", "CPU s sync+DB", "peak RSS MB",
-        "vs fetch limit", "vs database floor", "baseline/this",
+        "N",
+        "scenario",
+        "wall s",
+        "records/s",
+        "SQL/batch",
+        "CPU s sync+DB",
+        "peak RSS MB",
+        "vs fetch limit",
+        "vs database floor",
+        "baseline/this",
     )
     rows = []
     for size, figures in report["sizes"].items():
@@ -158,20 +169,39 @@ def render_table(report: dict) -> str:
                 cpu = f"{row['process_cpu_seconds']:.2f}+{row['database_cpu_seconds']:.2f}"
             elif "process_cpu_seconds" in row:
                 cpu = f"{row['process_cpu_seconds']:.2f}"
-            rows.append((
-                f"{int(size):,}", label, f"{seconds:.2f}", f"{records / seconds:,.0f}", statements, cpu,
-                f"{row['peak_rss_mb']:.0f}",
-                ratio_cell(figures, key, "resync", seconds / fetch_limit),
-                ratio_cell(figures, key, "full", seconds / database_floor),
-                f"{baseline / seconds:.1f}x" if key == "full" else "",
-            ))
+            rows.append(
+                (
+                    f"{int(size):,}",
+                    label,
+                    f"{seconds:.2f}",
+                    f"{records / seconds:,.0f}",
+                    statements,
+                    cpu,
+                    f"{row['peak_rss_mb']:.0f}",
+                    ratio_cell(figures, key, "resync", seconds / fetch_limit),
+                    ratio_cell(figures, key, "full", seconds / database_floor),
+                    f"{baseline / seconds:.1f}x" if key == "full" else "",
+                )
+            )
         simulator = figures["simulator"]
-        rows.append((f"{int(size):,}", "simulator alone: raw client, no parsing", f"{simulator['seconds']:.2f}",
-                     f"{simulator['records_per_second']:,.0f}", "", "", "", "", "", ""))
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(header, widths))]
+        rows.append(
+            (
+                f"{int(size):,}",
+                "simulator alone: raw client, no parsing",
+                f"{simulator['seconds']:.2f}",
+                f"{simulator['records_per_second']:,.0f}",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=False))]
     lines.append("-+-".join("-" * width for width in widths))
-    lines += [" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines += [" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) for row in rows]
     fanout = report.get("fanout")
     if fanout and fanout.get("seconds") is not None:
         lines.append("")

@@ -51,11 +51,14 @@ def main() -> int:
         "--broker", default="redis://127.0.0.1:6379/14", help="Redis URL for the fan-out (default: db 14)"
     )
     parser.add_argument(
-        "--baseline-sample", type=int, default=BASELINE_SAMPLE,
+        "--baseline-sample",
+        type=int,
+        default=BASELINE_SAMPLE,
         help=f"records the naive baseline really writes before its cost is extrapolated (default: {BASELINE_SAMPLE:,})",
     )
     parser.add_argument(
-        "--write-batch-records", type=int,
+        "--write-batch-records",
+        type=int,
         help="SABITO_WRITE_BATCH_RECORDS of the syncs (default: the project's default; quick: 200, so that "
         "N=500 is written in several batches)",
     )

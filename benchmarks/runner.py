@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
@@ -57,11 +57,11 @@ class Benchmark:
         # None: the project's own default.
         self.write_batch_records = options.write_batch_records or (QUICK_WRITE_BATCH_RECORDS if self.quick else None)
         self.database_url = f"{options.postgres.rstrip('/')}/{options.database}"
-        self.stamp = datetime.now(timezone.utc)
+        self.stamp = datetime.now(UTC)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = RESULTS_DIR / f"{self.stamp:%Y%m%dT%H%M%SZ}.log"
         self.output = options.output or RESULTS_DIR / f"{self.stamp:%Y%m%dT%H%M%SZ}.json"
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed when the run ends)
         self.env = {
             **{key: value for key, value in os.environ.items() if not key.startswith(("SABITO_", "DJANGO_"))},
             "DJANGO_SETTINGS_MODULE": "nexpro.settings",
@@ -121,7 +121,11 @@ class Benchmark:
             admin.execute(f'CREATE DATABASE "{name}"')
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT, env=self.env, check=True, stdout=self.log, stderr=self.log,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            stdout=self.log,
+            stderr=self.log,
         )
 
     def setup_django(self) -> None:
@@ -142,7 +146,11 @@ class Benchmark:
         """Run one scenario of `scenarios.py` in a fresh process; its figures."""
         completed = subprocess.run(
             [sys.executable, str(SCENARIOS_SCRIPT), name, json.dumps(params)],
-            cwd=ROOT, env={**self.env, **env}, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
         )
         if completed.returncode != 0:
             raise RuntimeError(f"benchmark child {name} failed (exit {completed.returncode}); see {self.log_path}")
@@ -151,7 +159,7 @@ class Benchmark:
     # -- one size
 
     def measure_size(self, size: int) -> dict:
-        from sabito_sync.models import SabitoMapping, Tenant
+        from sabito_sync.models import Tenant
 
         say(f"\nN = {size:,}")
         with self.simulator(customers=size, businesses=1, seed=size) as simulator:
@@ -202,22 +210,32 @@ class Benchmark:
                 floor = self.child(
                     "copy_floor", {"business_id": business_id, "size": size, "round": round_number + 1}, env=env
                 )
-                rounds.append({
-                    "fetch_limit": fetch_limit, "full": full, "resync": resync, "resync_from_memory": from_memory,
-                    "copy_floor": floor,
-                })
-                say(f"  round {round_number + 1}: fetch limit {fetch_limit['seconds']:.2f} s, "
+                rounds.append(
+                    {
+                        "fetch_limit": fetch_limit,
+                        "full": full,
+                        "resync": resync,
+                        "resync_from_memory": from_memory,
+                        "copy_floor": floor,
+                    }
+                )
+                say(
+                    f"  round {round_number + 1}: fetch limit {fetch_limit['seconds']:.2f} s, "
                     f"full sync {full['seconds']:.2f} s ({full['seconds'] / floor['seconds']:.2f}x the floor), "
                     f"unchanged re-sync {resync['seconds']:.2f} s "
                     f"({resync['seconds'] / fetch_limit['seconds']:.2f}x the fetch limit; "
                     f"{from_memory['seconds']:.2f} s with its pages from memory), "
-                    f"database floor {floor['seconds']:.2f} s")
+                    f"database floor {floor['seconds']:.2f} s"
+                )
             for key in ROUND_SCENARIOS:
                 figures[key] = median_by(rounds, key)[key]
             figures["fetch_limit"]["rounds_seconds"] = [round(r["fetch_limit"]["seconds"], 3) for r in rounds]
             figures["rounds"] = [round_ratios(r) for r in rounds]
             for ratio in (
-                "full_vs_database_floor", "resync_vs_fetch_limit", "resync_from_memory_vs_fetch_limit", "resync_vs_full"
+                "full_vs_database_floor",
+                "resync_vs_fetch_limit",
+                "resync_from_memory_vs_fetch_limit",
+                "resync_vs_full",
             ):
                 figures[ratio] = median([r[ratio] for r in figures["rounds"]])
 
@@ -253,8 +271,10 @@ class Benchmark:
         finally:
             simulator.set_faults(None)
         milliseconds = LINK_LATENCY_SECONDS * 1000
-        say(f"  with {milliseconds:.0f} ms per Sabito response: project client {limit['seconds']:.2f} s, "
-            f"full sync {full['seconds']:.2f} s ({full['seconds'] / limit['seconds']:.2f}x)")
+        say(
+            f"  with {milliseconds:.0f} ms per Sabito response: project client {limit['seconds']:.2f} s, "
+            f"full sync {full['seconds']:.2f} s ({full['seconds'] / limit['seconds']:.2f}x)"
+        )
         return {"latency_limit": limit, "latency_full": full}, mapping
 
     # -- fan-out through Celery
@@ -278,7 +298,7 @@ class Benchmark:
             SabitoMapping.objects.bulk_create(
                 [
                     SabitoMapping(sabito_business_id=business_id, business_name=f"Fan-out {n}", tenant=tenant)
-                    for n, (business_id, tenant) in enumerate(zip(simulator.business_ids, tenants))
+                    for n, (business_id, tenant) in enumerate(zip(simulator.business_ids, tenants, strict=False))
                 ]
             )
             for business_id in simulator.business_ids[:3]:
@@ -354,19 +374,23 @@ class Benchmark:
             mappings = SabitoMapping.objects.bulk_create(
                 [
                     SabitoMapping(
-                        sabito_business_id=business_id, business_name=f"Tick {n}", tenant=tenant,
+                        sabito_business_id=business_id,
+                        business_name=f"Tick {n}",
+                        tenant=tenant,
                         metadata={"lastSyncedAt": watermark},
                     )
-                    for n, (business_id, tenant) in enumerate(zip(simulator.business_ids, tenants))
+                    for n, (business_id, tenant) in enumerate(zip(simulator.business_ids, tenants, strict=False))
                 ],
                 batch_size=2000,
             )
             env = {"SABITO_API_URL": simulator.url}
             sample = [str(mapping.pk) for mapping in mappings[:NOTHING_NEW_SAMPLE]]
             nothing_new = self.child("nothing_new", {"mapping_ids": sample}, env=env)
-            say(f"  one mapping: {nothing_new['statements_per_mapping']:g} statements, "
+            say(
+                f"  one mapping: {nothing_new['statements_per_mapping']:g} statements, "
                 f"{nothing_new['in_process_ms']:.1f} ms in-process, "
-                f"{nothing_new['chunk_task_ms_per_mapping']:.1f} ms of a chunk task's body")
+                f"{nothing_new['chunk_task_ms_per_mapping']:.1f} ms of a chunk task's body"
+            )
             with app.connection_for_write() as connection:
                 connection.default_channel.queue_purge(app.conf.task_default_queue)
             worker = self.start_worker(simulator.url)
@@ -402,18 +426,37 @@ class Benchmark:
             "worker_ms_per_mapping": wall * 2 / mapping_count * 1000 if wall else None,
             "nothing_new": nothing_new,
         }
-        say(f"  {figures['succeeded']:,} of {mapping_count:,} runs succeeded in {wall or float('nan'):.1f} s "
-            f"({figures['worker_ms_per_mapping'] or float('nan'):.1f} ms of worker time per mapping)")
+        say(
+            f"  {figures['succeeded']:,} of {mapping_count:,} runs succeeded in {wall or float('nan'):.1f} s "
+            f"({figures['worker_ms_per_mapping'] or float('nan'):.1f} ms of worker time per mapping)"
+        )
         return figures
 
     def start_worker(self, simulator_url: str) -> subprocess.Popen:
         from nexpro.celery import app
 
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "nexpro", "worker", "--pool", "prefork", "--concurrency", "2",
-             "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h"],
-            cwd=ROOT, env={**self.env, "SABITO_API_URL": simulator_url, "LOG_LEVEL": "WARNING"},
-            stdout=self.log, stderr=self.log, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "nexpro",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "WARNING",
+                "-n",
+                f"bench-{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env={**self.env, "SABITO_API_URL": simulator_url, "LOG_LEVEL": "WARNING"},
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
         )
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -444,8 +487,20 @@ class Benchmark:
         # jitter keeps the two workers from restarting together; with 100 of 1,000 they
         # did, every few seconds, and p95 was 400 ms instead of 60.
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "nexpro.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--access-logfile", "/dev/null", "--error-logfile", "-"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "nexpro.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--access-logfile",
+                "/dev/null",
+                "--error-logfile",
+                "-",
+            ],
             cwd=ROOT,
             env={**self.env, "LOG_LEVEL": "WARNING"},
             stdout=self.log,
@@ -462,7 +517,9 @@ class Benchmark:
             subprocess.run([wrk, "-t2", "-c20", "-d2s", "-s", script.name, url], capture_output=True, check=True)
             completed = subprocess.run(
                 [wrk, "-t2", "-c20", f"-d{duration}s", "--latency", "-s", script.name, url],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             os.unlink(script.name)
         finally:
@@ -500,12 +557,22 @@ class Benchmark:
             tenant = Tenant.objects.create(name=f"Status {count}", slug=f"status-{count}-{os.getpid()}")
             Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.ADMIN)
             now = django_timezone.now()
-            summary = {"success": True, "fullSync": False, "customersProcessed": 10, "created": 5, "updated": 3,
-                       "skipped": 2, "errors": 0, "syncedAt": "2026-11-24T12:00:00.000Z"}
+            summary = {
+                "success": True,
+                "fullSync": False,
+                "customersProcessed": 10,
+                "created": 5,
+                "updated": 3,
+                "skipped": 2,
+                "errors": 0,
+                "syncedAt": "2026-11-24T12:00:00.000Z",
+            }
             mappings = SabitoMapping.objects.bulk_create(
                 [
                     SabitoMapping(
-                        sabito_business_id=f"status-{tenant.pk}-{n}", business_name=f"Business {n}", tenant=tenant,
+                        sabito_business_id=f"status-{tenant.pk}-{n}",
+                        business_name=f"Business {n}",
+                        tenant=tenant,
                         metadata={"lastSyncedAt": "2026-11-24T11:55:00.000Z", "lastSyncResult": summary},
                     )
                     for n in range(count)
@@ -513,8 +580,15 @@ class Benchmark:
             )
             SyncRun.objects.bulk_create(
                 [
-                    SyncRun(mapping=mapping, trigger=SyncRun.Trigger.BEAT, status=SyncRun.Status.SUCCEEDED,
-                            started_at=now, finished_at=now, heartbeat_at=now, customers_processed=10)
+                    SyncRun(
+                        mapping=mapping,
+                        trigger=SyncRun.Trigger.BEAT,
+                        status=SyncRun.Status.SUCCEEDED,
+                        started_at=now,
+                        finished_at=now,
+                        heartbeat_at=now,
+                        customers_processed=10,
+                    )
                     for mapping in mappings
                 ]
             )

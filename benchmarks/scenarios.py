@@ -8,6 +8,7 @@ its figures as one line of JSON. Nothing here starts a server or touches another
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -86,7 +87,8 @@ def simulator_alone(params: dict) -> dict:
     started, records, offset = time.perf_counter(), 0, 0
     while True:
         connection.request(
-            "GET", f"/api/customers?businessId={params['business_id']}&limit={PAGE_SIZE}&offset={offset}",
+            "GET",
+            f"/api/customers?businessId={params['business_id']}&limit={PAGE_SIZE}&offset={offset}",
             headers={"X-API-Key": settings.api_key},
         )
         count = connection.getresponse().read().count(b'"sourceType"')
@@ -154,9 +156,9 @@ def child_baseline(params: dict) -> dict:
     project, so the difference is the matching and writing."""
     from django.db.models import Q
 
-    from sabito_sync.models import Customer, Tenant
     from sabito_sync.engine.records import SYNCED_FIELDS, InvalidRecord, customer_values
     from sabito_sync.engine.sync import sabito_client
+    from sabito_sync.models import Customer, Tenant
 
     tenant = Tenant.objects.get(pk=params["tenant_id"])
     business_id, sample = params["business_id"], params["sample"]
@@ -210,9 +212,9 @@ class MemoryFeed:
 def child_sync(params: dict) -> dict:
     """The project: `sync_mapping`, exactly as the task and the command call it; with
     `from_memory`, on pages fetched (and decoded) before the clock starts."""
-    from sabito_sync.models import SabitoMapping
     from sabito_sync.engine.prefetch import sync_feed
     from sabito_sync.engine.sync import sabito_client, sync_mapping
+    from sabito_sync.models import SabitoMapping
 
     mapping = SabitoMapping.objects.select_related("tenant").get(pk=params["mapping_id"])
     client = None
@@ -232,7 +234,7 @@ def child_sync(params: dict) -> dict:
     # The callback runs after each written batch of pages: between two consecutive
     # calls lie exactly one batch's statements; the first batch also carries the run's
     # start, the end the run's finish.
-    per_batch = sorted({later - earlier for earlier, later in zip(marks, marks[1:])})
+    per_batch = sorted({later - earlier for earlier, later in itertools.pairwise(marks)})
     return {
         "seconds": seconds,
         "success": result.success,
@@ -256,8 +258,8 @@ def child_nothing_new(params: dict) -> dict:
     import statistics
 
     from sabito_sync.conf import load_sabito_settings
-    from sabito_sync.models import SabitoMapping
     from sabito_sync.engine.sync import sync_mapping
+    from sabito_sync.models import SabitoMapping
     from sabito_sync.tasks import sync_mapping_chunk_task
 
     mapping_ids = params["mapping_ids"]
@@ -299,10 +301,10 @@ def child_copy_floor(params: dict) -> dict:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from sabito_sync.models import Customer, Tenant
     from sabito_sync.engine.prefetch import sync_feed
     from sabito_sync.engine.records import WRITTEN_FIELDS, validate_records, written_values
     from sabito_sync.engine.sync import sabito_client
+    from sabito_sync.models import Customer, Tenant
 
     # The rows as the sync writes them, each with its record's fingerprint.
     business_id = params["business_id"]
@@ -320,10 +322,13 @@ def child_copy_floor(params: dict) -> dict:
     now = timezone.now()
     with cpu_seconds() as cpu:
         started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor:
-            with cursor.cursor.copy(f"COPY {meta.db_table} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row((uuid.uuid4(), tenant.pk, *row, now, now))
+        with (
+            transaction.atomic(),
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {meta.db_table} ({columns}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row((uuid.uuid4(), tenant.pk, *row, now, now))
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "records": len(rows), **cpu}
 

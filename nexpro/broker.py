@@ -22,7 +22,7 @@ class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
         # The same final name as kombu's, so consumers order and filter it alike; the
         # partial file's name has no ".<queue>.msg" suffix, so no consumer takes it.
-        final = os.path.join(self.data_folder_out, f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg")
+        final = os.path.join(self.data_folder_out, f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg")
         partial = os.path.join(self.data_folder_out, f".partial-{uuid.uuid4()}")
         try:
             with open(partial, "wb") as file:

@@ -15,9 +15,9 @@ import re
 import time
 import unicodedata
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_MS = 24 * 60 * 60 * 1000
 HISTORY_MS = 30 * DAY_MS
 # A few percent of customers lack a phone or a country, so the sync's "country
@@ -30,19 +30,77 @@ SHARED_TIMESTAMP_RATE = 0.02
 BUSINESS_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://sabito.example/simulator/businesses")
 
 FIRST_NAMES = (
-    "Ama", "Kwame", "Kofi", "Abena", "Yaw", "Efua", "Akosua", "Kojo", "John", "Mary", "José",
-    "Zoë", "Chloé", "Søren", "Priya", "Wei", "Fatima", "Liam", "Olivia", "Noah", "Emma", "Aisha",
-    "Mateo", "Seán", "Łukasz", "Chidi", "Ngozi", "Hiroshi", "Ana", "David",
+    "Ama",
+    "Kwame",
+    "Kofi",
+    "Abena",
+    "Yaw",
+    "Efua",
+    "Akosua",
+    "Kojo",
+    "John",
+    "Mary",
+    "José",
+    "Zoë",
+    "Chloé",
+    "Søren",
+    "Priya",
+    "Wei",
+    "Fatima",
+    "Liam",
+    "Olivia",
+    "Noah",
+    "Emma",
+    "Aisha",
+    "Mateo",
+    "Seán",
+    "Łukasz",
+    "Chidi",
+    "Ngozi",
+    "Hiroshi",
+    "Ana",
+    "David",
 )
 LAST_NAMES = (
-    "Mensah", "Owusu", "Boateng", "Asante", "Osei", "Agyeman", "Smith", "Johnson", "Williams",
-    "Brown", "García", "O'Brien", "Nguyen", "Patel", "Kim", "Müller", "Okafor", "Adeyemi", "Rossi",
-    "Dubois", "van der Berg", "Nowak", "Tanaka", "Silva", "Lee",
+    "Mensah",
+    "Owusu",
+    "Boateng",
+    "Asante",
+    "Osei",
+    "Agyeman",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "García",
+    "O'Brien",
+    "Nguyen",
+    "Patel",
+    "Kim",
+    "Müller",
+    "Okafor",
+    "Adeyemi",
+    "Rossi",
+    "Dubois",
+    "van der Berg",
+    "Nowak",
+    "Tanaka",
+    "Silva",
+    "Lee",
 )
 EMAIL_DOMAINS = ("example.com", "example.org", "mail.example.net")  # RFC 2606: never a real inbox
 STREETS = (
-    "Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Independence Ave", "Liberation Rd",
-    "High Street", "Station Rd", "Queen St W", "Pine St", "Ring Rd Central",
+    "Main St",
+    "Oak Ave",
+    "Maple Dr",
+    "Cedar Ln",
+    "Independence Ave",
+    "Liberation Rd",
+    "High Street",
+    "Station Rd",
+    "Queen St W",
+    "Pine St",
+    "Ring Rd Central",
 )
 # (country as Sabito sends it, phone prefix, digits after the prefix, [(city, state)])
 COUNTRIES = (
@@ -60,7 +118,6 @@ class UnknownBusinessError(LookupError):
         super().__init__(f"unknown business {business_id!r}")
 
 
-
 def format_timestamp(ms: int) -> str:
     return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
 
@@ -68,7 +125,7 @@ def format_timestamp(ms: int) -> str:
 def default_epoch() -> datetime:
     """Start of the current UTC day: recent enough that a sync's clock-based watermark
     makes sense, fixed enough that two simulators with one seed serve identical data."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 

@@ -14,9 +14,6 @@ GARBAGE_BODY = (
 )
 
 
-
-
-
 @dataclass(frozen=True)
 class EditDuringPaging:
     """After `after_requests` pages of a business were served, edit `count` of the
@@ -129,7 +126,6 @@ def _snake(name: str) -> str:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
-
 
 
 def hostile_variant(record: dict, rng: random.Random) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -30,7 +30,7 @@ class ChangeJournal:
         header, _ = self._read()
         if header is None or _identity(header) != identity:
             return None
-        return datetime.fromtimestamp(header["epochMs"] / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(header["epochMs"] / 1000, tz=UTC)
 
     def open(self, header: dict) -> list[dict]:
         """The changes to replay onto the data `header` describes; a file for other data
@@ -86,4 +86,3 @@ def _is_change(change) -> bool:
         and isinstance(change.get("count"), int)
         and isinstance(change.get("nowMs"), int)
     )
-

@@ -15,14 +15,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from .data import UNIX_EPOCH, Business, UnknownBusinessError, default_epoch, edited_customer, generate_business, new_customer
+from .data import (
+    UNIX_EPOCH,
+    Business,
+    UnknownBusinessError,
+    default_epoch,
+    edited_customer,
+    generate_business,
+    new_customer,
+)
 from .faults import GARBAGE_BODY, Faults, hostile_variant, is_whole_number
 from .journal import ChangeJournal
 
@@ -47,9 +55,8 @@ def parse_timestamp_ms(text: str) -> int:
             hint = " (a '+' in a query string must be sent as %2B)"
         raise BadRequest(f"updatedAfter={text!r} is not an ISO 8601 timestamp{hint}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return (moment - UNIX_EPOCH) // timedelta(milliseconds=1)
-
 
 
 @dataclass
@@ -118,7 +125,7 @@ class SabitoSimulator:
             epoch = self._journal.epoch(self._data_identity())
         self.epoch = epoch or default_epoch()
         if self.epoch.tzinfo is None:
-            self.epoch = self.epoch.replace(tzinfo=timezone.utc)
+            self.epoch = self.epoch.replace(tzinfo=UTC)
         self._epoch_ms = (self.epoch - UNIX_EPOCH) // timedelta(milliseconds=1)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -149,7 +156,11 @@ class SabitoSimulator:
 
     def _data_identity(self) -> dict:
         """What the seeded data depends on: a state file written for other data is not replayed."""
-        return {"seed": self.seed, "customersPerBusiness": self.customers_per_business, "businesses": self.business_count}
+        return {
+            "seed": self.seed,
+            "customersPerBusiness": self.customers_per_business,
+            "businesses": self.business_count,
+        }
 
     @staticmethod
     def _empty_stats() -> dict:
@@ -206,10 +217,8 @@ class SabitoSimulator:
         with self._connections_lock:
             connections, self._connections = self._connections, set()
         for connection in connections:
-            try:
+            with suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     @property
     def url(self) -> str:
@@ -561,10 +570,8 @@ class _SabitoRequestHandler(BaseHTTPRequestHandler):
         simulator = self.server.simulator
         with simulator._connections_lock:
             simulator._connections.discard(self.connection)
-        try:
+        with suppress(OSError):
             super().finish()
-        except OSError:
-            pass
 
     def version_string(self) -> str:
         return self.server_version

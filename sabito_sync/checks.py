@@ -6,7 +6,6 @@ from django.core.checks import Error, Tags, Warning, register
 
 from .conf import SabitoSettingsError, load_sabito_settings, sync_throttle_rate
 
-
 # The apps sabito_sync's models, API and schedule build on: without them migrate fails
 # on a foreign key, every API call fails on the token table, or beat has no schedule.
 REQUIRED_APPS = {
@@ -21,7 +20,7 @@ def check_required_apps(app_configs=None, **kwargs):
     return [
         Error(
             f"{name!r} is not in INSTALLED_APPS; sabito_sync needs it for {purpose}.",
-            hint=f"Add {name!r} to INSTALLED_APPS (see the README's \"Use it in your own project\").",
+            hint=f'Add {name!r} to INSTALLED_APPS (see the README\'s "Use it in your own project").',
             id="sabito_sync.E006",
         )
         for name, purpose in REQUIRED_APPS.items()
@@ -77,7 +76,13 @@ def operations_messages() -> list:
     messages = []
     log_format = getattr(settings, "LOG_FORMAT", "plain")
     if log_format not in ("plain", "json"):
-        messages.append(Error(f"LOG_FORMAT={log_format!r} is not plain or json.", hint="Use LOG_FORMAT=json or unset it.", id="sabito_sync.E005"))
+        messages.append(
+            Error(
+                f"LOG_FORMAT={log_format!r} is not plain or json.",
+                hint="Use LOG_FORMAT=json or unset it.",
+                id="sabito_sync.E005",
+            )
+        )
     if getattr(settings, "PRODUCTION", False) and not getattr(settings, "METRICS_TOKEN", ""):
         messages.append(
             Warning(

@@ -88,13 +88,13 @@ def parse_api_url(value, problems: list[str]) -> str:
     if not url:
         # No default on purpose: a default would sync against something that is not
         # the operator's Sabito and pass every check.
-        problems.append("SABITO_API_URL is not set: the sync has no Sabito API to talk to; set it to its base URL, e.g. https://api.sabito.example")
+        problems.append(
+            "SABITO_API_URL is not set: the sync has no Sabito API to talk to; set it to its base URL, e.g. https://api.sabito.example"
+        )
         return url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        problems.append(
-            f"SABITO_API_URL={value!r} is not an http(s) URL; expected e.g. https://api.sabito.example"
-        )
+        problems.append(f"SABITO_API_URL={value!r} is not an http(s) URL; expected e.g. https://api.sabito.example")
     return url
 
 
@@ -154,7 +154,9 @@ def load_sabito_settings() -> SabitoSettings:
         sync_on_startup=parse_bool(
             "SABITO_SYNC_ON_STARTUP", getattr(settings, "SABITO_SYNC_ON_STARTUP", True), problems
         ),
-        page_size=parse_number("SABITO_PAGE_SIZE", getattr(settings, "SABITO_PAGE_SIZE", 100), problems, minimum=1, maximum=1000),
+        page_size=parse_number(
+            "SABITO_PAGE_SIZE", getattr(settings, "SABITO_PAGE_SIZE", 100), problems, minimum=1, maximum=1000
+        ),
         write_batch_records=parse_number(
             "SABITO_WRITE_BATCH_RECORDS",
             getattr(settings, "SABITO_WRITE_BATCH_RECORDS", DEFAULT_WRITE_BATCH_RECORDS),
@@ -168,7 +170,9 @@ def load_sabito_settings() -> SabitoSettings:
         read_timeout=parse_number(
             "SABITO_READ_TIMEOUT", getattr(settings, "SABITO_READ_TIMEOUT", 30), problems, kind=float, minimum=0.1
         ),
-        max_retries=parse_number("SABITO_MAX_RETRIES", getattr(settings, "SABITO_MAX_RETRIES", 4), problems, maximum=20),
+        max_retries=parse_number(
+            "SABITO_MAX_RETRIES", getattr(settings, "SABITO_MAX_RETRIES", 4), problems, maximum=20
+        ),
         retry_backoff=parse_number(
             "SABITO_RETRY_BACKOFF", getattr(settings, "SABITO_RETRY_BACKOFF", 1), problems, kind=float, maximum=60
         ),
@@ -194,13 +198,20 @@ def load_sabito_settings() -> SabitoSettings:
             "SABITO_TASK_RETRY_DELAY", getattr(settings, "SABITO_TASK_RETRY_DELAY", 60), problems, maximum=3600
         ),
         fanout_chunk_size=parse_number(
-            "SABITO_FANOUT_CHUNK_SIZE", getattr(settings, "SABITO_FANOUT_CHUNK_SIZE", 50), problems, minimum=1, maximum=1000
+            "SABITO_FANOUT_CHUNK_SIZE",
+            getattr(settings, "SABITO_FANOUT_CHUNK_SIZE", 50),
+            problems,
+            minimum=1,
+            maximum=1000,
         ),
         run_retention_days=parse_number(
             "SABITO_RUN_RETENTION_DAYS", getattr(settings, "SABITO_RUN_RETENTION_DAYS", 90), problems
         ),
         alert_after_failures=parse_number(
-            "SABITO_SYNC_ALERT_AFTER_FAILURES", getattr(settings, "SABITO_SYNC_ALERT_AFTER_FAILURES", 1), problems, minimum=1
+            "SABITO_SYNC_ALERT_AFTER_FAILURES",
+            getattr(settings, "SABITO_SYNC_ALERT_AFTER_FAILURES", 1),
+            problems,
+            minimum=1,
         ),
         webhook_url=parse_webhook_url(getattr(settings, "SABITO_SYNC_WEBHOOK_URL", ""), problems),
         webhook_secret=str(getattr(settings, "SABITO_SYNC_WEBHOOK_SECRET", "")).strip(),

@@ -59,7 +59,8 @@ class Customer(models.Model):
     state = models.CharField(max_length=100, blank=True, default="")
     country = models.CharField(max_length=100, blank=True, default=DEFAULT_COUNTRY)
     how_did_you_hear = models.CharField(max_length=100, blank=True, default="")
-    sabito_customer_id = models.CharField(max_length=100, null=True, blank=True)
+    # NULL, not "", for a customer made by hand: the unique (tenant, Sabito id) index skips it.
+    sabito_customer_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     sabito_source_referral_id = models.CharField(max_length=100, blank=True, default="")
     sabito_source_type = models.CharField(max_length=50, blank=True, default="")
     sabito_business_id = models.CharField(max_length=100, blank=True, default="")
@@ -72,7 +73,7 @@ class Customer(models.Model):
     # record with the same hash without checking or comparing it again. Any other
     # change to a synced field clears it (a database trigger, migration 0007), so a
     # fingerprint only ever vouches for the values it was written with.
-    sabito_fingerprint = models.CharField(max_length=32, null=True, blank=True, editable=False)
+    sabito_fingerprint = models.CharField(max_length=32, null=True, blank=True, editable=False)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -300,6 +301,9 @@ class SyncTickMapping(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tick", "mapping_id"], name="synctickmapping_once_per_tick"),
         ]
+
+    def __str__(self) -> str:
+        return f"mapping {self.mapping_id} of tick {self.tick_id}"
 
 
 class SchedulerHeartbeat(models.Model):

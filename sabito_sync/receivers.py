@@ -58,7 +58,9 @@ def stop_this_workers_runs(sender: Any = None, **kwargs: Any) -> None:
         logger.exception("%s Could not ask this worker's syncs to stop", LOG_PREFIX)
         return
     if asked:
-        logger.warning("%s Worker %s shutting down: %d running syncs asked to stop after their page", LOG_PREFIX, sender, asked)
+        logger.warning(
+            "%s Worker %s shutting down: %d running syncs asked to stop after their page", LOG_PREFIX, sender, asked
+        )
 
 
 def counted_mapping(sender: Any, args: Any, kwargs: Any) -> tuple[str | None, str | None]:

@@ -24,7 +24,7 @@ than doing it there. Connect them in your app's `AppConfig.ready()`, e.g.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from django.db import transaction
 from django.dispatch import Signal
@@ -54,8 +54,9 @@ def page_written(*, mapping, run_id, created_sabito_ids: Sequence[str], updated_
 
         created_ids = (
             list(
-                Customer.objects.filter(tenant_id=mapping.tenant_id, sabito_customer_id__in=list(created_sabito_ids))
-                .values_list("pk", flat=True)
+                Customer.objects.filter(
+                    tenant_id=mapping.tenant_id, sabito_customer_id__in=list(created_sabito_ids)
+                ).values_list("pk", flat=True)
             )
             if created_sabito_ids
             else []

@@ -133,7 +133,9 @@ def sync_mapping_chunk_task(
             # one only after a sync that may have left its fetching mid-request.
             client = client or sabito_client(settings)
             with logcontext.mapping_log_context(mapping_id):
-                result = sync_in_chunk(mapping=mapping, full_sync=full_sync, trigger=trigger, worker=worker, client=client)
+                result = sync_in_chunk(
+                    mapping=mapping, full_sync=full_sync, trigger=trigger, worker=worker, client=client
+                )
                 if not result.success:
                     client.close()
                     client = None
@@ -144,7 +146,10 @@ def sync_mapping_chunk_task(
                     )
                     # As its own task's first retry, so it waits and gives up as one would.
                     sync_mapping_task.apply_async(
-                        args=[mapping_id, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id), countdown=countdown, retries=1
+                        args=[mapping_id, full_sync, trigger],
+                        kwargs=ticks.tick_kwargs(tick_id),
+                        countdown=countdown,
+                        retries=1,
                     )
                     handed_over.append(mapping_id)
                     continue
@@ -164,7 +169,9 @@ def sync_mapping_chunk_task(
             # Whatever stopped the chunk, the mappings it did not reach count as failed,
             # as a mapping task that raised does; a retried mapping counts when its task ends.
             unreached = {
-                mapping_id: None for mapping_id in mapping_ids if mapping_id not in counted and mapping_id not in handed_over
+                mapping_id: None
+                for mapping_id in mapping_ids
+                if mapping_id not in counted and mapping_id not in handed_over
             }
             ticks.count_chunk_safely(tick_id=tick_id, results={**counted, **unreached})
     return {

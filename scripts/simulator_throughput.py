@@ -66,9 +66,23 @@ def main() -> int:
     options = parser.parse_args()
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "sabito_simulator", "--port", "0", "--businesses", "1",
-         "--customers", str(options.customers), "--api-key", API_KEY],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sabito_simulator",
+            "--port",
+            "0",
+            "--businesses",
+            "1",
+            "--customers",
+            str(options.customers),
+            "--api-key",
+            API_KEY,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         url = server.stdout.readline().strip()
@@ -79,8 +93,10 @@ def main() -> int:
                 records = client(url, business_id, options.limit)
                 elapsed = time.perf_counter() - started
                 pages = -(-records // options.limit)
-                print(f"{name:24} {records} records in {elapsed:.2f} s: {records / elapsed:,.0f} records/s, "
-                      f"{pages / elapsed:,.0f} pages/s")
+                print(
+                    f"{name:24} {records} records in {elapsed:.2f} s: {records / elapsed:,.0f} records/s, "
+                    f"{pages / elapsed:,.0f} pages/s"
+                )
         stats = json.loads(requests.get(f"{url}/_simulator/stats", timeout=5).text)
         print(f"simulator stats: {stats['customerRequests']} requests, {stats['recordsServed']} records served")
     finally:

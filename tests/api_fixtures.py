@@ -150,8 +150,8 @@ def inline_worker(monkeypatch, settings, django_capture_on_commit_callbacks):
     task. Here it is sent at once and `apply` runs the real task in this process (the
     run claimed, synced and recorded), so the endpoint finds it finished. The
     end-to-end tests use a real worker over the real broker instead."""
-    from sabito_sync.services import queueing
     from sabito_sync import tasks
+    from sabito_sync.services import queueing
 
     queue = queueing.enqueue_mapping_sync
 

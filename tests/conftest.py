@@ -204,7 +204,9 @@ def celery_worker(*, purge: bool = True):
     if purge:
         with app.connection_for_write() as connection:
             connection.default_channel.queue_purge(app.conf.task_default_queue)
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30) as worker:
+    with start_worker(
+        app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
+    ) as worker:
         yield worker
 
 
@@ -279,7 +281,18 @@ def beat_process(folder, **env_overrides):
     log_path = Path(folder) / "beat.log"
     with open(log_path, "w") as log:
         beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "nexpro", "beat", "--loglevel", "INFO", "-s", str(Path(folder) / "beat-schedule")],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "nexpro",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(Path(folder) / "beat-schedule"),
+            ],
             cwd=Path(__file__).resolve().parent.parent,
             env=subprocess_env(**{"SABITO_SYNC_ENABLED": "false", **env_overrides}),
             stdout=log,

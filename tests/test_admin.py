@@ -102,7 +102,9 @@ def staff_client(client):
     def login(*codenames):
         user = UserFactory(is_staff=True)
         user.save()  # the factory sets the password after saving
-        user.user_permissions.set(Permission.objects.filter(content_type__app_label="sabito_sync", codename__in=codenames))
+        user.user_permissions.set(
+            Permission.objects.filter(content_type__app_label="sabito_sync", codename__in=codenames)
+        )
         client.force_login(user)
         return client
 
@@ -511,9 +513,7 @@ def test_saving_the_mapping_form_never_puts_back_a_stale_watermark(admin_client,
 def test_deleting_a_mapping_takes_its_runs_with_it(admin_client, mapping):
     make_run(mapping)
 
-    response = admin_client.post(
-        reverse("admin:sabito_sync_sabitomapping_delete", args=[mapping.pk]), {"post": "yes"}
-    )
+    response = admin_client.post(reverse("admin:sabito_sync_sabitomapping_delete", args=[mapping.pk]), {"post": "yes"})
 
     assert response.status_code == 302
     assert not SabitoMapping.objects.exists()
@@ -523,9 +523,7 @@ def test_deleting_a_mapping_takes_its_runs_with_it(admin_client, mapping):
 def test_deleting_a_tenant_takes_its_mappings_and_their_runs_with_it(admin_client, mapping):
     make_run(mapping)
 
-    response = admin_client.post(
-        reverse("admin:sabito_sync_tenant_delete", args=[mapping.tenant_id]), {"post": "yes"}
-    )
+    response = admin_client.post(reverse("admin:sabito_sync_tenant_delete", args=[mapping.tenant_id]), {"post": "yes"})
 
     assert response.status_code == 302
     assert not Tenant.objects.exists() and not SyncRun.objects.exists()
@@ -538,7 +536,10 @@ def test_sync_run_admin_cannot_add_change_or_delete(admin_client, mapping):
     run = make_run(mapping)
 
     assert admin_client.get(reverse("admin:sabito_sync_syncrun_add")).status_code == 403
-    assert admin_client.post(reverse("admin:sabito_sync_syncrun_delete", args=[run.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        admin_client.post(reverse("admin:sabito_sync_syncrun_delete", args=[run.pk]), {"post": "yes"}).status_code
+        == 403
+    )
     detail = admin_client.get(reverse("admin:sabito_sync_syncrun_change", args=[run.pk]))
     assert detail.status_code == 200
     assert 'name="_save"' not in detail.content.decode()

@@ -35,7 +35,8 @@ USERNAME, PASSWORD = "operator", "press-the-button-42"
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing (install it with `apt-get install -y chromium`)"
+        not CHROMIUM.exists(),
+        reason=f"no browser: {CHROMIUM} is missing (install it with `apt-get install -y chromium`)",
     ),
 ]
 
@@ -151,7 +152,9 @@ def test_operator_cancels_a_queued_run_from_the_mapping_page(operator_and_mappin
 
         page.get_by_role("button", name="Cancel run").click()
 
-        expect(page.locator(".messagelist .success")).to_have_text(f"Cancelled the queued sync of {mapping.business_name}")
+        expect(page.locator(".messagelist .success")).to_have_text(
+            f"Cancelled the queued sync of {mapping.business_name}"
+        )
         assert page.url.endswith(mapping_change)
         expect(page.locator(".field-current_run")).to_contain_text("None: no sync of it is queued or running")
         expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)

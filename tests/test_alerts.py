@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sabito_sync import tasks
-from sabito_sync.services import alerts
 from sabito_sync.checks import check_sabito_settings
-from sabito_sync.models import Customer
-from sabito_sync.signals import customers_synced, sync_finished
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer
+from sabito_sync.services import alerts
+from sabito_sync.signals import customers_synced, sync_finished
 
 from .conftest import SABITO_TEST_KEY, wait_for
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
@@ -94,7 +94,9 @@ def test_webhook_gets_signed_alerts_when_a_mapping_fails_and_when_it_recovers(
     }
     assert "HTTP 500" in failing["error"]
     assert (recovered["event"], recovered["runId"], recovered["consecutiveFailures"]) == (
-        "sabito_sync.mapping_recovered", str(runs[1].pk), 1
+        "sabito_sync.mapping_recovered",
+        str(runs[1].pk),
+        1,
     )
     for _headers, body in webhook.received:
         assert settings.SABITO_API_KEY.encode() not in body
@@ -108,7 +110,9 @@ def queued_alerts(monkeypatch):
     return queued
 
 
-def test_alerts_start_after_the_configured_failures_in_a_row(db, fake_sabito, settings, queued_alerts, django_capture_on_commit_callbacks):
+def test_alerts_start_after_the_configured_failures_in_a_row(
+    db, fake_sabito, settings, queued_alerts, django_capture_on_commit_callbacks
+):
     settings.SABITO_SYNC_WEBHOOK_URL = "https://alerts.example/hook"
     settings.SABITO_SYNC_WEBHOOK_SECRET = SECRET
     settings.SABITO_SYNC_ALERT_AFTER_FAILURES = "2"
@@ -128,7 +132,11 @@ def test_alerts_start_after_the_configured_failures_in_a_row(db, fake_sabito, se
     assert sync(fail=True) == [("sabito_sync.mapping_failing", 2)]
     assert sync(fail=True)[-1] == ("sabito_sync.mapping_failing", 3)
     assert sync(fail=False)[-1] == ("sabito_sync.mapping_recovered", 3)
-    assert sync(fail=False) == [("sabito_sync.mapping_failing", 2), ("sabito_sync.mapping_failing", 3), ("sabito_sync.mapping_recovered", 3)]
+    assert sync(fail=False) == [
+        ("sabito_sync.mapping_failing", 2),
+        ("sabito_sync.mapping_failing", 3),
+        ("sabito_sync.mapping_recovered", 3),
+    ]
 
 
 def test_no_alerts_without_a_webhook_url(db, fake_sabito, queued_alerts, django_capture_on_commit_callbacks):
@@ -148,7 +156,9 @@ def test_webhook_url_without_a_secret_is_a_start_up_error(settings):
     assert "sabito_sync.E004" in [message.id for message in check_sabito_settings()]
 
 
-def test_signals_tell_the_host_which_customers_a_sync_created_and_updated(db, fake_sabito, django_capture_on_commit_callbacks):
+def test_signals_tell_the_host_which_customers_a_sync_created_and_updated(
+    db, fake_sabito, django_capture_on_commit_callbacks
+):
     mapping = SabitoMappingFactory()
     existing = CustomerFactory(tenant=mapping.tenant, email="person2@example.com", name="Old name")
     fake_sabito.records[mapping.sabito_business_id] = [sabito_record(n) for n in (1, 2, 3)]
@@ -198,7 +208,9 @@ def test_a_failing_receiver_never_fails_the_sync(db, fake_sabito, django_capture
 
 
 def test_the_api_key_is_scrubbed_from_an_alert_body(webhook, settings):
-    tasks.send_alert_webhook.apply(kwargs={"payload": {"event": "e", "mappingId": "m", "error": f"echo {SABITO_TEST_KEY}"}})
+    tasks.send_alert_webhook.apply(
+        kwargs={"payload": {"event": "e", "mappingId": "m", "error": f"echo {SABITO_TEST_KEY}"}}
+    )
 
     ((headers, body),) = webhook.received
     assert verified_payload(headers, body)["error"] == "echo [redacted]"

@@ -259,7 +259,9 @@ def test_async_sync_all_answers_202_with_a_task_per_active_mapping(
 
     assert response.status_code == 202
     body = response.json()
-    assert body["success"] is True and body["message"] == "Sync queued. Poll each run's url for its progress and result."
+    assert (
+        body["success"] is True and body["message"] == "Sync queued. Poll each run's url for its progress and result."
+    )
     assert [(item["mappingId"], item["businessId"], item["status"]) for item in body["data"]] == [
         (str(first.pk), "biz-a", "queued"),
         (str(second.pk), "biz-b", "queued"),
@@ -483,7 +485,9 @@ def test_cancelling_a_finished_run_answers_409_and_changes_nothing(admin, mappin
     response = admin.post(f"{run_url(run)}/cancel")
 
     assert response.status_code == 409
-    assert error_body(response)["message"] == f"Run {run.pk} has already finished (succeeded); there is nothing to cancel."
+    assert (
+        error_body(response)["message"] == f"Run {run.pk} has already finished (succeeded); there is nothing to cancel."
+    )
     run.refresh_from_db()
     assert run.status == SyncRun.Status.SUCCEEDED and run.cancel_requested_at is None
 
@@ -680,7 +684,9 @@ def test_update_mapping_keeps_its_sync_metadata(admin, mapping):
     assert mapping.metadata == {"lastSyncedAt": "2025-12-14T12:00:00.000Z"}
 
 
-def test_delete_mapping_deletes_it_and_its_runs_but_keeps_customers(admin, operator, mapping, fake_sabito, inline_worker):
+def test_delete_mapping_deletes_it_and_its_runs_but_keeps_customers(
+    admin, operator, mapping, fake_sabito, inline_worker
+):
     fake_sabito.records["biz-a"] = [sabito_record(1)]
     admin.post(sync_one_url(mapping), {"fullSync": False})
 
@@ -1048,7 +1054,9 @@ def test_a_trailing_slash_answers_the_same_json_404_with_a_hint(admin):
 def test_a_body_over_the_upload_limit_answers_413_in_the_error_envelope(admin, settings, fake_sabito, caplog):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
 
-    response = admin.client.post(SYNC_ALL, data='{"fullSync": false, "pad": "' + "x" * 5000 + '"}', content_type="application/json")
+    response = admin.client.post(
+        SYNC_ALL, data='{"fullSync": false, "pad": "' + "x" * 5000 + '"}', content_type="application/json"
+    )
 
     assert response.status_code == 413
     assert "Request body too large: at most 1000 bytes" in error_body(response)["message"]
@@ -1090,7 +1098,9 @@ def test_syncs_still_start_when_the_throttles_cache_server_is_down(admin, mappin
     assert "throttle skipped: the cache is unavailable" in caplog.text
 
 
-def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, mapping, fake_sabito, sync_rate_of_two, inline_worker):
+def test_sync_throttle_is_per_user_and_spares_reads(
+    admin, make_caller, tenant, mapping, fake_sabito, sync_rate_of_two, inline_worker
+):
     other_admin = make_caller(tenant)
     for _ in range(2):
         admin.post(SYNC_ALL, {"fullSync": False})
@@ -1100,9 +1110,9 @@ def test_sync_throttle_is_per_user_and_spares_reads(admin, make_caller, tenant, 
 
 
 def test_status_items_equal_the_status_serializers_output(tenant, mapping):
-    from sabito_sync.runs.queries import with_sync_running
-    from sabito_sync.models import SabitoMapping, SyncRun
     from sabito_sync.api.serializers import SyncStatusSerializer
+    from sabito_sync.models import SabitoMapping, SyncRun
+    from sabito_sync.runs.queries import with_sync_running
     from sabito_sync.services.status import sync_status_items
 
     SabitoMappingFactory(tenant=tenant, metadata={"lastSyncedAt": 17, "lastSyncResult": ["hand", "edited"]})
@@ -1110,7 +1120,9 @@ def test_status_items_equal_the_status_serializers_output(tenant, mapping):
     synced = SabitoMappingFactory(tenant=tenant)
     synced.metadata = {"lastSyncedAt": "2026-11-24T12:00:00.000Z", "lastSyncResult": {"success": True, "created": 5}}
     synced.save()
-    SyncRun.objects.create(mapping=mapping, trigger="beat", started_at=mapping.created_at, heartbeat_at=mapping.created_at)
+    SyncRun.objects.create(
+        mapping=mapping, trigger="beat", started_at=mapping.created_at, heartbeat_at=mapping.created_at
+    )
     mappings = with_sync_running(SabitoMapping.objects.filter(tenant=tenant).select_related("tenant"))
 
     assert sync_status_items(mappings) == SyncStatusSerializer(mappings, many=True).data
@@ -1129,10 +1141,16 @@ def test_without_redis_the_throttle_counts_are_shared_by_the_hosts_processes(set
     cache.set("throttle_sabito_sync_42", ["a request"], 60)
 
     other_process = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.core.cache import cache; "
-         "print(cache.get('throttle_sabito_sync_42'))"],
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.core.cache import cache; "
+            "print(cache.get('throttle_sabito_sync_42'))",
+        ],
         env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "nexpro.settings"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert other_process.stdout.strip() == "['a request']", other_process.stderr

@@ -30,7 +30,9 @@ def session(make_caller):
 def mapping(session, sabito_simulator):
     business_id = sabito_simulator.business_ids[0]
     return SabitoMappingFactory(
-        tenant=session.tenant, sabito_business_id=business_id, business_name=sabito_simulator.business_names[business_id]
+        tenant=session.tenant,
+        sabito_business_id=business_id,
+        business_name=sabito_simulator.business_names[business_id],
     )
 
 
@@ -154,16 +156,16 @@ def test_cancelling_a_running_sync_stops_it_after_its_page_and_keeps_the_waterma
     assert mapping.metadata["lastSyncedAt"] == "2026-11-30T12:00:00.000Z"
 
 
-def test_with_no_worker_consuming_the_answer_comes_within_the_wait_and_says_so(
-    live_server, session, mapping, settings
-):
+def test_with_no_worker_consuming_the_answer_comes_within_the_wait_and_says_so(live_server, session, mapping, settings):
     settings.SABITO_SYNC_API_WAIT = "0.5"
 
     sync = session.post(f"{live_server.url}/api/sabito/sync", json={}, timeout=60)
 
     assert sync.status_code == 202
     body = sync.json()
-    assert f"No worker has picked up {mapping.business_name} within 0.5 s: is a Celery worker running" in body["message"]
+    assert (
+        f"No worker has picked up {mapping.business_name} within 0.5 s: is a Celery worker running" in body["message"]
+    )
     [item] = body["data"]
     assert item["status"] == "queued"
     assert session.get(item["url"], timeout=30).json()["data"]["status"] == "queued"
@@ -179,7 +181,12 @@ def test_a_run_cancelled_while_queued_never_starts_when_a_worker_comes(
         wait_for(lambda: item["taskId"] in finished_tasks, timeout=60, message="the worker to take the task")
 
     assert cancel.status_code == 202 and cancel.json()["data"]["status"] == "cancelled"
-    assert finished_tasks[item["taskId"]] == {"success": False, "error": ANY, "runId": item["runId"], "status": "cancelled"}
+    assert finished_tasks[item["taskId"]] == {
+        "success": False,
+        "error": ANY,
+        "runId": item["runId"],
+        "status": "cancelled",
+    }
     assert SyncRun.objects.get(pk=item["runId"]).status == SyncRun.Status.CANCELLED
     assert sabito_simulator.stats["customerRequests"] == 0
 

@@ -14,8 +14,8 @@ from tests.api_fixtures import (  # noqa: F401 (fixtures)
     error_body,
     finished_run,
     fresh_throttle_history,
-    inline_worker,
     grant,
+    inline_worker,
     make_caller,
     mapping_url,
     queued_run,
@@ -90,7 +90,9 @@ def test_another_tenants_mapping_answers_exactly_like_a_missing_one(
         return getattr(a_admin, method)(*args)
 
     if method == "delete":
-        grant(a_admin.user, "delete_sabitomapping")  # deleting is an operator's; operators too act in one tenant per request
+        grant(
+            a_admin.user, "delete_sabitomapping"
+        )  # deleting is an operator's; operators too act in one tenant per request
     theirs = call(b_mapping)
     missing = call(missing_id())
 

@@ -121,7 +121,9 @@ def test_run_operations_document_the_run_and_the_cancel_answers(openapi):
     assert run["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/SyncRunResponse")
     assert cancel["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/SyncRunCancelResponse")
     assert "409" in cancel
-    assert {"pagesDone", "cancelRequested", "mappingId"} <= set(openapi["components"]["schemas"]["SyncRun"]["properties"])
+    assert {"pagesDone", "cancelRequested", "mappingId"} <= set(
+        openapi["components"]["schemas"]["SyncRun"]["properties"]
+    )
 
 
 def test_sync_body_documents_full_sync_and_async(openapi):

@@ -29,18 +29,41 @@ def test_quick_benchmark_runs_every_scenario_and_writes_its_report(tmp_path, ben
     output = tmp_path / "report.json"
 
     completed = subprocess.run(
-        [sys.executable, "benchmarks/run_benchmark.py", "--quick", "--postgres", server,
-         "--database", database, "--broker", broker, "--output", str(output)],
-        cwd=ROOT, env={key: value for key, value in os.environ.items() if not key.startswith("PYTEST")},
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "benchmarks/run_benchmark.py",
+            "--quick",
+            "--postgres",
+            server,
+            "--database",
+            database,
+            "--broker",
+            broker,
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        env={key: value for key, value in os.environ.items() if not key.startswith("PYTEST")},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     report = json.loads(output.read_text())
     figures = report["sizes"]["500"]
     assert set(figures) >= {
-        "fetch_limit", "limit", "baseline", "full", "resync", "resync_from_memory", "incremental", "copy_floor",
-        "latency_limit", "latency_full", "rounds",
+        "fetch_limit",
+        "limit",
+        "baseline",
+        "full",
+        "resync",
+        "resync_from_memory",
+        "incremental",
+        "copy_floor",
+        "latency_limit",
+        "latency_full",
+        "rounds",
     }
     assert (figures["full"]["created"], figures["resync"]["skipped"]) == (500, 500)
     assert (figures["resync_from_memory"]["skipped"], figures["resync_from_memory"]["records"]) == (500, 500)

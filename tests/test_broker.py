@@ -26,9 +26,7 @@ def test_a_consumer_never_sees_a_message_being_written(tmp_path, monkeypatch):
 
     def replace(source, destination):
         # At the moment of the rename the message is complete and invisible to consumers.
-        seen_while_writing.append(
-            [name for name in os.listdir(tmp_path) if name.partition(".")[2] == "single.msg"]
-        )
+        seen_while_writing.append([name for name in os.listdir(tmp_path) if name.partition(".")[2] == "single.msg"])
         with open(source, "rb") as partial:
             json.loads(partial.read())
         real_replace(source, destination)

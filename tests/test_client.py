@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from urllib.parse import parse_qs, urlsplit
 
@@ -150,7 +150,7 @@ def test_updated_after_omitted_on_full_fetch(sabito, sabito_client):
 
 
 def test_format_timestamp_truncates_to_milliseconds_with_z():
-    moment = datetime(2025, 12, 14, 12, 0, 0, 999999, tzinfo=timezone.utc)
+    moment = datetime(2025, 12, 14, 12, 0, 0, 999999, tzinfo=UTC)
 
     assert format_timestamp(moment) == "2025-12-14T12:00:00.999Z"
 
@@ -249,7 +249,7 @@ def test_records_moving_to_the_end_while_paging_are_not_skipped(sabito, make_cli
 
     assert set(received) == set(ids_from(0, 30))
     # The two moved records come again at the end; the sync processes each once.
-    assert sorted(received) == sorted(ids_from(0, 30) + ["c2", "c5"])
+    assert sorted(received) == sorted([*ids_from(0, 30), "c2", "c5"])
 
 
 def test_the_newest_record_read_being_edited_still_leaves_an_anchor(sabito, make_client):
@@ -305,7 +305,7 @@ def test_a_feed_that_never_settles_gives_up_after_bounded_restarts(sabito, make_
 
 
 def test_every_page_request_repeats_the_updated_after_filter(sabito, sabito_client):
-    moment = datetime(2025, 12, 14, 12, 0, tzinfo=timezone.utc)
+    moment = datetime(2025, 12, 14, 12, 0, tzinfo=UTC)
     only_changed = matchers.query_param_matcher({"updatedAfter": "2025-12-14T12:00:00.000Z"}, strict_match=False)
     sabito.get(CUSTOMERS_URL, json=customers("c1"), match=[only_changed])
     sabito.get(CUSTOMERS_URL, json=customers(), match=[only_changed])
@@ -373,11 +373,17 @@ UsualRecord = msgspec.defstruct("UsualRecord", [("id", str), ("email", str | Non
 
 
 def test_a_page_whose_records_all_fit_the_record_type_comes_as_its_instances(sabito, sabito_client):
-    sabito.get(CUSTOMERS_URL, json={"data": [{"id": "c1", "email": "a@example.com", "extra": 1}, {"id": "c2", "email": None}]})
+    sabito.get(
+        CUSTOMERS_URL, json={"data": [{"id": "c1", "email": "a@example.com", "extra": 1}, {"id": "c2", "email": None}]}
+    )
     sabito.get(CUSTOMERS_URL, json={"data": [{"id": "c3"}, {"id": 4, "email": "b@example.com"}]})
 
-    usual = sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord)
-    odd = sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=2, limit=2, record_type=UsualRecord)
+    usual = sabito_client.fetch_customer_page(
+        business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord
+    )
+    odd = sabito_client.fetch_customer_page(
+        business_id=BUSINESS, updated_after=None, offset=2, limit=2, record_type=UsualRecord
+    )
 
     assert usual.records == [UsualRecord(id="c1", email="a@example.com"), UsualRecord(id="c2", email=None)]
     # One record that does not fit (a numeric id): the whole page as parsed JSON, for
@@ -389,7 +395,9 @@ def test_a_record_type_changes_no_verdict_on_a_body(sabito, sabito_client, sleep
     sabito.get(CUSTOMERS_URL, body="<html>Bad gateway</html>")
 
     with pytest.raises(SabitoResponseError, match="not JSON"):
-        sabito_client.fetch_customer_page(business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord)
+        sabito_client.fetch_customer_page(
+            business_id=BUSINESS, updated_after=None, offset=0, limit=2, record_type=UsualRecord
+        )
 
 
 def test_a_body_nested_too_deep_gets_the_same_verdict_with_a_record_type(sabito, make_client, sleeps):
@@ -418,7 +426,9 @@ def test_typed_pages_page_and_resume_exactly_like_parsed_ones(sabito, make_clien
             return offset_feed(feed)(request)
 
         sabito.add_callback(responses.GET, CUSTOMERS_URL, callback=drifting)
-        pages = list(make_client(page_size=10).iter_customer_pages(business_id=BUSINESS, start=start, record_type=record_type))
+        pages = list(
+            make_client(page_size=10).iter_customer_pages(business_id=BUSINESS, start=start, record_type=record_type)
+        )
         sabito.reset()
         ids = [record.id if record_type else record["id"] for page in pages for record in page.records]
         return ids, [page.resume_from for page in pages]
@@ -426,7 +436,7 @@ def test_typed_pages_page_and_resume_exactly_like_parsed_ones(sabito, make_clien
     typed_ids, typed_checkpoints = run(UsualRecord)
     parsed_ids, parsed_checkpoints = run(None)
 
-    assert typed_ids == parsed_ids and sorted(typed_ids) == sorted(ids_from(0, 30) + ["c2", "c5"])
+    assert typed_ids == parsed_ids and sorted(typed_ids) == sorted([*ids_from(0, 30), "c2", "c5"])
     assert typed_checkpoints == parsed_checkpoints  # a checkpoint written one way resumes the other
     assert run(None, start=typed_checkpoints[0])[0] == run(UsualRecord, start=parsed_checkpoints[0])[0]
 
@@ -467,7 +477,7 @@ def test_429_honours_retry_after_seconds(sabito, sabito_client, sleeps):
 
 
 def test_retry_after_http_date(sabito, sabito_client, sleeps):
-    in_twenty_seconds = datetime.now(timezone.utc) + timedelta(seconds=20)
+    in_twenty_seconds = datetime.now(UTC) + timedelta(seconds=20)
     sabito.get(CUSTOMERS_URL, status=503, headers={"Retry-After": format_datetime(in_twenty_seconds, usegmt=True)})
     sabito.get(CUSTOMERS_URL, json=customers())
 
@@ -769,9 +779,11 @@ def test_requests_go_through_the_proxy_the_environment_names(live_simulator, cle
     clean_proxy_environment.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
     business = live_simulator.business_ids[0]
 
-    with SabitoClient(base_url=live_simulator.url, api_key=API_KEY, max_retries=0) as client:
-        with pytest.raises(SabitoUnavailableError, match="after 1 attempts"):
-            list(client.iter_customer_pages(business_id=business))
+    with (
+        SabitoClient(base_url=live_simulator.url, api_key=API_KEY, max_retries=0) as client,
+        pytest.raises(SabitoUnavailableError, match="after 1 attempts"),
+    ):
+        list(client.iter_customer_pages(business_id=business))
 
     assert live_simulator.stats["customerRequests"] == 0  # nothing reached Sabito directly
 

@@ -80,14 +80,18 @@ def test_malformed_mapping_id_is_exit_status_2(mapping):
     assert error.value.returncode == 2
 
 
-def test_async_queues_one_task_per_mapping_after_commit_and_prints_the_ids(mapping, capsys, django_capture_on_commit_callbacks):
+def test_async_queues_one_task_per_mapping_after_commit_and_prints_the_ids(
+    mapping, capsys, django_capture_on_commit_callbacks
+):
     from unittest.mock import patch
 
     other = SabitoMappingFactory(sabito_business_id="biz-2")
     SabitoMappingFactory(sabito_business_id="biz-off", is_active=False)
-    with patch("sabito_sync.tasks.sync_mapping_task.apply_async") as apply_async:
-        with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            call_command("sabito_sync", "--async", "--full", "--json")
+    with (
+        patch("sabito_sync.tasks.sync_mapping_task.apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+    ):
+        call_command("sabito_sync", "--async", "--full", "--json")
 
     queued = json.loads(capsys.readouterr().out)
     assert {item["businessId"] for item in queued} == {"biz-1", "biz-2"}

@@ -5,8 +5,8 @@ is a conflict."""
 
 import pytest
 
-from sabito_sync.models import Customer, SyncRun
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer, SyncRun
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
@@ -96,7 +96,11 @@ def test_an_address_its_holders_sabito_record_still_has_is_a_conflict(fake_sabit
 
 def test_two_records_claiming_one_address_leave_it_with_the_holder(fake_sabito, mapping):
     synced_once(fake_sabito, mapping, sabito_record(1, email="mine@example.com"))
-    feed(fake_sabito, sabito_record(2, email="mine@example.com"), sabito_record(1, email="mine@example.com", name="Still me"))
+    feed(
+        fake_sabito,
+        sabito_record(2, email="mine@example.com"),
+        sabito_record(1, email="mine@example.com", name="Still me"),
+    )
 
     result = sync_mapping(mapping=mapping, full_sync=True)
 
@@ -142,15 +146,17 @@ def test_a_record_waiting_for_an_address_survives_a_failed_run_and_the_resume_ap
 ):
     settings.SABITO_PAGE_SIZE = "2"
     filler = [sabito_record(n) for n in range(10, 14)]
-    synced_once(fake_sabito, mapping, sabito_record(1, email="a@example.com"), *filler, sabito_record(2, email="b@example.com"))
+    synced_once(
+        fake_sabito, mapping, sabito_record(1, email="a@example.com"), *filler, sabito_record(2, email="b@example.com")
+    )
     feed(fake_sabito, sabito_record(1, email="b@example.com"), *filler, sabito_record(2, email="c@example.com"))
     fake_sabito.down_from_offset = 5  # the page with cust-2 never comes
 
     failed = sync_mapping(mapping=mapping, full_sync=True)
     assert not failed.success
-    assert [values["sabito_customer_id"] for values in SyncRun.objects.get(pk=failed.run_id).checkpoint["deferred"]] == [
-        "cust-1"
-    ]
+    assert [
+        values["sabito_customer_id"] for values in SyncRun.objects.get(pk=failed.run_id).checkpoint["deferred"]
+    ] == ["cust-1"]
     fake_sabito.down_from_offset = None
 
     resumed = sync_mapping(mapping=mapping, full_sync=True)

@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 from sabito_sync.models import Customer, SyncRun, SyncTick
-from sabito_sync.tasks import fanout_chunks, sync_all_mappings_task, sync_mapping_chunk_task, sync_mapping_task
 from sabito_sync.runs.ticks import start_tick
+from sabito_sync.tasks import fanout_chunks, sync_all_mappings_task, sync_mapping_chunk_task, sync_mapping_task
 
 from .factories import SabitoMappingFactory, TenantFactory, sabito_record
 
@@ -191,7 +191,10 @@ def test_a_chunk_whose_worker_is_shutting_down_queues_its_remaining_mappings_aga
     def interrupted(*, mapping, **kwargs):
         synced.append(mapping)
         return SyncResult(
-            business_id=mapping.sabito_business_id, business_name=mapping.business_name, error="Interrupted", stopped="interrupted"
+            business_id=mapping.sabito_business_id,
+            business_name=mapping.business_name,
+            error="Interrupted",
+            stopped="interrupted",
         )
 
     monkeypatch.setattr(tasks, "sync_mapping", interrupted)

@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from sabito_sync.engine import batch_sql as page_sql
 from sabito_sync.engine import records
-from sabito_sync.engine.client import SabitoClient
-from sabito_sync.models import Customer, SyncRun
 from sabito_sync.engine.batch import write_batch
+from sabito_sync.engine.client import SabitoClient
 from sabito_sync.engine.records import SabitoRecord, fingerprint_key
+from sabito_sync.models import Customer, SyncRun
 from sabito_sync.runs.result import SyncResult
 
 from .conftest import SABITO_TEST_URL, full_sync, mapping_fed_in_small_batches, plans_of_statements
@@ -167,15 +167,19 @@ def test_records_sent_as_other_json_are_compared_by_their_values(mapping, fake_s
 
 def test_the_same_record_of_another_business_does_not_count_as_stored(fake_sabito, settings):
     first = SabitoMappingFactory(sabito_business_id="biz-one")
-    second = SabitoMappingFactory(sabito_business_id="biz-two", tenant=first.tenant)
+    SabitoMappingFactory(sabito_business_id="biz-two", tenant=first.tenant)
     fake_sabito.records["biz-one"] = [sabito_record(1)]
     fake_sabito.records["biz-two"] = [sabito_record(1)]
     full_sync(first)
     stored = Customer.objects.get(sabito_customer_id="cust-1")
 
     page = SabitoClient(base_url=SABITO_TEST_URL, api_key="k").fetch_customer_page(
-        business_id="biz-two", updated_after=None, offset=0, limit=10,
-        record_type=SabitoRecord, fingerprint_key=fingerprint_key("biz-two"),
+        business_id="biz-two",
+        updated_after=None,
+        offset=0,
+        limit=10,
+        record_type=SabitoRecord,
+        fingerprint_key=fingerprint_key("biz-two"),
     )
 
     assert page.fingerprints[0] != stored.sabito_fingerprint
@@ -223,15 +227,24 @@ def test_known_records_of_a_batch_are_counted_once_and_never_validated(mapping, 
     )
     fake_sabito.records["biz-f"] = [sabito_record(1), sabito_record(2), sabito_record(1), sabito_record(3, city="New")]
     page = SabitoClient(base_url=SABITO_TEST_URL, api_key="k").fetch_customer_page(
-        business_id="biz-f", updated_after=None, offset=0, limit=10,
-        record_type=SabitoRecord, fingerprint_key=fingerprint_key("biz-f"),
+        business_id="biz-f",
+        updated_after=None,
+        offset=0,
+        limit=10,
+        record_type=SabitoRecord,
+        fingerprint_key=fingerprint_key("biz-f"),
     )
     validated = counting_validation(monkeypatch)
     result = SyncResult(business_id="biz-f", business_name=mapping.business_name, skipped=1)  # a re-sync so far
 
     write_batch(
-        run=run, mapping=mapping, validated=page.records, fingerprints=page.fingerprints,
-        pages=1, seen_ids=set(), result=result,
+        run=run,
+        mapping=mapping,
+        validated=page.records,
+        fingerprints=page.fingerprints,
+        pages=1,
+        seen_ids=set(),
+        result=result,
     )
 
     assert validated == ["cust-3"]

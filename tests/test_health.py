@@ -12,8 +12,8 @@ import requests
 from django.core.management import call_command
 from django.utils import timezone
 
-from sabito_sync.ops.health import BEAT_HEARTBEAT_NAME
 from sabito_sync.models import SchedulerHeartbeat
+from sabito_sync.ops.health import BEAT_HEARTBEAT_NAME
 
 from .conftest import beat_process, subprocess_env, wait_for
 
@@ -44,7 +44,9 @@ def test_healthz_is_not_redirected_to_https_in_production(client, settings):
 @pytest.mark.e2e
 def test_readyz_is_ready_once_beat_runs(live_server, tmp_path):
     with beat_process(tmp_path, SABITO_SYNC_ON_STARTUP="false"):
-        wait_for(lambda: SchedulerHeartbeat.objects.filter(name=BEAT_HEARTBEAT_NAME).exists(), message="beat's heartbeat")
+        wait_for(
+            lambda: SchedulerHeartbeat.objects.filter(name=BEAT_HEARTBEAT_NAME).exists(), message="beat's heartbeat"
+        )
         response = requests.get(f"{live_server.url}/readyz", timeout=10)
 
     assert response.status_code == 200, response.text

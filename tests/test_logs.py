@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sabito_sync.models import SyncRun, SyncTick, SyncTickMapping
 from sabito_sync.logcontext import SyncContextFilter
-from sabito_sync.tasks import sync_all_mappings_task, sync_mapping_task
+from sabito_sync.models import SyncRun, SyncTick, SyncTickMapping
 from sabito_sync.runs.ticks import mapping_finished, start_tick
+from sabito_sync.tasks import sync_all_mappings_task, sync_mapping_task
 
 from .conftest import subprocess_env, wait_for
 from .factories import SabitoMappingFactory, TenantFactory
@@ -49,7 +49,10 @@ def test_json_log_lines_carry_level_logger_timestamp_and_the_sync_ids(transactio
         assert line["level"] == "INFO"
         assert line["timestamp"].startswith(str(run.started_at.year))
         assert (line["mapping_id"], line["business_id"], line["tenant_id"], line["run_id"]) == (
-            str(mapping.pk), mapping.sabito_business_id, str(mapping.tenant_id), str(run.pk)
+            str(mapping.pk),
+            mapping.sabito_business_id,
+            str(mapping.tenant_id),
+            str(run.pk),
         )
 
 
@@ -62,13 +65,17 @@ def test_lines_outside_a_sync_carry_no_sync_ids(caplog, db):
 
 
 @pytest.mark.e2e
-def test_worker_logs_the_tick_summary_once_when_the_last_mapping_finishes(celery_worker_thread, sabito_simulator, caplog):
-    first, second = simulator_mappings(sabito_simulator)
+def test_worker_logs_the_tick_summary_once_when_the_last_mapping_finishes(
+    celery_worker_thread, sabito_simulator, caplog
+):
+    first, _second = simulator_mappings(sabito_simulator)
     SabitoMappingFactory(tenant=first.tenant, sabito_business_id="biz-gone-from-sabito")  # Sabito answers 404: fails
 
     with caplog.at_level(logging.INFO, logger="sabito_sync"):
         sync_all_mappings_task.apply_async(kwargs={"full_sync": False, "trigger": "startup"})
-        tick = wait_for(lambda: SyncTick.objects.filter(completed_at__isnull=False).first(), message="the tick to complete")
+        tick = wait_for(
+            lambda: SyncTick.objects.filter(completed_at__isnull=False).first(), message="the tick to complete"
+        )
 
     runs = SyncRun.objects.filter(trigger="startup")
     assert (tick.expected, tick.finished, runs.count()) == (3, 3, 3)
@@ -76,9 +83,7 @@ def test_worker_logs_the_tick_summary_once_when_the_last_mapping_finishes(celery
     summaries = [record.getMessage() for record in caplog.records if SUMMARY in record.getMessage()]
     created = sum(run.created for run in runs)
     assert created == 120
-    assert summaries == [
-        f"{SUMMARY} {{ totalTenants: 3, totalCreated: {created}, totalUpdated: 0, totalErrors: 1 }}"
-    ]
+    assert summaries == [f"{SUMMARY} {{ totalTenants: 3, totalCreated: {created}, totalUpdated: 0, totalErrors: 1 }}"]
 
 
 def test_a_mapping_counted_twice_for_one_tick_counts_once(db):
@@ -88,7 +93,10 @@ def test_a_mapping_counted_twice_for_one_tick_counts_once(db):
 
     assert mapping_finished(tick_id=tick_id, mapping_id=str(mappings[0].pk), result=result) is False
     assert mapping_finished(tick_id=tick_id, mapping_id=str(mappings[0].pk), result=result) is False  # redelivered
-    assert mapping_finished(tick_id=tick_id, mapping_id=str(mappings[1].pk), result={"success": False, "error": "x"}) is True
+    assert (
+        mapping_finished(tick_id=tick_id, mapping_id=str(mappings[1].pk), result={"success": False, "error": "x"})
+        is True
+    )
     assert mapping_finished(tick_id=tick_id, mapping_id=str(mappings[1].pk), result=None) is False
 
     tick = SyncTick.objects.get(pk=tick_id)
@@ -128,7 +136,10 @@ def test_the_tasks_retry_line_carries_the_sync_ids(db, fake_sabito, settings):
     (retry,) = [record for record in handler.records if "Retrying" in record.getMessage()]
     first_run = SyncRun.objects.filter(mapping=mapping).earliest("started_at")
     assert (retry.mapping_id, retry.business_id, retry.tenant_id, retry.run_id) == (
-        str(mapping.pk), mapping.sabito_business_id, str(mapping.tenant_id), str(first_run.pk)
+        str(mapping.pk),
+        mapping.sabito_business_id,
+        str(mapping.tenant_id),
+        str(first_run.pk),
     )
 
 

@@ -29,7 +29,13 @@ def run_the_stack(env: dict) -> tuple[str, list[tuple]]:
     """`scripts/run` until the demo is done, then Ctrl-C as a user stops it; the output
     and the demo's table rows (business, status, processed, created, updated, skipped, errors)."""
     process = subprocess.Popen(
-        ["scripts/run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        ["scripts/run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     output = []
     try:
@@ -111,7 +117,9 @@ def test_compose_runs_the_same_commands_as_the_procfile():
 
     assert " ".join(services["worker"]["command"]) == procfile["worker"]
     assert " ".join(services["beat"]["command"]) == procfile["beat"]
-    assert " ".join(services["web"]["command"]) == procfile["web"].replace("${WEB_BIND:-127.0.0.1:8000}", "0.0.0.0:8000")
+    assert " ".join(services["web"]["command"]) == procfile["web"].replace(
+        "${WEB_BIND:-127.0.0.1:8000}", "0.0.0.0:8000"
+    )
 
 
 def test_compose_reuses_one_image_definition_and_checks_service_health():
@@ -127,7 +135,10 @@ def test_compose_reuses_one_image_definition_and_checks_service_health():
     assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
     assert "celery -A nexpro inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
     for name in ("postgres", "redis"):
-        assert services[name]["volumes"][0].split(":")[0] in yaml.safe_load((ROOT / "docker-compose.yml").read_text())["volumes"]
+        assert (
+            services[name]["volumes"][0].split(":")[0]
+            in yaml.safe_load((ROOT / "docker-compose.yml").read_text())["volumes"]
+        )
     for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["simulator"]["profiles"] == ["demo"]

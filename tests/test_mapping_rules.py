@@ -11,8 +11,8 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
-from sabito_sync.models import Customer, SabitoMapping, SyncRun
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer, SabitoMapping, SyncRun
 from tests.api_fixtures import (  # noqa: F401 (fixtures)
     STATUS,
     admin,
@@ -50,7 +50,9 @@ def live_run(mapping) -> SyncRun:
 
 def stale_run(mapping) -> SyncRun:
     long_ago = timezone.now() - timedelta(hours=2)
-    return SyncRun.objects.create(mapping=mapping, trigger=SyncRun.Trigger.BEAT, started_at=long_ago, heartbeat_at=long_ago)
+    return SyncRun.objects.create(
+        mapping=mapping, trigger=SyncRun.Trigger.BEAT, started_at=long_ago, heartbeat_at=long_ago
+    )
 
 
 # --- Re-pointing ---------------------------------------------------------------------------
@@ -60,7 +62,10 @@ def test_repointing_resets_the_watermark_and_the_next_sync_fetches_everything(
     admin, operator, mapping, fake_sabito, inline_worker
 ):
     gone = CustomerFactory(
-        tenant=mapping.tenant, sabito_business_id="biz-a", sabito_customer_id="old-1", sabito_missing_since=timezone.now()
+        tenant=mapping.tenant,
+        sabito_business_id="biz-a",
+        sabito_customer_id="old-1",
+        sabito_missing_since=timezone.now(),
     )
     fake_sabito.records["biz-b"] = [sabito_record(1)]
 
@@ -182,7 +187,12 @@ def test_a_run_that_started_before_a_repoint_does_not_store_its_watermark(mappin
 
 
 def test_the_admin_form_repoints_through_the_same_rule(admin_client, mapping):
-    form = {"business_name": "Alpha", "sabito_business_id": "biz-b", "tenant": str(mapping.tenant_id), "is_active": "on"}
+    form = {
+        "business_name": "Alpha",
+        "sabito_business_id": "biz-b",
+        "tenant": str(mapping.tenant_id),
+        "is_active": "on",
+    }
 
     response = admin_client.post(reverse("admin:sabito_sync_sabitomapping_change", args=[mapping.pk]), form)
 
@@ -194,7 +204,12 @@ def test_the_admin_form_repoints_through_the_same_rule(admin_client, mapping):
 
 def test_the_admin_form_refuses_a_repoint_while_a_sync_runs(admin_client, mapping):
     live_run(mapping)
-    form = {"business_name": "Alpha", "sabito_business_id": "biz-b", "tenant": str(mapping.tenant_id), "is_active": "on"}
+    form = {
+        "business_name": "Alpha",
+        "sabito_business_id": "biz-b",
+        "tenant": str(mapping.tenant_id),
+        "is_active": "on",
+    }
 
     response = admin_client.post(reverse("admin:sabito_sync_sabitomapping_change", args=[mapping.pk]), form)
 
@@ -300,9 +315,9 @@ def test_deleting_a_mapping_keeps_its_customers(operator, mapping):
 
 
 def test_a_tenant_admin_pauses_and_resumes_through_the_service_and_a_member_may_not(make_caller, mapping):
+    from sabito_sync.models import Membership
     from sabito_sync.services.access import ActionRefused
     from sabito_sync.services.mappings import set_mapping_active
-    from sabito_sync.models import Membership
 
     admin_user = make_caller(mapping.tenant).user
     member_user = make_caller(mapping.tenant, role=Membership.Role.MEMBER).user

@@ -9,8 +9,8 @@ import responses
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from sabito_sync.models import SyncRun
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import SyncRun
 
 from .conftest import FakeSabito
 from .factories import SabitoMappingFactory, TenantFactory, sabito_record
@@ -40,7 +40,9 @@ def test_metrics_match_the_database_after_syncs(live_server, fake_sabito_beside)
     bad = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-bad")
     never = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-never")
     SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-off", is_active=False)
-    fake_sabito_beside.records["biz-good"] = [sabito_record(n) for n in range(5)] + [{"id": "x", "email": "not-an-email"}]
+    fake_sabito_beside.records["biz-good"] = [sabito_record(n) for n in range(5)] + [
+        {"id": "x", "email": "not-an-email"}
+    ]
     fake_sabito_beside.records["biz-bad"] = [sabito_record(n) for n in range(10, 13)]
     sync_mapping(mapping=good, full_sync=True)
     fake_sabito_beside.records["biz-good"][0]["name"] = "Renamed"
@@ -50,8 +52,14 @@ def test_metrics_match_the_database_after_syncs(live_server, fake_sabito_beside)
     sync_mapping(mapping=bad)
     now = timezone.now()
     SyncRun.objects.create(
-        mapping=never, trigger="beat", status="failed", started_at=now - timedelta(hours=1), heartbeat_at=now,
-        finished_at=now, stop_reason="abandoned", error_message="Abandoned: no progress since ... (the worker probably died)",
+        mapping=never,
+        trigger="beat",
+        status="failed",
+        started_at=now - timedelta(hours=1),
+        heartbeat_at=now,
+        finished_at=now,
+        stop_reason="abandoned",
+        error_message="Abandoned: no progress since ... (the worker probably died)",
     )
     SyncRun.objects.create(mapping=never, trigger="beat", status="running", started_at=now, heartbeat_at=now)
 
@@ -61,7 +69,9 @@ def test_metrics_match_the_database_after_syncs(live_server, fake_sabito_beside)
     for status in ("succeeded", "failed", "running", "already_running"):
         assert metrics[("sabito_sync_runs", frozenset({("status", status)}))] == runs.filter(status=status).count()
     for outcome, field in (("created", "created"), ("updated", "updated"), ("skipped", "skipped"), ("error", "errors")):
-        assert metrics[("sabito_sync_records", frozenset({("outcome", outcome)}))] == sum(getattr(run, field) for run in runs)
+        assert metrics[("sabito_sync_records", frozenset({("outcome", outcome)}))] == sum(
+            getattr(run, field) for run in runs
+        )
     assert metrics[("sabito_sync_records", frozenset({("outcome", "created")}))] == 8
     assert metrics[("sabito_sync_records", frozenset({("outcome", "updated")}))] == 1
     assert metrics[("sabito_sync_runs_running", frozenset())] == 1
@@ -76,7 +86,13 @@ def test_metrics_match_the_database_after_syncs(live_server, fake_sabito_beside)
     assert metrics[("sabito_sync_run_duration_seconds_bucket", frozenset({("le", "3600.0")}))] == 5
 
     def since_last_success(mapping):
-        labels = frozenset({("mapping_id", str(mapping.pk)), ("business_id", mapping.sabito_business_id), ("tenant_id", str(tenant.pk))})
+        labels = frozenset(
+            {
+                ("mapping_id", str(mapping.pk)),
+                ("business_id", mapping.sabito_business_id),
+                ("tenant_id", str(tenant.pk)),
+            }
+        )
         return metrics[("sabito_sync_seconds_since_last_success", labels)]
 
     for mapping in (good, bad):
@@ -105,8 +121,12 @@ def test_metrics_cost_three_queries_whatever_the_number_of_runs(client, db, djan
             for n in range(runs_each):
                 started = now - timedelta(hours=n + 1)
                 SyncRun.objects.create(
-                    mapping=mapping, trigger="beat", status="succeeded" if n % 2 else "failed",
-                    started_at=started, heartbeat_at=started, finished_at=started + timedelta(seconds=n),
+                    mapping=mapping,
+                    trigger="beat",
+                    status="succeeded" if n % 2 else "failed",
+                    started_at=started,
+                    heartbeat_at=started,
+                    finished_at=started + timedelta(seconds=n),
                 )
 
     add_runs(1, 1)

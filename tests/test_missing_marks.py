@@ -7,9 +7,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from sabito_sync.models import Customer
 from sabito_sync.engine.missing import mark_missing_customers
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer
 
 from .conftest import plans_of_statements
 from .factories import CustomerFactory, SabitoMappingFactory, TenantFactory, sabito_record
@@ -30,7 +30,9 @@ def linked(mapping, n: int, **fields) -> Customer:
 
 def missing_ids(tenant) -> set[str]:
     return set(
-        Customer.objects.filter(tenant=tenant, sabito_missing_since__isnull=False).values_list("sabito_customer_id", flat=True)
+        Customer.objects.filter(tenant=tenant, sabito_missing_since__isnull=False).values_list(
+            "sabito_customer_id", flat=True
+        )
     )
 
 
@@ -109,8 +111,10 @@ def test_ids_with_characters_copy_would_read_otherwise_are_still_seen(mapping):
     # Backslashes, tabs and line breaks mean something to COPY's text format; ids
     # holding them must arrive as they are, or their customers would be marked missing.
     odd_ids = ["back\\slash", "tab\there", "line\nbreak", "carriage\rreturn", "\\N", "\\."]
-    for sabito_id in odd_ids + ["gone"]:
-        CustomerFactory(tenant=mapping.tenant, sabito_customer_id=sabito_id, sabito_business_id=mapping.sabito_business_id)
+    for sabito_id in [*odd_ids, "gone"]:
+        CustomerFactory(
+            tenant=mapping.tenant, sabito_customer_id=sabito_id, sabito_business_id=mapping.sabito_business_id
+        )
     plain = [f"cust-{n}" for n in range(12_000)]  # more than one block of lines
 
     marked = mark_missing_customers(mapping=mapping, returned_ids=set(odd_ids + plain))

@@ -147,17 +147,35 @@ def fresh_python(wheel, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("venv")
     venv.EnvBuilder(with_pip=True).create(folder)
     python = folder / "bin" / "python"
-    site_packages = Path(run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
-    project_site = Path(run(sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    site_packages = Path(
+        run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    )
+    project_site = Path(
+        run(sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    )
     (site_packages / "project-dependencies.pth").write_text(f"{project_site}\n")
-    run(str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--disable-pip-version-check", str(wheel))
+    run(
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-index",
+        "--disable-pip-version-check",
+        str(wheel),
+    )
     run(str(python), "-m", "pip", "check", "--disable-pip-version-check")
     return python
 
 
 def clean_env(**overrides) -> dict:
     """No PYTHONPATH, no DJANGO_/SABITO_ variables of the test run: only what the host sets."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "DJANGO_", "SABITO_", "PYTEST"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTHON", "DJANGO_", "SABITO_", "PYTEST"))
+    }
     env.update(overrides)
     return env
 
@@ -221,7 +239,8 @@ def test_the_sdist_leaves_out_the_project(dist):
     import tarfile
 
     [sdist] = dist.glob("*.tar.gz")
-    names = tarfile.open(sdist).getnames()
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
 
     assert any(name.endswith("/CHANGELOG.md") for name in names)
     for unwanted in ("/tests/", "/nexpro/", "/sabito_simulator/", "/benchmarks/", "sabito_demo"):
@@ -232,7 +251,9 @@ def test_a_minimal_host_project_migrates_and_gets_the_guides_api(fresh_python, t
     host = tmp_path / "host"
     (host / "hostproject").mkdir(parents=True)
     (host / "hostproject" / "__init__.py").write_text("")
-    (host / "hostproject" / "settings.py").write_text(textwrap.dedent(HOST_SETTINGS.format(database=str(tmp_path / "host.sqlite3"))))
+    (host / "hostproject" / "settings.py").write_text(
+        textwrap.dedent(HOST_SETTINGS.format(database=str(tmp_path / "host.sqlite3")))
+    )
     (host / "hostproject" / "urls.py").write_text(textwrap.dedent(HOST_URLS))
     (host / "probe.py").write_text(textwrap.dedent(HOST_PROBE))
     env = clean_env(DJANGO_SETTINGS_MODULE="hostproject.settings")
@@ -249,7 +270,11 @@ def test_a_minimal_host_project_migrates_and_gets_the_guides_api(fresh_python, t
     assert status["status"] == 200 and status["contentType"] == "application/json"
     assert status["body"]["success"] is True and status["body"]["data"] == []
     assert probe["noToken"]["status"] == 401
-    assert probe["noToken"]["body"] == {"success": False, "message": "Authentication credentials were not provided.", "errors": {}}
+    assert probe["noToken"]["body"] == {
+        "success": False,
+        "message": "Authentication credentials were not provided.",
+        "errors": {},
+    }
     assert probe["tokenScheme"]["status"] == 401 and "Bearer" in probe["tokenScheme"]["body"]["message"]
     assert probe["badBody"]["status"] == 400
     assert probe["badBody"]["body"]["success"] is False and "fullSync" in probe["badBody"]["body"]["errors"]

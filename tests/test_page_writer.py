@@ -10,12 +10,11 @@ import pytest
 from django.utils import timezone
 
 from sabito_sync.engine import batch_sql as page_sql
-from sabito_sync.engine import records
-from sabito_sync.engine import sync
-from sabito_sync.models import Customer, SyncRun
+from sabito_sync.engine import records, sync
 from sabito_sync.engine.batch import write_batch
-from sabito_sync.runs.result import SyncResult
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer, SyncRun
+from sabito_sync.runs.result import SyncResult
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
@@ -139,7 +138,9 @@ def test_no_fetching_thread_outlives_a_write_that_failed(fake_sabito, mapping, s
     assert not [thread for thread in threading.enumerate() if thread.name == "sabito-prefetch"]
 
 
-def test_a_conflict_in_a_batch_of_several_pages_redoes_the_batch_record_by_record(fake_sabito, mapping, settings, monkeypatch):
+def test_a_conflict_in_a_batch_of_several_pages_redoes_the_batch_record_by_record(
+    fake_sabito, mapping, settings, monkeypatch
+):
     settings.SABITO_PAGE_SIZE = "2"
     settings.SABITO_WRITE_BATCH_RECORDS = "6"  # batches of three pages
     serve(fake_sabito, mapping, [sabito_record(n) for n in range(10)])
@@ -199,13 +200,17 @@ def test_the_lookup_calls_unchanged_only_a_customer_with_exactly_its_records_val
     expected = [records.synced_values(values) for values in validated]
     sabito_id_at = 4 + records.SABITO_ID_POSITION
 
-    rows = page_sql.find_candidates(tenant_id=mapping.tenant_id, keys=keys, fields=records.SYNCED_FIELDS, expected=expected)
+    rows = page_sql.find_candidates(
+        tenant_id=mapping.tenant_id, keys=keys, fields=records.SYNCED_FIELDS, expected=expected
+    )
     without_expected = page_sql.find_candidates(tenant_id=mapping.tenant_id, keys=keys, fields=records.SYNCED_FIELDS)
 
     by_id = {row[sabito_id_at]: row for row in rows if row[1]}
     assert set(by_id) == {"cust-1", "cust-2", "cust-3", "cust-4", "cust-5"}  # cust-6 is new
     assert {sabito_id for sabito_id, row in by_id.items() if row[3]} == {"cust-1", "cust-5"}
-    assert by_id["cust-4"][4:] != expected[3] and by_id["cust-4"][4 + records.SYNCED_FIELDS.index("name")] == "Person 4 "
+    assert (
+        by_id["cust-4"][4:] != expected[3] and by_id["cust-4"][4 + records.SYNCED_FIELDS.index("name")] == "Person 4 "
+    )
     assert not any(row[3] for row in without_expected)
 
     result = sync_mapping(mapping=mapping, full_sync=True)

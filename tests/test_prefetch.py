@@ -52,7 +52,9 @@ def test_a_stop_request_while_waiting_for_a_page_hands_over_what_was_gathered():
         more.wait(timeout=5)  # Sabito taking its time with the third page
         yield page(20)
 
-    pages = PagePrefetcher(fetched(), validate=lambda records, _fingerprints: list(records), depth=10, should_stop=asked.is_set)
+    pages = PagePrefetcher(
+        fetched(), validate=lambda records, _fingerprints: list(records), depth=10, should_stop=asked.is_set
+    )
     threading.Timer(0.3, asked.set).start()
 
     batches = list(pages.batches(max_records=1000))

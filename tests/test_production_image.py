@@ -67,7 +67,9 @@ def test_gunicorn_takes_its_timeout_workers_and_max_requests_from_the_environmen
 
     defaults = subprocess.run([sys.executable, "-c", read], cwd=ROOT, capture_output=True, text=True, env={})
     configured = subprocess.run([sys.executable, "-c", read], cwd=ROOT, capture_output=True, text=True, env=env)
-    bad = subprocess.run([sys.executable, "-c", read], cwd=ROOT, capture_output=True, text=True, env={"GUNICORN_WORKERS": "two"})
+    bad = subprocess.run(
+        [sys.executable, "-c", read], cwd=ROOT, capture_output=True, text=True, env={"GUNICORN_WORKERS": "two"}
+    )
 
     assert defaults.stdout.split() == ["30", "2", "5000", "2500"]
     assert configured.stdout.split() == ["45", "5", "200", "100"]  # the jitter: half of max_requests

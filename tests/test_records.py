@@ -13,7 +13,6 @@ from django.core.validators import EmailValidator
 
 from sabito_simulator.data import new_customer
 from sabito_simulator.faults import hostile_variant
-from sabito_sync.models import Customer
 from sabito_sync.engine.records import (
     RECORD_FIELDS,
     EmailAddressValidator,
@@ -24,6 +23,7 @@ from sabito_sync.engine.records import (
     usual_customer_values,
     validate_records,
 )
+from sabito_sync.models import Customer
 
 BUSINESS = "biz-records"
 

@@ -8,10 +8,10 @@ import pytest
 from django.db import OperationalError, connection
 from django.db.models import Count
 
-from sabito_sync.models import Customer, SyncRun
 from sabito_sync.engine.records import SYNCED_FIELDS, InvalidRecord, customer_values
-from sabito_sync.runs.result import result_data as sync_result_data
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer, SyncRun
+from sabito_sync.runs.result import result_data as sync_result_data
 
 from .factories import SabitoMappingFactory
 
@@ -23,7 +23,9 @@ def mapping(sabito_simulator, settings):
     settings.SABITO_PAGE_SIZE = "20"
     settings.SABITO_MAX_RETRIES = "3"
     business_id = sabito_simulator.business_ids[0]
-    return SabitoMappingFactory(sabito_business_id=business_id, business_name=sabito_simulator.business_names[business_id])
+    return SabitoMappingFactory(
+        sabito_business_id=business_id, business_name=sabito_simulator.business_names[business_id]
+    )
 
 
 def expected_customers(simulator, business_id) -> dict:
@@ -37,7 +39,9 @@ def expected_customers(simulator, business_id) -> dict:
 
 def stored_customers(mapping) -> dict:
     customers = Customer.objects.filter(tenant=mapping.tenant, sabito_missing_since__isnull=True)
-    return {customer.sabito_customer_id: tuple(getattr(customer, name) for name in SYNCED_FIELDS) for customer in customers}
+    return {
+        customer.sabito_customer_id: tuple(getattr(customer, name) for name in SYNCED_FIELDS) for customer in customers
+    }
 
 
 def assert_tenant_matches_sabito(mapping, simulator):
@@ -258,7 +262,9 @@ def test_customers_deleted_in_sabito_are_marked_missing_after_a_full_sync_never_
     full = sync_mapping(mapping=mapping, full_sync=True)
 
     assert full.success and full.marked_missing == 4 and sync_result_data(full)["markedMissing"] == 4
-    missing = set(Customer.objects.filter(sabito_missing_since__isnull=False).values_list("sabito_customer_id", flat=True))
+    missing = set(
+        Customer.objects.filter(sabito_missing_since__isnull=False).values_list("sabito_customer_id", flat=True)
+    )
     assert missing == deleted
     assert Customer.objects.count() == len(sabito_simulator.customers(business_id)) + 4
     assert SyncRun.objects.filter(full_sync=True).first().marked_missing == 4

@@ -18,7 +18,11 @@ from .factories import SabitoMappingFactory
 def run(mapping, days_ago: float, status: str = "succeeded") -> SyncRun:
     started = timezone.now() - timedelta(days=days_ago)
     return SyncRun.objects.create(
-        mapping=mapping, trigger="beat", status=status, started_at=started, heartbeat_at=started,
+        mapping=mapping,
+        trigger="beat",
+        status=status,
+        started_at=started,
+        heartbeat_at=started,
         finished_at=None if status == "running" else started + timedelta(seconds=5),
         error_details=[{"sabitoCustomerId": "c1", "email": "someone@example.com", "reason": "bad"}],
     )
@@ -54,7 +58,14 @@ def test_prune_keeps_each_mappings_latest_run_and_latest_success(history):
     deleted = prune_runs(older_than_days=90, batch_size=2)  # several batches
 
     assert deleted == 5
-    assert remaining(history) == {"a_success", "a_latest_failed", "b_latest", "c_stuck_running", "c_recent_failed", "c_recent_success"}
+    assert remaining(history) == {
+        "a_success",
+        "a_latest_failed",
+        "b_latest",
+        "c_stuck_running",
+        "c_recent_failed",
+        "c_recent_success",
+    }
 
 
 def test_prune_command_takes_the_age_or_the_retention_setting(history, settings, capsys):

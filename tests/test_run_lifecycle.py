@@ -10,9 +10,9 @@ import pytest
 from django.utils import timezone
 
 from sabito_sync import metadata
+from sabito_sync.engine.sync import sync_mapping
 from sabito_sync.models import Customer, SyncRun
 from sabito_sync.runs.reaper import request_stop_of_worker_runs
-from sabito_sync.engine.sync import sync_mapping
 from sabito_sync.tasks import reap_dead_runs_task, sync_mapping_task
 
 from .factories import SabitoMappingFactory, sabito_record
@@ -199,7 +199,9 @@ def test_a_slow_page_keeps_the_heartbeat_fresh(live_mapping, fake_sabito):
     assert seen["after"] - seen["before"] >= timedelta(seconds=0.5)
 
 
-def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_watermark(live_mapping, fake_sabito, settings):
+def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_watermark(
+    live_mapping, fake_sabito, settings
+):
     settings.SABITO_WRITE_BATCH_RECORDS = str(2 * PAGE)  # a batch of two pages
     live_mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
     live_mapping.save()
@@ -330,11 +332,15 @@ def test_the_reaper_is_scheduled_every_minute_and_an_operators_pause_stands(db):
 def test_a_run_cancelled_while_queued_is_not_started(mapping, fake_sabito):
     now = timezone.now()
     run = SyncRun.objects.create(
-        mapping=mapping, trigger="api", status=SyncRun.Status.CANCELLED, started_at=now, heartbeat_at=now, finished_at=now
+        mapping=mapping,
+        trigger="api",
+        status=SyncRun.Status.CANCELLED,
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=now,
     )
 
     answer = sync_mapping_task.apply(args=[str(mapping.pk), False, "api"], kwargs={"run_id": str(run.pk)}).get()
 
     assert answer["success"] is False and answer["status"] == "cancelled"
     assert fake_sabito.requests == [] and SyncRun.objects.count() == 1
-

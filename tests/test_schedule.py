@@ -169,7 +169,9 @@ def test_pause_made_in_the_admin_survives_a_real_beat_start(transactional_db, se
     settings.SABITO_SYNC_ENABLED = "true"
     ensure_periodic_sync_schedule()
     pause_in_admin(PeriodicTask.objects.get(name=PERIODIC_TASK_NAME))
-    with beat_process(tmp_path, SABITO_SYNC_INTERVAL="0 */6 * * *", SABITO_SYNC_ENABLED="true", SABITO_SYNC_ON_STARTUP="false") as log_path:
+    with beat_process(
+        tmp_path, SABITO_SYNC_INTERVAL="0 */6 * * *", SABITO_SYNC_ENABLED="true", SABITO_SYNC_ON_STARTUP="false"
+    ) as log_path:
         wait_for(lambda: "Scheduler started" in log_path.read_text(), timeout=60, message="beat to start")
         assert PeriodicTask.objects.get(name=PERIODIC_TASK_NAME).enabled is False
     output = log_path.read_text()

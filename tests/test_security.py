@@ -40,7 +40,11 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
 
 
 def test_production_without_a_metrics_token_is_warned_about(tmp_path):
-    env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(64), "METRICS_TOKEN": "", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
+    env = PRODUCTION_ENV | {
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "METRICS_TOKEN": "",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+    }
 
     completed = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
 
@@ -57,7 +61,11 @@ def test_production_refuses_the_development_secret_key(tmp_path):
 
 
 def test_production_refuses_debug(tmp_path):
-    env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(64), "DEBUG": "true", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
+    env = PRODUCTION_ENV | {
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "DEBUG": "true",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+    }
 
     completed = manage("check", env=env)
 
@@ -65,7 +73,11 @@ def test_production_refuses_debug(tmp_path):
 
 
 def test_production_without_a_sabito_api_key_is_a_start_up_error(tmp_path):
-    env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(64), "SABITO_API_KEY": "", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
+    env = PRODUCTION_ENV | {
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "SABITO_API_KEY": "",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+    }
 
     completed = manage("check", env=env)
 
@@ -104,15 +116,13 @@ def test_development_defaults_to_the_local_simulator(tmp_path):
 
 
 @pytest.mark.django_db
-def test_api_key_appears_in_no_log_result_admin_page_or_api_response(
-    fake_sabito, admin_client, caplog, inline_worker
-):
+def test_api_key_appears_in_no_log_result_admin_page_or_api_response(fake_sabito, admin_client, caplog, inline_worker):
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from sabito_sync.engine.sync import sync_mapping
     from sabito_sync.models import Membership
     from sabito_sync.runs.result import result_data as sync_result_data
-    from sabito_sync.engine.sync import sync_mapping
 
     caplog.set_level(logging.DEBUG)
     mapping = SabitoMappingFactory(sabito_business_id="biz-1")
@@ -169,11 +179,13 @@ def test_a_tenant_admin_cannot_use_staff_only_admin_paths(client, django_capture
         reverse("admin:sabito_sync_syncrun_changelist"),
     ]
 
-    with patch("sabito_sync.tasks.sync_mapping_task.apply_async") as apply_async:
-        with django_capture_on_commit_callbacks(execute=True):
-            pressed = client.post(reverse("admin:sabito_sync_sabitomapping_sync_full", args=[mapping.pk]))
-            with_token = client.get(paths[1], HTTP_AUTHORIZATION=f"Bearer {token.key}")
-            pages = [client.get(path) for path in paths]
+    with (
+        patch("sabito_sync.tasks.sync_mapping_task.apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        pressed = client.post(reverse("admin:sabito_sync_sabitomapping_sync_full", args=[mapping.pk]))
+        with_token = client.get(paths[1], HTTP_AUTHORIZATION=f"Bearer {token.key}")
+        pages = [client.get(path) for path in paths]
 
     for response in [pressed, with_token, *pages]:
         assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))

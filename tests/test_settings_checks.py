@@ -108,7 +108,11 @@ def test_manage_py_check_fails_at_start_up_on_a_bad_interval(tmp_path):
     completed = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "SABITO_SYNC_INTERVAL": "0 */6 * *", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SABITO_SYNC_INTERVAL": "0 */6 * *",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        },
         capture_output=True,
         text=True,
     )
@@ -144,7 +148,10 @@ def test_a_stale_limit_of_fewer_than_five_heartbeats_is_reported(settings):
     settings.SABITO_HEARTBEAT_SECONDS = "20"
     settings.SABITO_STALE_RUN_AFTER = "60"
 
-    assert ("sabito_sync.E001", "SABITO_STALE_RUN_AFTER=60 must be at least 5 times SABITO_HEARTBEAT_SECONDS=20.") in check_messages()
+    assert (
+        "sabito_sync.E001",
+        "SABITO_STALE_RUN_AFTER=60 must be at least 5 times SABITO_HEARTBEAT_SECONDS=20.",
+    ) in check_messages()
 
 
 @pytest.mark.parametrize("app", ["django_celery_beat", "rest_framework.authtoken"])

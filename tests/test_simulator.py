@@ -92,8 +92,18 @@ def test_records_carry_every_field_of_the_sabito_mapping(simulator, business_id)
     record = get_customers(simulator, business_id, limit=1).json()["data"][0]
 
     assert set(record) == {
-        "id", "email", "name", "phone", "address", "city", "state", "country",
-        "sourceReferralId", "sourceType", "updatedAt", "createdAt",
+        "id",
+        "email",
+        "name",
+        "phone",
+        "address",
+        "city",
+        "state",
+        "country",
+        "sourceReferralId",
+        "sourceType",
+        "updatedAt",
+        "createdAt",
     }
     assert record["sourceType"] == "referral"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["updatedAt"])
@@ -246,7 +256,11 @@ def restarted(state_file, **options):
 
 
 def edits(simulator, business, ids):
-    return {record["id"]: (record["name"], record["phone"]) for record in simulator.customers(business) if record["id"] in ids}
+    return {
+        record["id"]: (record["name"], record["phone"])
+        for record in simulator.customers(business)
+        if record["id"] in ids
+    }
 
 
 def test_with_a_state_file_a_restart_keeps_the_changes_and_makes_new_ones(tmp_path, monkeypatch):
@@ -485,9 +499,25 @@ def read_lines(stream, count: int, *, timeout: float) -> list[str]:
 def test_module_runs_as_a_command_line_server():
     # --port 0 works because the simulator prints the port it actually bound.
     process = subprocess.Popen(
-        [sys.executable, "-m", "sabito_simulator", "--port", "0", "--customers", "30",
-         "--businesses", "2", "--seed", "5", "--api-key", KEY],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sabito_simulator",
+            "--port",
+            "0",
+            "--customers",
+            "30",
+            "--businesses",
+            "2",
+            "--seed",
+            "5",
+            "--api-key",
+            KEY,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         url, business_line = read_lines(process.stdout, 2, timeout=10)

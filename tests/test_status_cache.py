@@ -8,9 +8,9 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from sabito_sync.services import status as status_module
-from sabito_sync.models import SabitoMapping, SyncRun
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import SabitoMapping, SyncRun
+from sabito_sync.services import status as status_module
 from tests.api_fixtures import (  # noqa: F401 (fixtures)
     MAPPINGS,
     STATUS,
@@ -102,7 +102,7 @@ def test_tenants_do_not_share_an_answer(admin, make_caller, mapping):
 
 
 def test_a_repeated_request_is_answered_from_the_cache(admin, tenant, django_assert_num_queries):
-    for n in range(5):
+    for _n in range(5):
         SabitoMappingFactory(tenant=tenant)
     # The token with its user, the membership with its tenant, the cache key's
     # fingerprint, then (not cached yet) the mappings with their running flag.

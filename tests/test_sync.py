@@ -7,10 +7,10 @@ import pytest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sabito_sync.models import Customer, SyncRun
-from sabito_sync.runs.result import result_data as sync_result_data
 from sabito_sync.engine.sync import sync_all_mappings, sync_mapping
+from sabito_sync.models import Customer, SyncRun
 from sabito_sync.runs.result import SyncAlreadyRunning
+from sabito_sync.runs.result import result_data as sync_result_data
 
 from .conftest import SABITO_TEST_KEY
 from .factories import CustomerFactory, SabitoMappingFactory, TenantFactory, sabito_record
@@ -171,7 +171,9 @@ def test_email_already_linked_to_another_sabito_id_is_an_error(fake_sabito, mapp
 
 
 def test_two_records_with_one_email_in_a_page_create_one_customer_and_one_error(fake_sabito, mapping):
-    serve(fake_sabito, mapping, [sabito_record(1, email="twin@example.com"), sabito_record(2, email="TWIN@example.com")])
+    serve(
+        fake_sabito, mapping, [sabito_record(1, email="twin@example.com"), sabito_record(2, email="TWIN@example.com")]
+    )
 
     result = sync_mapping(mapping=mapping, full_sync=True)
 
@@ -417,7 +419,9 @@ def test_a_second_sync_while_one_runs_is_refused_and_recorded(fake_sabito, mappi
 
 
 def test_sync_all_reports_an_already_running_mapping_without_stopping(fake_sabito, mapping):
-    SyncRun.objects.create(mapping=mapping, trigger="beat", status="running", started_at=timezone.now(), heartbeat_at=timezone.now())
+    SyncRun.objects.create(
+        mapping=mapping, trigger="beat", status="running", started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
 
     [result] = sync_all_mappings()
 
@@ -428,7 +432,9 @@ def test_sync_all_reports_an_already_running_mapping_without_stopping(fake_sabit
 def test_a_stale_running_run_is_taken_over(fake_sabito, mapping, settings):
     settings.SABITO_STALE_RUN_AFTER = "60"
     long_ago = timezone.now() - timedelta(minutes=5)
-    dead = SyncRun.objects.create(mapping=mapping, trigger="beat", status="running", started_at=long_ago, heartbeat_at=long_ago)
+    dead = SyncRun.objects.create(
+        mapping=mapping, trigger="beat", status="running", started_at=long_ago, heartbeat_at=long_ago
+    )
     serve(fake_sabito, mapping, [sabito_record(1)])
 
     result = sync_mapping(mapping=mapping)

@@ -1,16 +1,18 @@
 """Writing a batch of pages costs the same SQL statements whatever the batch holds: never
 one per record, nor one per page."""
 
+import itertools
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from sabito_sync.models import Customer, SyncRun
 from sabito_sync.engine.batch import write_batch
 from sabito_sync.engine.records import validate_records
-from sabito_sync.runs.result import SyncResult
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer, SyncRun
+from sabito_sync.runs.result import SyncResult
 
 from .factories import CustomerFactory, SabitoMappingFactory, sabito_record
 
@@ -115,7 +117,9 @@ def test_a_batch_where_customers_swap_addresses_costs_one_statement_more(batch_w
     batch_writer([sabito_record(1), sabito_record(2)])
 
     with django_assert_num_queries(STATEMENTS_PER_BATCH + 1):  # the old addresses blanked first
-        result = batch_writer([sabito_record(1, email="person2@example.com"), sabito_record(2, email="person1@example.com")])
+        result = batch_writer(
+            [sabito_record(1, email="person2@example.com"), sabito_record(2, email="person1@example.com")]
+        )
 
     assert (result.updated, result.errors) == (2, 0)
 
@@ -164,7 +168,7 @@ def test_every_batch_of_a_sync_costs_the_same_statements(fake_sabito, settings):
         with CaptureQueriesContext(connection) as queries:
             result = sync_mapping(mapping=mapping, full_sync=True, on_page=lambda _result: marks.append(len(queries)))
         assert result.success
-        return {later - earlier for earlier, later in zip(marks, marks[1:])}, len(marks)
+        return {later - earlier for earlier, later in itertools.pairwise(marks)}, len(marks)
 
     new = statements_between_batches([sabito_record(n) for n in range(230)])
     # Every batch new, changed and unchanged records side by side.
@@ -216,7 +220,9 @@ def test_an_incremental_sync_that_finds_nothing_costs_two_statements(synced_mapp
     assert synced_mapping.last_synced_at > watermark
 
 
-def test_as_a_task_a_mapping_that_finds_nothing_costs_at_most_three_statements(synced_mapping, django_assert_max_num_queries):
+def test_as_a_task_a_mapping_that_finds_nothing_costs_at_most_three_statements(
+    synced_mapping, django_assert_max_num_queries
+):
     from sabito_sync.tasks import sync_mapping_task
 
     # The task looks the mapping up first (a chunk of the fan-out looks up all of its

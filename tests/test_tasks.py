@@ -17,7 +17,9 @@ from .factories import SabitoMappingFactory, TenantFactory
 def simulator_mappings(simulator, tenant=None):
     tenant = tenant or TenantFactory()
     return [
-        SabitoMappingFactory(tenant=tenant, sabito_business_id=business_id, business_name=simulator.business_names[business_id])
+        SabitoMappingFactory(
+            tenant=tenant, sabito_business_id=business_id, business_name=simulator.business_names[business_id]
+        )
         for business_id in simulator.business_ids
     ]
 
@@ -33,7 +35,9 @@ def test_beat_fan_out_reaches_every_active_mapping(celery_worker_thread, sabito_
 
     sync_all_mappings_task.apply_async(kwargs={"full_sync": False, "trigger": "beat"})
 
-    runs = wait_for(lambda: len(finished_runs(trigger="beat")) == 2 and finished_runs(trigger="beat"), message="two runs")
+    runs = wait_for(
+        lambda: len(finished_runs(trigger="beat")) == 2 and finished_runs(trigger="beat"), message="two runs"
+    )
     assert {(run.mapping_id, run.status) for run in runs} == {(first.pk, "succeeded"), (second.pk, "succeeded")}
     for mapping in (first, second):
         served = sabito_simulator.customers(mapping.sabito_business_id)
@@ -42,7 +46,9 @@ def test_beat_fan_out_reaches_every_active_mapping(celery_worker_thread, sabito_
 
 
 @pytest.mark.e2e
-def test_two_simultaneous_triggers_produce_one_run_and_one_already_running(celery_worker_thread, sabito_simulator, settings):
+def test_two_simultaneous_triggers_produce_one_run_and_one_already_running(
+    celery_worker_thread, sabito_simulator, settings
+):
     settings.SABITO_PAGE_SIZE = "10"
     sabito_simulator.set_faults({"slow_seconds": 0.3})
     mapping, _ = simulator_mappings(sabito_simulator)
@@ -50,7 +56,9 @@ def test_two_simultaneous_triggers_produce_one_run_and_one_already_running(celer
     sync_mapping_task.apply_async(args=[str(mapping.pk), True, "api"])
     sync_mapping_task.apply_async(args=[str(mapping.pk), True, "admin"])
 
-    runs = wait_for(lambda: len(finished_runs(mapping=mapping)) == 2 and finished_runs(mapping=mapping), message="both triggers")
+    runs = wait_for(
+        lambda: len(finished_runs(mapping=mapping)) == 2 and finished_runs(mapping=mapping), message="both triggers"
+    )
     assert sorted(run.status for run in runs) == ["already_running", "succeeded"]
     assert Customer.objects.count() == len(sabito_simulator.customers(mapping.sabito_business_id))
 
@@ -189,7 +197,9 @@ def test_a_stale_run_does_not_count_as_running(settings):
 
     settings.SABITO_STALE_RUN_AFTER = "60"
     mapping = SabitoMappingFactory()
-    run = SyncRun.objects.create(mapping=mapping, trigger="beat", started_at=timezone.now(), heartbeat_at=timezone.now())
+    run = SyncRun.objects.create(
+        mapping=mapping, trigger="beat", started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
     assert is_sync_running(mapping=mapping)
 
     SyncRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))

@@ -11,9 +11,9 @@ is refused, so no cell passes by accident of holding too much.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from django.test import Client
@@ -66,7 +66,9 @@ class World:
 
     def snapshot(self):
         return list(
-            SabitoMapping.objects.order_by("pk").values_list("pk", "sabito_business_id", "business_name", "tenant_id", "is_active")
+            SabitoMapping.objects.order_by("pk").values_list(
+                "pk", "sabito_business_id", "business_name", "tenant_id", "is_active"
+            )
         ) + list(SyncRun.objects.order_by("pk").values_list("pk", "status", "cancel_requested_at"))
 
 
@@ -276,7 +278,9 @@ def test_each_cell_of_the_table_holds(make_caller, world, action, column):
     _, _, permission = expect(cell)
     permissions = [permission] if permission else []
     client = (
-        admin_client(world, column, permissions) if recipe.admin else api_client(make_caller, world, column, permissions)
+        admin_client(world, column, permissions)
+        if recipe.admin
+        else api_client(make_caller, world, column, permissions)
     )
     check(recipe, client, world, cell)
 
@@ -294,8 +298,10 @@ def test_an_operator_without_the_named_permission_is_refused(make_caller, world,
         if codename != named and codename not in IMPLIED_BY.get(named, set())
     ]
     for codename in others:
-        client = admin_client(world, "Platform operator", [codename]) if recipe.admin else api_client(
-            make_caller, world, "Platform operator", [codename]
+        client = (
+            admin_client(world, "Platform operator", [codename])
+            if recipe.admin
+            else api_client(make_caller, world, "Platform operator", [codename])
         )
         before = world.snapshot()
         response = recipe.call(client, world)

@@ -1,10 +1,10 @@
 """A real `celery worker` process, killed with SIGKILL in the middle of a sync."""
 
 import os
-import time
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +12,8 @@ import pytest
 from django.db.models import Count
 from django.utils import timezone
 
-from sabito_sync.models import Customer, SyncRun
 from sabito_sync.engine.sync import sync_mapping
+from sabito_sync.models import Customer, SyncRun
 from sabito_sync.tasks import sync_mapping_task
 
 from .conftest import beat_process, subprocess_env, wait_for
@@ -26,9 +26,22 @@ OLD_WATERMARK = "2020-01-01T00:00:00.000Z"
 @pytest.fixture
 def worker_process(transactional_db, sabito_simulator, settings, tmp_path):
     settings.SABITO_PAGE_SIZE = "5"
-    log = open(tmp_path / "worker.log", "w+")
+    log = open(tmp_path / "worker.log", "w+")  # noqa: SIM115 (the worker writes it until it stops)
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "nexpro", "worker", "--pool", "solo", "--loglevel", "INFO", "-n", "kill-test@%h"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "nexpro",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "-n",
+            "kill-test@%h",
+        ],
         cwd=ROOT,
         env=subprocess_env(SABITO_SYNC_ON_STARTUP="false"),
         stdout=log,
@@ -83,7 +96,9 @@ def test_worker_killed_mid_sync_loses_nothing(worker_process, sabito_simulator):
 
 
 @pytest.mark.e2e
-def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery_worker_thread, sabito_simulator, tmp_path):
+def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(
+    celery_worker_thread, sabito_simulator, tmp_path
+):
     from django_celery_beat.models import PeriodicTask
 
     from sabito_sync.services.schedule import PERIODIC_TASK_NAME
@@ -108,14 +123,35 @@ def test_real_beat_start_applies_the_interval_and_queues_one_startup_sync(celery
     assert "[Sabito Sync] Scheduler started: periodic sync on" in output
     for mapping in mappings:
         served = {record["id"] for record in sabito_simulator.customers(mapping.sabito_business_id)}
-        assert set(Customer.objects.filter(sabito_business_id=mapping.sabito_business_id).values_list("sabito_customer_id", flat=True)) == served
+        assert (
+            set(
+                Customer.objects.filter(sabito_business_id=mapping.sabito_business_id).values_list(
+                    "sabito_customer_id", flat=True
+                )
+            )
+            == served
+        )
 
 
 def start_worker(tmp_path, name: str, *, pool: str = "solo", **env) -> subprocess.Popen:
-    log = open(tmp_path / f"{name}.log", "w")
+    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (the worker writes it until it stops)
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "nexpro", "worker", "--pool", pool, "--concurrency", "1",
-         "--loglevel", "INFO", "-n", f"{name}-{os.getpid()}@%h"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "nexpro",
+            "worker",
+            "--pool",
+            pool,
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+        ],
         cwd=ROOT,
         env=subprocess_env(SABITO_SYNC_ON_STARTUP="false", **env),
         stdout=log,
@@ -159,7 +195,9 @@ def test_a_worker_killed_mid_sync_heals_with_nobody_involved(transactional_db, s
             sabito_simulator.set_faults(None)
             second = start_worker(tmp_path, "survivor")
 
-            wait_for(lambda: exact(mapping, sabito_simulator), timeout=180, interval=1, message="the tenant to be exact")
+            wait_for(
+                lambda: exact(mapping, sabito_simulator), timeout=180, interval=1, message="the tenant to be exact"
+            )
     finally:
         stop(first)
         if second is not None:
@@ -197,7 +235,9 @@ def test_a_worker_told_to_stop_interrupts_its_sync_and_the_next_worker_resumes_i
             assert took < 15, f"the worker took {took:.1f} s to stop"
             sabito_simulator.set_faults(None)
             second = start_worker(tmp_path, "next")
-            wait_for(lambda: exact(mapping, sabito_simulator), timeout=150, interval=1, message="the tenant to be exact")
+            wait_for(
+                lambda: exact(mapping, sabito_simulator), timeout=150, interval=1, message="the tenant to be exact"
+            )
     finally:
         stop(first)
         if second is not None:

@@ -24,7 +24,17 @@ class FromSabitoFilter(admin.SimpleListFilter):
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
-    list_display = ["name", "email", "tenant", "phone", "city", "country", "from_sabito", "sabito_customer_id", "updated_at"]
+    list_display = [
+        "name",
+        "email",
+        "tenant",
+        "phone",
+        "city",
+        "country",
+        "from_sabito",
+        "sabito_customer_id",
+        "updated_at",
+    ]
     list_filter = ["tenant", FromSabitoFilter]
     list_select_related = ["tenant"]
     search_fields = ["name", "email", "sabito_customer_id"]

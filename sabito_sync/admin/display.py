@@ -95,7 +95,11 @@ def run_progress(run: SyncRun) -> str:
     if run.status != SyncRun.Status.RUNNING:
         return state
     so_far = counters(
-        processed=run.customers_processed, created=run.created, updated=run.updated, skipped=run.skipped, errors=run.errors
+        processed=run.customers_processed,
+        created=run.created,
+        updated=run.updated,
+        skipped=run.skipped,
+        errors=run.errors,
     )
     stopping = " · cancel requested: stops after this page" if run.cancel_requested_at else ""
     return format_html(

@@ -85,7 +85,17 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
             mapping,
             (
                 "Sync status",
-                {"fields": ["current_run", "last_state", "last_sync", "last_result", "last_error", "watermark", "runs_link"]},
+                {
+                    "fields": [
+                        "current_run",
+                        "last_state",
+                        "last_sync",
+                        "last_result",
+                        "last_error",
+                        "watermark",
+                        "runs_link",
+                    ]
+                },
             ),
             ("Record", {"fields": ["created_at", "updated_at", "metadata"], "classes": ["collapse"]}),
         ]
@@ -135,7 +145,9 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
 
     @admin.display(description="Business", ordering="business_name")
     def business(self, mapping):
-        return format_html('{}<br><span class="sabito-quiet">{}</span>', mapping.business_name, mapping.sabito_business_id)
+        return format_html(
+            '{}<br><span class="sabito-quiet">{}</span>', mapping.business_name, mapping.sabito_business_id
+        )
 
     @admin.display(description="Active", boolean=True, ordering="is_active")
     def active(self, mapping):
@@ -202,20 +214,22 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
     # -- sync buttons and actions
 
     def get_urls(self):
-        info = self.opts.app_label, self.opts.model_name
+        app_label, model_name = self.opts.app_label, self.opts.model_name
         sync_now = self.admin_site.admin_view(require_POST(self.sync_now_view))
         return [
             path(
                 "sync-all/",
                 self.admin_site.admin_view(require_POST(self.sync_all_view)),
-                name="%s_%s_sync_all" % info,
+                name=f"{app_label}_{model_name}_sync_all",
             ),
-            path("<path:object_id>/sync/full/", sync_now, {"full_sync": True}, name="%s_%s_sync_full" % info),
+            path(
+                "<path:object_id>/sync/full/", sync_now, {"full_sync": True}, name=f"{app_label}_{model_name}_sync_full"
+            ),
             path(
                 "<path:object_id>/sync/incremental/",
                 sync_now,
                 {"full_sync": False},
-                name="%s_%s_sync_incremental" % info,
+                name=f"{app_label}_{model_name}_sync_incremental",
             ),
             *super().get_urls(),
         ]

@@ -91,7 +91,9 @@ class SyncRunAdmin(admin.ModelAdmin):
     def has_view_permission(self, request, obj=None):
         # A mapping's runs are its history: whoever may read mappings may read them,
         # as in the API.
-        return super().has_view_permission(request, obj) or access.may(request.user, Action.READ, tenant=None, role=None)
+        return super().has_view_permission(request, obj) or access.may(
+            request.user, Action.READ, tenant=None, role=None
+        )
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -102,17 +104,17 @@ class SyncRunAdmin(admin.ModelAdmin):
     # -- following and cancelling a run
 
     def get_urls(self):
-        info = self.opts.app_label, self.opts.model_name
+        app_label, model_name = self.opts.app_label, self.opts.model_name
         return [
             path(
                 "<path:object_id>/cancel/",
                 self.admin_site.admin_view(require_POST(self.cancel_view)),
-                name="%s_%s_cancel" % info,
+                name=f"{app_label}_{model_name}_cancel",
             ),
             path(
                 "<path:object_id>/progress/",
                 self.admin_site.admin_view(require_GET(self.progress_view)),
-                name="%s_%s_progress" % info,
+                name=f"{app_label}_{model_name}_progress",
             ),
             *super().get_urls(),
         ]
@@ -135,7 +137,9 @@ class SyncRunAdmin(admin.ModelAdmin):
             self.message_user(request, str(exc), messages.WARNING)
         else:
             if run.status == SyncRun.Status.CANCELLED:
-                self.message_user(request, f"Cancelled the queued sync of {run.mapping.business_name}", messages.SUCCESS)
+                self.message_user(
+                    request, f"Cancelled the queued sync of {run.mapping.business_name}", messages.SUCCESS
+                )
             else:
                 self.message_user(
                     request,
@@ -143,7 +147,9 @@ class SyncRunAdmin(admin.ModelAdmin):
                     messages.SUCCESS,
                 )
         back = request.POST.get("next", "")
-        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
             back = run_url(run)
         return HttpResponseRedirect(back)
 
@@ -159,9 +165,12 @@ class SyncRunAdmin(admin.ModelAdmin):
         )
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        if obj is not None and obj.status not in SyncRun.FINISHED_STATUSES:
-            if access.may(request.user, Action.MANAGE, tenant=obj.mapping.tenant):
-                context["cancel_run_url"] = reverse("admin:sabito_sync_syncrun_cancel", args=[quote(obj.pk)])
+        if (
+            obj is not None
+            and obj.status not in SyncRun.FINISHED_STATUSES
+            and access.may(request.user, Action.MANAGE, tenant=obj.mapping.tenant)
+        ):
+            context["cancel_run_url"] = reverse("admin:sabito_sync_syncrun_cancel", args=[quote(obj.pk)])
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="Progress")

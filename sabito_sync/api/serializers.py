@@ -214,7 +214,8 @@ class PendingSyncSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=SyncRun.Status.choices, help_text="The run's status when answering.")
     url = serializers.URLField(allow_null=True, help_text="Poll this for the run's progress and result.")
     alreadyRunning = serializers.BooleanField(
-        required=False, help_text="Present (true) only when nothing was queued because a sync of it was already running."
+        required=False,
+        help_text="Present (true) only when nothing was queued because a sync of it was already running.",
     )
 
 

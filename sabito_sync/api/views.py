@@ -102,7 +102,7 @@ SYNC_DESCRIPTION = (
     "Queues the syncs on the workers (never runs one in the web process), then waits for them up to "
     "`SABITO_SYNC_API_WAIT` seconds (default 20). All finished: 200 with one result per mapping. Not all "
     "finished: 202 with each run's id and a URL to poll (GET /api/sabito/runs/{runId}); the message says "
-    "when no worker has picked a run up. `\"async\": true` answers that 202 at once. Rate limited per user "
+    'when no worker has picked a run up. `"async": true` answers that 202 at once. Rate limited per user '
     "(`SABITO_SYNC_THROTTLE`, default 30/minute)."
 )
 

@@ -39,11 +39,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import signals
+from ..logs import LOG_PREFIX
+from ..models import Customer, SabitoMapping, SyncRun
 from ..runs import sql as run_sql
 from ..runs.result import RunTakenOver, SyncResult, run_counters
 from . import batch_sql
-from ..logs import LOG_PREFIX
-from ..models import Customer, SabitoMapping, SyncRun
 from .records import (
     EMAIL_POSITION,
     FINGERPRINT_POSITION,
@@ -534,21 +534,25 @@ def write_batch_record_by_record(batch: Batch) -> BatchPlan:
             batch_sql.release_emails(tenant_id=tenant_id, customer_ids=plan.releases)
         for customer in plan.refreshes:
             # Only where the values are still the record's: a fingerprint vouches for them.
-            values = dict(zip(WRITTEN_FIELDS, customer.values))
+            values = dict(zip(WRITTEN_FIELDS, customer.values, strict=True))
             Customer.objects.filter(
                 pk=customer.pk, tenant_id=tenant_id, **{name: values[name] for name in SYNCED_FIELDS}
             ).update(sabito_fingerprint=values["sabito_fingerprint"])
         for customer in plan.creates + plan.updates:
-            values = dict(zip(WRITTEN_FIELDS, customer.values))
+            values = dict(zip(WRITTEN_FIELDS, customer.values, strict=True))
             try:
                 with transaction.atomic():
                     if customer.pk is None:
                         Customer.objects.create(tenant_id=tenant_id, **values)
-                    elif not Customer.objects.filter(pk=customer.pk, tenant_id=tenant_id).update(**values, updated_at=now):
+                    elif not Customer.objects.filter(pk=customer.pk, tenant_id=tenant_id).update(
+                        **values, updated_at=now
+                    ):
                         raise IntegrityError(f"customer {customer.pk} was deleted meanwhile")
             except IntegrityError as exc:
                 written.errors.append(
-                    values_error_detail(values, f"conflicts with another customer of this tenant written meanwhile: {exc}")
+                    values_error_detail(
+                        values, f"conflicts with another customer of this tenant written meanwhile: {exc}"
+                    )
                 )
                 continue
             (written.creates if customer.pk is None else written.updates).append(customer)
@@ -577,7 +581,12 @@ def record_progress(*, run: SyncRun, result: SyncResult, plan: BatchPlan, pages:
         # Unchanged: not worth sending up to MAX_STORED_ERROR_DETAILS again every batch.
         del counters["error_details"]
     checkpoint = {**run.checkpoint, "deferred": deferred} if run.checkpoint is not None else None
-    values = {"heartbeat_at": timezone.now(), **counters, "pages_done": run.pages_done + pages, "checkpoint": checkpoint}
+    values = {
+        "heartbeat_at": timezone.now(),
+        **counters,
+        "pages_done": run.pages_done + pages,
+        "checkpoint": checkpoint,
+    }
     if not run_sql.record_run_progress(run_id=run.pk, values=values):
         raise RunTakenOver()
 

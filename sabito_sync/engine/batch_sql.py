@@ -266,7 +266,7 @@ class PostgreSQLPageSQL(PageSQL):
         # that is too long, where assigning text to the column refuses it.
         typed = [
             (column, "text" if f in self.text else f.db_type(connection))
-            for column, f in zip(self.columns, self.fields)
+            for column, f in zip(self.columns, self.fields, strict=True)
         ]
         keys = _json_rows([("tenant_id", "uuid"), ("sabito_id", "text"), ("email_key", "text"), ("expected", "jsonb")])
         # Each key probes the unique (tenant, Sabito id) and (lower(email), tenant)
@@ -355,7 +355,7 @@ class PostgreSQLPageSQL(PageSQL):
         tenant_bytes = tenant.bytes
         with sync_cursor() as cursor:
             ids = random_uuid_bytes(len(creates))
-            rows = [(pk, tenant_bytes, *values, stamp, stamp) for pk, values in zip(ids, creates)]
+            rows = [(pk, tenant_bytes, *values, stamp, stamp) for pk, values in zip(ids, creates, strict=True)]
             copy_rows(cursor, self.copy_sql, self.copy_types, rows)
             cursor.execute(self.update_sql, [stamp, _jsonb(updates), tenant])
             return cursor.rowcount
@@ -449,7 +449,9 @@ class SQLitePageSQL(PageSQL):
 
     def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
-        created = self._json([[pk.hex(), *row] for pk, row in zip(random_uuid_bytes(len(creates)), creates)])
+        created = self._json(
+            [[pk.hex(), *row] for pk, row in zip(random_uuid_bytes(len(creates)), creates, strict=True)]
+        )
         changed = self._json([list(row) for row in updates])
         with sync_cursor() as cursor:
             tenant = _db_value("tenant", tenant_id)

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -102,7 +102,7 @@ def format_timestamp(moment: datetime) -> str:
             f"timestamps must be timezone-aware; got naive {moment.isoformat()} "
             "whose meaning depends on the server's clock"
         )
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
@@ -126,7 +126,7 @@ def _seconds_until_http_date(text: str, *, now: datetime) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # RFC 9110 dates are GMT even when the zone is spelled "-0000"
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -421,7 +421,12 @@ class SabitoClient:
                 )
             logger.warning(
                 "Sabito request for business %s at offset %s failed (attempt %s of %s): %s; retrying in %.2fs",
-                business_id, offset, attempt + 1, attempts, self._redact(cause), wait,
+                business_id,
+                offset,
+                attempt + 1,
+                attempts,
+                self._redact(cause),
+                wait,
             )
             self._sleep(wait)
         raise AssertionError("unreachable: the loop either returns or raises")
@@ -449,8 +454,11 @@ class SabitoClient:
             raise
         logger.debug(
             "Sabito GET customers business=%s offset=%s limit=%s -> HTTP %s in %.3fs",
-            params["businessId"], params["offset"], params["limit"],
-            response.status_code, time.monotonic() - started,
+            params["businessId"],
+            params["offset"],
+            params["limit"],
+            response.status_code,
+            time.monotonic() - started,
         )
         return response, body
 
@@ -461,7 +469,7 @@ class SabitoClient:
 
     def _wait_after(self, response: requests.Response, attempt: int) -> float:
         if response.status_code in RETRY_AFTER_STATUSES:
-            asked = parse_retry_after(response.headers.get("Retry-After"), now=datetime.now(timezone.utc))
+            asked = parse_retry_after(response.headers.get("Retry-After"), now=datetime.now(UTC))
             if asked is not None:
                 # A server asking for an hour must not stall a worker for an hour.
                 return min(asked, self._max_retry_after)

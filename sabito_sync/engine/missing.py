@@ -23,5 +23,7 @@ def mark_missing_customers(*, mapping: SabitoMapping, returned_ids: set[str]) ->
         tenant_id=mapping.tenant_id, business_id=mapping.sabito_business_id, seen_ids=returned_ids, now=timezone.now()
     )
     if marked:
-        logger.info("%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, marked, mapping.business_name)
+        logger.info(
+            "%s %d customers of %s are no longer in Sabito; marked missing", LOG_PREFIX, marked, mapping.business_name
+        )
     return marked

@@ -17,10 +17,10 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterator
 
 from .client import CustomerPage, SabitoClient
 from .records import RejectedRecord, SabitoRecord, fingerprint_key, validate_records

@@ -209,8 +209,16 @@ def usual_field_values(fields: tuple[str, ...], *, business_id: str) -> dict | N
 
 
 assert RECORD_FIELDS == (
-    "sabito_customer_id", "email", "name", "phone", "address", "city", "state", "country",
-    "sabito_source_referral_id", "sabito_source_type",
+    "sabito_customer_id",
+    "email",
+    "name",
+    "phone",
+    "address",
+    "city",
+    "state",
+    "country",
+    "sabito_source_referral_id",
+    "sabito_source_type",
 ), "usual_field_values unpacks the record's fields in RECORD_FIELDS order"
 
 
@@ -225,7 +233,7 @@ def checked_customer_values(record, *, business_id: str) -> dict:
     if not isinstance(raw_id, str):
         raise InvalidRecord(f"id must be a string, got {json_type(raw_id)}")
     values = {"sabito_customer_id": clean_string("id", raw_id, "sabito_customer_id")}
-    for key, field_name, max_length in zip(RECORD_KEYS[1:], RECORD_FIELDS[1:], RECORD_LIMITS[1:]):
+    for key, field_name, max_length in zip(RECORD_KEYS[1:], RECORD_FIELDS[1:], RECORD_LIMITS[1:], strict=True):
         raw = record.get(key)
         if raw is None:
             values[field_name] = ""
@@ -298,7 +306,12 @@ class EmailAddressValidator(EmailValidator):
 
     def __call__(self, value: str) -> None:
         user_part, at, domain_part = value.rpartition("@")
-        if at and len(value) <= 320 and self._domain_verdicts.get(domain_part) and self.usual_user_regex.fullmatch(user_part):
+        if (
+            at
+            and len(value) <= 320
+            and self._domain_verdicts.get(domain_part)
+            and self.usual_user_regex.fullmatch(user_part)
+        ):
             return
         super().__call__(value)
 

@@ -13,8 +13,8 @@ validated or matched again: most of a re-sync.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Callable, Iterable
 
 from django.db import DatabaseError
 
@@ -127,9 +127,7 @@ def sync_mapping(
                 stop(result, run=run, reason=pulse.stop_reason)
             elif deferred:
                 # Every page is written: the holders that were to move on have.
-                logger.info(
-                    "%s Trying again %d records whose address another customer held", LOG_PREFIX, len(deferred)
-                )
+                logger.info("%s Trying again %d records whose address another customer held", LOG_PREFIX, len(deferred))
                 write_batch(
                     run=run, mapping=mapping, validated=deferred, pages=0, seen_ids=seen_ids, result=result, final=True
                 )
@@ -144,7 +142,9 @@ def sync_mapping(
             result.error = f"Unexpected error: {exc.__class__.__name__}: {exc}"
         except BaseException:
             # Interrupted (Ctrl-C, worker shutdown): record it, keep the watermark, re-raise.
-            finish_run(run=run, mapping=mapping, result=_failed(result, "Interrupted before completion."), watermark=None)
+            finish_run(
+                run=run, mapping=mapping, result=_failed(result, "Interrupted before completion."), watermark=None
+            )
             raise
         finally:
             if own_client:
@@ -157,7 +157,9 @@ def sync_mapping(
             # then is behind the checkpoint's offset, so this run has read it.
             watermark = datetime.fromisoformat(chain["chainStartedAt"]) - timedelta(seconds=settings.overlap_seconds)
             if full_sync:
-                watermark = mark_missing_or_fail(mapping=mapping, result=result, seen_ids=seen_ids, chain=chain, watermark=watermark)
+                watermark = mark_missing_or_fail(
+                    mapping=mapping, result=result, seen_ids=seen_ids, chain=chain, watermark=watermark
+                )
         finish_run(run=run, mapping=mapping, result=result, watermark=watermark)
     sync_signals.run_finished(mapping=mapping, result=result)  # sync_finished, and the alerts
 
@@ -166,7 +168,9 @@ def sync_mapping(
     if result.success:
         logger.info("%s Sync completed for %s: %s", LOG_PREFIX, mapping.business_name, result.counters_text())
     elif result.stopped:
-        logger.warning("%s Sync stopped for %s: %s (%s)", LOG_PREFIX, mapping.business_name, result.error, result.counters_text())
+        logger.warning(
+            "%s Sync stopped for %s: %s (%s)", LOG_PREFIX, mapping.business_name, result.error, result.counters_text()
+        )
     else:
         logger.error(
             "%s Sync failed for %s: %s (so far: %s; watermark unchanged)",
@@ -178,7 +182,9 @@ def sync_mapping(
     return result
 
 
-def log_start(mapping: SabitoMapping, *, full_sync: bool, updated_after: datetime | None, resume: Resume | None) -> None:
+def log_start(
+    mapping: SabitoMapping, *, full_sync: bool, updated_after: datetime | None, resume: Resume | None
+) -> None:
     if full_sync:
         kind = "full"
     elif updated_after is None:
@@ -188,7 +194,11 @@ def log_start(mapping: SabitoMapping, *, full_sync: bool, updated_after: datetim
     if resume is not None:
         kind += f", resumed at offset {resume.checkpoint['offset']}"
     logger.info(
-        "%s Starting sync for business: %s (%s) [%s]", LOG_PREFIX, mapping.business_name, mapping.sabito_business_id, kind
+        "%s Starting sync for business: %s (%s) [%s]",
+        LOG_PREFIX,
+        mapping.business_name,
+        mapping.sabito_business_id,
+        kind,
     )
 
 

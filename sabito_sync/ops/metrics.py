@@ -61,7 +61,10 @@ class SyncCollector:
             count=Count("pk"),
             total=Sum("duration"),
             reaped=Count("pk", filter=Q(status=SyncRun.Status.FAILED, stop_reason=SyncRun.StopReason.ABANDONED)),
-            **{f"le_{bound}": Count("pk", filter=Q(duration__lte=timedelta(seconds=bound))) for bound in DURATION_BUCKETS},
+            **{
+                f"le_{bound}": Count("pk", filter=Q(duration__lte=timedelta(seconds=bound)))
+                for bound in DURATION_BUCKETS
+            },
         )
         histogram = HistogramMetricFamily(
             "sabito_sync_run_duration_seconds",

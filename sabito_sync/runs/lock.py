@@ -18,8 +18,8 @@ from ..logs import LOG_PREFIX
 from ..models import SabitoMapping, SyncRun
 from . import sql
 from .queries import running_run_of, stale_heartbeat_cutoff
-from .resume import Resume, find_resume, resume_from
 from .result import RunNotQueued, SyncAlreadyRunning
+from .resume import Resume, find_resume, resume_from
 
 logger = logging.getLogger("sabito_sync.sync")
 
@@ -127,12 +127,22 @@ def start_run(
             with transaction.atomic():
                 if queued_run is None:
                     return create_run(
-                        mapping=mapping, full_sync=full_sync, trigger=trigger, status=SyncRun.Status.RUNNING, now=now, **fields
+                        mapping=mapping,
+                        full_sync=full_sync,
+                        trigger=trigger,
+                        status=SyncRun.Status.RUNNING,
+                        now=now,
+                        **fields,
                     )
                 return claim_queued_run(queued_run, full_sync=full_sync, now=now, **fields)
         except IntegrityError:
             contend(
-                mapping=mapping, full_sync=full_sync, trigger=trigger, stale_before=stale_before, now=now, queued_run=queued_run
+                mapping=mapping,
+                full_sync=full_sync,
+                trigger=trigger,
+                stale_before=stale_before,
+                now=now,
+                queued_run=queued_run,
             )
     holder = running_run_of(mapping)
     raise SyncAlreadyRunning(mapping, holder)
@@ -154,7 +164,9 @@ def contend(
     if holder is None:
         return  # it finished between our write and our look
     if holder.heartbeat_at >= stale_before:
-        record_already_running(mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder, queued_run=queued_run)
+        record_already_running(
+            mapping=mapping, full_sync=full_sync, trigger=trigger, holder=holder, queued_run=queued_run
+        )
         raise SyncAlreadyRunning(mapping, holder) from None
     take_over(mapping=mapping, holder=holder, now=now)
 
@@ -169,7 +181,9 @@ def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **f
     return queued_run
 
 
-def create_run(*, mapping: SabitoMapping, full_sync: bool, trigger: str, status: str, now: datetime, **fields) -> SyncRun:
+def create_run(
+    *, mapping: SabitoMapping, full_sync: bool, trigger: str, status: str, now: datetime, **fields
+) -> SyncRun:
     return SyncRun.objects.create(
         mapping=mapping, full_sync=full_sync, trigger=trigger, status=status, started_at=now, heartbeat_at=now, **fields
     )
@@ -185,7 +199,15 @@ def record_already_running(
             status=status, started_at=now, finished_at=now, heartbeat_at=now, error_message=why
         )
         return
-    create_run(mapping=mapping, full_sync=full_sync, trigger=trigger, status=status, now=now, finished_at=now, error_message=why)
+    create_run(
+        mapping=mapping,
+        full_sync=full_sync,
+        trigger=trigger,
+        status=status,
+        now=now,
+        finished_at=now,
+        error_message=why,
+    )
 
 
 def take_over(*, mapping: SabitoMapping, holder: SyncRun, now: datetime) -> None:

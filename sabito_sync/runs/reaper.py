@@ -25,7 +25,9 @@ def reap_dead_runs(*, settings: SabitoSettings) -> list[SyncRun]:
     resume from their checkpoints). Each is taken up once, by one reaper."""
     now, reaped = timezone.now(), []
     for run in SyncRun.objects.filter(status=SyncRun.Status.INTERRUPTED, stop_reason=SyncRun.StopReason.SHUTDOWN):
-        if SyncRun.objects.filter(pk=run.pk, stop_reason=SyncRun.StopReason.SHUTDOWN).update(stop_reason=SyncRun.StopReason.QUEUED_AGAIN):
+        if SyncRun.objects.filter(pk=run.pk, stop_reason=SyncRun.StopReason.SHUTDOWN).update(
+            stop_reason=SyncRun.StopReason.QUEUED_AGAIN
+        ):
             reaped.append(run)
     for run in SyncRun.objects.filter(status=SyncRun.Status.RUNNING, heartbeat_at__lt=stale_heartbeat_cutoff(settings)):
         # Conditional on the heartbeat seen, so a run that just came back to life

@@ -120,7 +120,11 @@ def result_data(result: SyncResult) -> dict[str, Any]:
         "skipped": result.skipped,
         "errors": result.errors,
         "errorDetails": [
-            {"sabitoCustomerId": detail.get("sabitoCustomerId"), "email": detail.get("email"), "reason": detail.get("reason")}
+            {
+                "sabitoCustomerId": detail.get("sabitoCustomerId"),
+                "email": detail.get("email"),
+                "reason": detail.get("reason"),
+            }
             for detail in result.error_details
         ],
     }

@@ -67,7 +67,10 @@ def resume_from(
         return None
     if ended < timezone.now() - timedelta(seconds=settings.resume_within_seconds):
         return None
-    if (checkpoint.get("businessId"), checkpoint.get("tenantId")) != (mapping.sabito_business_id, str(mapping.tenant_id)):
+    if (checkpoint.get("businessId"), checkpoint.get("tenantId")) != (
+        mapping.sabito_business_id,
+        str(mapping.tenant_id),
+    ):
         return None
     if full_sync and not checkpoint.get("fullSync"):
         return None
@@ -81,7 +84,12 @@ def resume_from(
 
 
 def chain_checkpoint(
-    *, mapping: SabitoMapping, full_sync: bool, updated_after: datetime | None, chain_started_at: datetime, resumed: bool
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    updated_after: datetime | None,
+    chain_started_at: datetime,
+    resumed: bool,
 ) -> dict:
     """What every checkpoint of one logical sync (resumed or not) carries besides the
     feed position: enough to tell whether a later run may carry it on."""

@@ -41,7 +41,7 @@ def insert_running_run(run: SyncRun) -> tuple[bool, SyncRun | None]:
         return bool(inserted), None
     values = [
         SyncRun._meta.get_field(name).from_db_value(value, None, connection) if name == "checkpoint" else value
-        for name, value in zip(LATEST_FIELDS, latest)
+        for name, value in zip(LATEST_FIELDS, latest, strict=True)
     ]
     return bool(inserted), SyncRun.from_db(connection.alias, LATEST_FIELDS, values)
 
@@ -50,7 +50,9 @@ def insert_running_run(run: SyncRun) -> tuple[bool, SyncRun | None]:
 def _insert_sql(*, asynchronous_commit: bool) -> str:
     meta, quote = SyncRun._meta, connection.ops.quote_name
     table, mapping, status, started_at = (
-        quote(meta.db_table), quote(meta.get_field("mapping").column), quote(meta.get_field("status").column),
+        quote(meta.db_table),
+        quote(meta.get_field("mapping").column),
+        quote(meta.get_field("status").column),
         quote(meta.get_field("started_at").column),
     )
     columns = ", ".join(quote(field.column) for field in meta.concrete_fields)

@@ -81,9 +81,7 @@ class ActionRefused(Exception):
 
 # Holding any of these makes a user a platform operator, who may name any tenant
 # (each action still checks its own permission).
-OPERATOR_PERMISSIONS = tuple(
-    f"{APP_LABEL}.{verb}_sabitomapping" for verb in ("view", "add", "change", "delete")
-)
+OPERATOR_PERMISSIONS = tuple(f"{APP_LABEL}.{verb}_sabitomapping" for verb in ("view", "add", "change", "delete"))
 
 # Passed as `role` when the caller has not looked the role up yet.
 UNKNOWN = object()

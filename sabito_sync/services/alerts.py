@@ -16,7 +16,6 @@ import hmac
 import json
 import logging
 from datetime import datetime
-
 from typing import Any
 
 import requests
@@ -51,7 +50,12 @@ def failures_in_a_row(*, mapping_id, before: datetime | None = None) -> int:
     runs = SyncRun.objects.filter(mapping_id=mapping_id)
     if before is not None:
         runs = runs.filter(started_at__lt=before)
-    last_success = runs.filter(status=SyncRun.Status.SUCCEEDED).order_by("-started_at").values_list("started_at", flat=True).first()
+    last_success = (
+        runs.filter(status=SyncRun.Status.SUCCEEDED)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
     failed = runs.filter(status=SyncRun.Status.FAILED)
     if last_success is not None:
         failed = failed.filter(started_at__gt=last_success)
@@ -105,7 +109,11 @@ def queue_alert(payload: dict[str, Any]) -> None:
         queueing.queue_alert(payload)
     except Exception as exc:  # the broker is down: the sync goes on, the log says what was lost
         logger.error(
-            "%s Could not queue the %s alert for mapping %s: %s", LOG_PREFIX, payload["event"], payload["mappingId"], exc
+            "%s Could not queue the %s alert for mapping %s: %s",
+            LOG_PREFIX,
+            payload["event"],
+            payload["mappingId"],
+            exc,
         )
 
 

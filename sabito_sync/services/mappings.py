@@ -24,6 +24,7 @@ from .access import Action, Actor, actor_name, ensure_may
 
 logger = logging.getLogger("sabito_sync.mappings")
 
+
 class BusinessAlreadyMapped(Exception):
     """The Sabito business is mapped to a tenant already (only operators get this
     far, so the message may say which)."""
@@ -171,7 +172,9 @@ def delete_mapping(*, actor: Actor, mapping: SabitoMapping) -> None:
     tenant's records now. Refused while it syncs."""
     ensure_may(actor, Action.DELETE, tenant=mapping.tenant)
     with transaction.atomic():
-        ensure_no_sync_running([mapping], to="delete the mapping (pause it meanwhile to keep it out of scheduled syncs)")
+        ensure_no_sync_running(
+            [mapping], to="delete the mapping (pause it meanwhile to keep it out of scheduled syncs)"
+        )
         mapping.delete()
     logger.info("%s Mapping deleted: %s, by %s", LOG_PREFIX, mapping, actor_name(actor))
 
@@ -182,5 +185,3 @@ def already_mapped(sabito_business_id: str) -> BusinessAlreadyMapped:
     return BusinessAlreadyMapped(
         f"Sabito business {sabito_business_id!r} is already mapped{where}; a business maps to one tenant only."
     )
-
-

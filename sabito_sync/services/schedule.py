@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -84,7 +83,11 @@ def ensure_periodic_sync_schedule():
         task.save()
         AppliedSchedule.objects.update_or_create(
             periodic_task_name=PERIODIC_TASK_NAME,
-            defaults={"sync_interval": settings.sync_interval, "sync_enabled": settings.sync_enabled, "applied_at": applied_at},
+            defaults={
+                "sync_interval": settings.sync_interval,
+                "sync_enabled": settings.sync_enabled,
+                "applied_at": applied_at,
+            },
         )
         if replaced_crontab_id is not None and replaced_crontab_id != task.crontab_id:
             # Deleting a crontab deletes the tasks on it: only one nobody uses goes.

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
-
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,7 +79,16 @@ def iso_datetime(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-STATUS_COLUMNS = ("pk", "sabito_business_id", "business_name", "tenant__name", "metadata", "updated_at", "sync_running", "is_active")
+STATUS_COLUMNS = (
+    "pk",
+    "sabito_business_id",
+    "business_name",
+    "tenant__name",
+    "metadata",
+    "updated_at",
+    "sync_running",
+    "is_active",
+)
 
 
 def sync_status_items(mappings: QuerySet[SabitoMapping]) -> list[dict[str, Any]]:
@@ -91,7 +99,9 @@ def sync_status_items(mappings: QuerySet[SabitoMapping]) -> list[dict[str, Any]]
     per request; this is the same output (a test holds the two equal) for a
     fraction of that. `mappings` must come through `runs.queries.with_sync_running`."""
     items = []
-    for pk, business_id, name, tenant_name, stored, updated_at, running, active in mappings.values_list(*STATUS_COLUMNS):
+    for pk, business_id, name, tenant_name, stored, updated_at, running, active in mappings.values_list(
+        *STATUS_COLUMNS
+    ):
         items.append(
             {
                 "id": str(pk),

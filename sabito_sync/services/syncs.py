@@ -74,14 +74,23 @@ def request_sync(*, actor: Actor, mappings: Iterable[SabitoMapping], full_sync: 
             continue
         now = timezone.now()
         run = SyncRun.objects.create(
-            mapping=mapping, full_sync=full_sync, trigger=trigger, status=SyncRun.Status.QUEUED, started_at=now, heartbeat_at=now
+            mapping=mapping,
+            full_sync=full_sync,
+            trigger=trigger,
+            status=SyncRun.Status.QUEUED,
+            started_at=now,
+            heartbeat_at=now,
         )
         try:
             task_id = queueing.enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=trigger, run=run)
         except BrokerError as exc:
             kind = "full" if full_sync else "incremental"
-            message = f"Could not queue the {kind} sync of {mapping.business_name}: the task queue is unreachable ({exc})."
-            SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.FAILED, finished_at=timezone.now(), error_message=message)
+            message = (
+                f"Could not queue the {kind} sync of {mapping.business_name}: the task queue is unreachable ({exc})."
+            )
+            SyncRun.objects.filter(pk=run.pk).update(
+                status=SyncRun.Status.FAILED, finished_at=timezone.now(), error_message=message
+            )
             raise SyncQueueUnavailable(message, request=request) from exc
         request.queued.append(QueuedSync(mapping=mapping, task_id=task_id, run=run))
     return request
@@ -136,7 +145,9 @@ def cancel_run(*, actor: Actor, run: SyncRun) -> SyncRun:
     run.refresh_from_db()
     run.mapping = mapping
     if not cancelled and run.status != SyncRun.Status.RUNNING:
-        raise RunAlreadyFinished(f"Run {run.pk} has already finished ({run.get_status_display().lower()}); there is nothing to cancel.")
+        raise RunAlreadyFinished(
+            f"Run {run.pk} has already finished ({run.get_status_display().lower()}); there is nothing to cancel."
+        )
     logger.info(
         "%s Run %s of %s %s by %s",
         LOG_PREFIX,
@@ -161,7 +172,9 @@ def sync_now(
     return sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger, on_page=on_page)
 
 
-def sync_all_now(*, actor: Actor, mappings: Iterable[SabitoMapping] | None, full_sync: bool, trigger: str) -> list[SyncResult]:
+def sync_all_now(
+    *, actor: Actor, mappings: Iterable[SabitoMapping] | None, full_sync: bool, trigger: str
+) -> list[SyncResult]:
     """Sync the given mappings (None: every active one) in this process, one after the other."""
     if mappings is None:
         mappings = SabitoMapping.objects.active().select_related("tenant")
@@ -222,7 +235,9 @@ def trigger_syncs(
     refusal_of = {refusal.mapping.pk: refusal for refusal in refusals}
     if not run_async and all(run.status in SyncRun.FINISHED_STATUSES for run in runs):
         results = [
-            result_of_run(run_of[mapping.pk]) if mapping.pk in run_of else already_running_result(refusal_of[mapping.pk])
+            result_of_run(run_of[mapping.pk])
+            if mapping.pk in run_of
+            else already_running_result(refusal_of[mapping.pk])
             for mapping in mappings
         ]
         failed = sum(1 for result in results if result.status == SyncRun.Status.FAILED)
@@ -231,7 +246,9 @@ def trigger_syncs(
     for mapping in mappings:
         run = run_of.get(mapping.pk)
         pending.append(PendingSync(mapping=mapping, run=run, task_id=task_ids.get(run.pk) if run else None))
-    return SyncAnswer(finished=False, success=True, message=pending_message(runs, refusals, waited=wait), pending=pending)
+    return SyncAnswer(
+        finished=False, success=True, message=pending_message(runs, refusals, waited=wait), pending=pending
+    )
 
 
 def already_running_refusals(mappings: list[SabitoMapping]) -> list[SyncAlreadyRunning]:

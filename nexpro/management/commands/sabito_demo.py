@@ -13,8 +13,7 @@ Celery workers — and prints each step's results. Then it keeps the stack up.
 import argparse
 import os
 import time
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 import requests
 from django.contrib.auth import get_user_model
@@ -36,20 +35,30 @@ def parse_moment(text: str) -> datetime:
     moment = parse_datetime(text)
     if moment is None:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date and time: {text!r}")
-    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt_timezone.utc)
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)
 
 
 class Command(BaseCommand):
     help = "Set up demo data for the simulator (--setup), or narrate a demo of the running stack."
 
     def add_arguments(self, parser):
-        parser.add_argument("--setup", action="store_true", help="Create the demo tenant, mappings and admin user, then exit.")
-        parser.add_argument("--seed", type=int, default=int(os.environ.get("DEMO_SEED", 42)), help="simulator data seed")
+        parser.add_argument(
+            "--setup", action="store_true", help="Create the demo tenant, mappings and admin user, then exit."
+        )
+        parser.add_argument(
+            "--seed", type=int, default=int(os.environ.get("DEMO_SEED", 42)), help="simulator data seed"
+        )
         parser.add_argument("--businesses", type=int, default=int(os.environ.get("DEMO_BUSINESSES", 2)))
-        parser.add_argument("--edits", type=int, default=5, help="customers to edit in Sabito before the incremental sync")
-        parser.add_argument("--additions", type=int, default=3, help="customers to add in Sabito before the incremental sync")
+        parser.add_argument(
+            "--edits", type=int, default=5, help="customers to edit in Sabito before the incremental sync"
+        )
+        parser.add_argument(
+            "--additions", type=int, default=3, help="customers to add in Sabito before the incremental sync"
+        )
         parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for each step")
-        parser.add_argument("--exit", action="store_true", help="Exit when the demo is done instead of keeping the stack up.")
+        parser.add_argument(
+            "--exit", action="store_true", help="Exit when the demo is done instead of keeping the stack up."
+        )
         parser.add_argument(
             "--since",
             type=parse_moment,
@@ -72,7 +81,9 @@ class Command(BaseCommand):
         startup_runs = self.wait_for_runs(mappings, trigger=SyncRun.Trigger.STARTUP, started_after=options["since"])
         self.print_runs(startup_runs)
 
-        self.section(f"2. In Sabito: {options['edits']} customers edited, {options['additions']} added; incremental sync")
+        self.section(
+            f"2. In Sabito: {options['edits']} customers edited, {options['additions']} added; incremental sync"
+        )
         for mapping in mappings:
             self.simulator_control("edit", mapping.sabito_business_id, options["edits"])
             self.simulator_control("add", mapping.sabito_business_id, options["additions"])
@@ -105,7 +116,9 @@ class Command(BaseCommand):
                 user = get_user_model().objects.create_superuser(username, f"{username}@example.com", password)
             Membership.objects.get_or_create(user=user, tenant=tenant, defaults={"role": Membership.Role.ADMIN})
             token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(f"Demo tenant {tenant.name} ({tenant.pk}) with {tenant.sabito_mappings.count()} Sabito mappings.")
+        self.stdout.write(
+            f"Demo tenant {tenant.name} ({tenant.pk}) with {tenant.sabito_mappings.count()} Sabito mappings."
+        )
         self.stdout.write(f"Admin user: {username} / {password}   API token: {token.key}")
 
     # --- narration -------------------------------------------------------------------
@@ -139,7 +152,9 @@ class Command(BaseCommand):
         while True:
             runs = []
             for mapping in mappings:
-                finished = SyncRun.objects.filter(mapping=mapping, trigger=trigger).exclude(status=SyncRun.Status.RUNNING)
+                finished = SyncRun.objects.filter(mapping=mapping, trigger=trigger).exclude(
+                    status=SyncRun.Status.RUNNING
+                )
                 if started_after is not None:
                     finished = finished.filter(started_at__gte=started_after)
                 run = finished.select_related("mapping").first()
@@ -156,7 +171,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.MIGRATE_HEADING(f"[Demo] {title}"))
 
     def print_runs(self, runs: list[SyncRun]) -> None:
-        self.stdout.write(f"  {'business':<22} {'status':<16} {'processed':>9} {'created':>8} {'updated':>8} {'skipped':>8} {'errors':>7}")
+        self.stdout.write(
+            f"  {'business':<22} {'status':<16} {'processed':>9} {'created':>8} {'updated':>8} {'skipped':>8} {'errors':>7}"
+        )
         for run in runs:
             self.stdout.write(
                 f"  {run.mapping.business_name:<22} {run.status:<16} {run.customers_processed:>9} {run.created:>8} "

@@ -29,4 +29,6 @@ class Command(BaseCommand):
             # -v 2 logs every request; the default stays quiet so the benchmark is not I/O bound.
             serve_until_stopped(simulator_options(options, verbose=options["verbosity"] >= 2), on_ready=announce)
         except (OSError, ValueError) as exc:
-            raise CommandError(f"Cannot start the Sabito simulator on {options['host']}:{options['port']}: {exc}")
+            raise CommandError(
+                f"Cannot start the Sabito simulator on {options['host']}:{options['port']}: {exc}"
+            ) from exc

@@ -13,7 +13,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than", type=int, metavar="DAYS", help="Age in days (default: SABITO_RUN_RETENTION_DAYS).")
+        parser.add_argument(
+            "--older-than", type=int, metavar="DAYS", help="Age in days (default: SABITO_RUN_RETENTION_DAYS)."
+        )
 
     def handle(self, *args, older_than, **options):
         if older_than is None:

@@ -20,9 +20,17 @@ class Command(BaseCommand):
     help = "Sync customers from Sabito for every active mapping, or for one mapping."
 
     def add_arguments(self, parser):
-        parser.add_argument("--full", action="store_true", help="Fetch every customer, not only those updated since the last successful sync.")
-        parser.add_argument("--mapping", metavar="UUID", help="Sync only this mapping (its id, as shown in the admin or the API).")
-        parser.add_argument("--json", action="store_true", help="Print only the JSON list of per-mapping results on stdout.")
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="Fetch every customer, not only those updated since the last successful sync.",
+        )
+        parser.add_argument(
+            "--mapping", metavar="UUID", help="Sync only this mapping (its id, as shown in the admin or the API)."
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="Print only the JSON list of per-mapping results on stdout."
+        )
         parser.add_argument(
             "--async",
             dest="enqueue",
@@ -45,7 +53,9 @@ class Command(BaseCommand):
             selected = self.selected_mapping(mapping)
             try:
                 results = [
-                    sync_now(actor=None, mapping=selected, full_sync=full, trigger=SyncRun.Trigger.CLI, on_page=self.progress)
+                    sync_now(
+                        actor=None, mapping=selected, full_sync=full, trigger=SyncRun.Trigger.CLI, on_page=self.progress
+                    )
                 ]
             except SyncAlreadyRunning as exc:
                 results = [already_running_result(exc)]
@@ -62,7 +72,11 @@ class Command(BaseCommand):
             outcome = request_sync(actor=None, mappings=mappings, full_sync=full, trigger=SyncRun.Trigger.CLI)
         if self.as_json:
             queued = [
-                {"mappingId": str(item.mapping.pk), "businessId": item.mapping.sabito_business_id, "taskId": item.task_id}
+                {
+                    "mappingId": str(item.mapping.pk),
+                    "businessId": item.mapping.sabito_business_id,
+                    "taskId": item.task_id,
+                }
                 for item in outcome.queued
             ]
             self.stdout.write(json_module.dumps(queued, indent=2))
@@ -70,7 +84,9 @@ class Command(BaseCommand):
         if not mappings:
             self.stdout.write("No active Sabito mappings to sync.")
         for item in outcome.queued:
-            self.stdout.write(f"Queued {'full' if full else 'incremental'} sync of {item.mapping.business_name}: task {item.task_id}")
+            self.stdout.write(
+                f"Queued {'full' if full else 'incremental'} sync of {item.mapping.business_name}: task {item.task_id}"
+            )
         for running in outcome.already_running:
             self.stdout.write(f"Not queued, a sync is already running: {running.business_name}")
 
@@ -103,6 +119,8 @@ class Command(BaseCommand):
                 f"skipped {result.skipped}, errors {result.errors}"
             )
             for detail in result.error_details[:20]:
-                self.stdout.write(f"  - {detail['sabitoCustomerId'] or '(no id)'} {detail['email'] or ''}: {detail['reason']}")
+                self.stdout.write(
+                    f"  - {detail['sabitoCustomerId'] or '(no id)'} {detail['email'] or ''}: {detail['reason']}"
+                )
             if len(result.error_details) > 20:
                 self.stdout.write(f"  ... and {result.errors - 20} more errors (see the run history)")
