@@ -17,21 +17,28 @@ import contextlib
 import contextvars
 import functools
 import logging
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 CONTEXT_FIELDS = ("mapping_id", "business_id", "tenant_id", "run_id")
 
-_sync_context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("sabito_sync_log_context", default=None)
+_sync_context: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar(
+    "sabito_sync_log_context", default=None
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def sync_log_context(function):
+def sync_log_context(function: Callable[P, R]) -> Callable[P, R]:
     """Decorate a function taking a keyword-only `mapping`: while it runs, every log
     line carries that mapping's ids (and the run's, once `bind` gives it). Inside a
     `task_log_context` it fills the task's context instead, so that the task's own
     lines after the sync (a retry) carry the ids as well."""
 
     @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        mapping = kwargs["mapping"]
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        mapping: Any = kwargs["mapping"]  # a SabitoMapping (no Django imports here)
         ids = {
             "mapping_id": str(mapping.pk),
             "business_id": mapping.sabito_business_id,
@@ -67,7 +74,7 @@ def task_log_context(function):
 
 
 @contextlib.contextmanager
-def mapping_log_context(mapping_id):
+def mapping_log_context(mapping_id: object) -> Iterator[None]:
     """Inside a task syncing several mappings in turn: while the block runs, its lines
     (and the sync's, once it has run) carry this mapping's ids and no other's."""
     token = _sync_context.set(dict.fromkeys(CONTEXT_FIELDS) | {"mapping_id": str(mapping_id)})
@@ -77,7 +84,7 @@ def mapping_log_context(mapping_id):
         _sync_context.reset(token)
 
 
-def bind(**values) -> None:
+def bind(**values: object) -> None:
     """Add ids to the current sync's context (e.g. `run_id` once the run is inserted);
     outside a sync this does nothing."""
     context = _sync_context.get()
@@ -85,7 +92,7 @@ def bind(**values) -> None:
         context.update({key: None if value is None else str(value) for key, value in values.items()})
 
 
-def current() -> dict:
+def current() -> dict[str, str | None]:
     return dict(_sync_context.get() or {})
 
 

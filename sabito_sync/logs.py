@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 LOG_PREFIX = "[Sabito Sync]"
 
-Mappings = TypeVar("Mappings", bound=list)  # type: ignore[type-arg]
+Mappings = TypeVar("Mappings", bound=list[Any])
 
 
 def fan_out(logger: logging.Logger, find_mappings: Callable[[], Mappings]) -> Mappings:

@@ -104,7 +104,7 @@ class SabitoMappingQuerySet(models.QuerySet):
         """The mappings scheduled and sync-all runs sync: those not paused."""
         return self.filter(is_active=True)
 
-    def with_sync_running(self, *, live_runs: models.QuerySet):
+    def with_sync_running(self, *, live_runs: models.QuerySet[SyncRun]) -> SabitoMappingQuerySet:
         """Each mapping annotated with `sync_running`: whether one of `live_runs`
         (the runs that count as holding their mapping's lock; `mappings.live_runs`
         says which) is a run of it, in the same query."""

@@ -41,6 +41,12 @@ from .services.queueing import (
 
 logger = logging.getLogger("sabito_sync.tasks")
 
+# The `type: ignore`s at the `apply_async` calls below: celery-types types
+# `args` as a tuple and lists no `retries` option, where Celery takes a list or a
+# tuple (its message protocol checks for either) and passes `retries` on to the
+# message (as `Task.retry` does). These tasks have always sent lists; queued
+# messages and the tests expect them.
+
 
 @shared_task(bind=True, name=SYNC_MAPPING_TASK, max_retries=None, acks_late=True)
 @logcontext.task_log_context  # the task's own lines (a retry) carry the sync's ids
@@ -51,7 +57,7 @@ def sync_mapping_task(
     trigger: str = SyncRun.Trigger.BEAT,
     run_id: str | None = None,
     tick_id: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Sync one mapping; `run_id` names the queued `SyncRun` the caller made for it
     (the API and the admin do, to follow the run), or None for a new run; `tick_id`
     the fan-out it belongs to (`ticks` counts it when the task returns)."""
@@ -103,7 +109,7 @@ def sync_mapping_chunk_task(
     full_sync: bool = False,
     trigger: str = SyncRun.Trigger.BEAT,
     tick_id: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Sync a chunk of a fan-out's mappings one after the other, each as
     `sync_mapping_task` would: its own run, lock, watermark, log lines, signals and
     result. A mapping that fails or is already running never affects the others; one
@@ -119,7 +125,7 @@ def sync_mapping_chunk_task(
         for mapping in SabitoMapping.objects.select_related("tenant").filter(pk__in=list(mapping_ids))
     }
     worker = self.request.hostname or ""
-    counted: dict[str, dict | None] = {}
+    counted: dict[str, dict[str, Any] | None] = {}
     handed_over: list[str] = []  # to tasks of their own, which count them
     client = None
     try:
@@ -145,8 +151,8 @@ def sync_mapping_chunk_task(
                         "%s Retrying %s alone in %d s: %s", LOG_PREFIX, mapping.business_name, countdown, result.error
                     )
                     # As its own task's first retry, so it waits and gives up as one would.
-                    sync_mapping_task.apply_async(
-                        args=[mapping_id, full_sync, trigger],
+                    sync_mapping_task.apply_async(  # type: ignore[call-arg]
+                        args=[mapping_id, full_sync, trigger],  # type: ignore[arg-type]
                         kwargs=ticks.tick_kwargs(tick_id),
                         countdown=countdown,
                         retries=1,
@@ -159,7 +165,10 @@ def sync_mapping_chunk_task(
                 # chunk goes back to the queue, for a worker that stays.
                 rest = list(mapping_ids[position + 1 :])
                 logger.warning("%s Worker shutting down: %d mappings of the chunk queued again", LOG_PREFIX, len(rest))
-                sync_mapping_chunk_task.apply_async(args=[rest, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id))
+                sync_mapping_chunk_task.apply_async(
+                    args=[rest, full_sync, trigger],  # type: ignore[arg-type]
+                    kwargs=ticks.tick_kwargs(tick_id),
+                )
                 handed_over.extend(rest)
                 break
     finally:
@@ -203,10 +212,15 @@ def sync_in_chunk(
         )
 
 
-def chunk_result_data(result: SyncResult) -> dict:
+def chunk_result_data(result: SyncResult) -> dict[str, Any]:
     """What a chunk keeps of each mapping's result: what the tick adds up. The rest is
     the mapping's run (its counters, error details) and `lastSyncResult`."""
-    data = {"success": result.success, "created": result.created, "updated": result.updated, "errors": result.errors}
+    data: dict[str, Any] = {
+        "success": result.success,
+        "created": result.created,
+        "updated": result.updated,
+        "errors": result.errors,
+    }
     if result.run_id:
         data["runId"] = result.run_id
     if not result.success:
@@ -224,7 +238,10 @@ def sync_all_mappings_task(full_sync: bool = False, trigger: str = SyncRun.Trigg
     )
     tick_id = ticks.start_tick(expected=len(mapping_ids), full_sync=full_sync, trigger=trigger)
     return [
-        sync_mapping_chunk_task.apply_async(args=[chunk, full_sync, trigger], kwargs=ticks.tick_kwargs(tick_id)).id
+        sync_mapping_chunk_task.apply_async(
+            args=[chunk, full_sync, trigger],  # type: ignore[arg-type]
+            kwargs=ticks.tick_kwargs(tick_id),
+        ).id
         for chunk in fanout_chunks(mapping_ids, chunk_size=load_sabito_settings().fanout_chunk_size)
     ]
 
@@ -255,7 +272,9 @@ def reap_dead_runs_task() -> list[str]:
     for run in reaped:
         why = "was interrupted by its worker's shutdown" if run.status == SyncRun.Status.INTERRUPTED else "died"
         logger.warning("%s Run %s of mapping %s %s; queued its sync again", LOG_PREFIX, run.pk, run.mapping_id, why)
-        sync_mapping_task.apply_async(args=[str(run.mapping_id), run.full_sync, SyncRun.Trigger.RECOVERY])
+        sync_mapping_task.apply_async(
+            args=[str(run.mapping_id), run.full_sync, SyncRun.Trigger.RECOVERY]  # type: ignore[arg-type]
+        )
     return [str(run.pk) for run in reaped]
 
 

@@ -46,7 +46,7 @@ class CustomerAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["tenant", "name", "email", "phone", "how_did_you_hear"]}),
         ("Address", {"fields": ["address", "city", "state", "country"]}),
-        ("Sabito", {"fields": sabito_fields, "description": "Written by the Sabito sync; read-only."}),
+        ("Sabito", {"fields": [*sabito_fields], "description": "Written by the Sabito sync; read-only."}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 

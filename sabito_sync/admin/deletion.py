@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.contrib import messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import quote, unquote
@@ -12,8 +14,17 @@ from ..models import SabitoMapping, SyncRun
 from ..services import mappings as mapping_service
 from ..services.mappings import SyncIsRunning
 
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
 
-class MappingDeletionMixin:
+    # The mixin goes before `ModelAdmin` in an admin's bases and calls on it: say so
+    # to the type checker, without changing the bases at run time.
+    _ModelAdminBase = ModelAdmin[Any]
+else:
+    _ModelAdminBase = object
+
+
+class MappingDeletionMixin(_ModelAdminBase):
     """Deleting mappings, directly or with the tenant that holds them, is refused
     while any of them syncs (`mappings.ensure_no_sync_running`), on the delete page
     and in the bulk action alike.
@@ -38,13 +49,12 @@ class MappingDeletionMixin:
 
     def get_deleted_objects(self, objs, request):
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        perms_needed.discard(SyncRun._meta.verbose_name)
+        perms_needed.discard(str(SyncRun._meta.verbose_name))
         return deleted, model_count, perms_needed, protected
 
     def delete_view(self, request, object_id, extra_context=None):
         obj = self.get_object(request, unquote(object_id))
-        refusal = obj is not None and self.has_delete_permission(request, obj) and self.deletion_refusal([obj])
-        if refusal:
+        if obj is not None and self.has_delete_permission(request, obj) and (refusal := self.deletion_refusal([obj])):
             self.message_user(request, refusal, messages.ERROR)
             change_url = reverse(
                 f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
@@ -57,7 +67,8 @@ class MappingDeletionMixin:
     def get_actions(self, request):
         actions = super().get_actions(request)
         if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
+            # django-stubs allows None values; Django's get_actions never holds one.
+            _, name, description = actions["delete_selected"]  # type: ignore[misc]
             actions["delete_selected"] = (type(self).delete_selected_unless_syncing, name, description)
         return actions
 

@@ -72,7 +72,8 @@ def runs_url(mapping: SabitoMapping) -> str:
     return reverse("admin:sabito_sync_syncrun_changelist") + "?" + urlencode({"mapping__id__exact": mapping.pk})
 
 
-RUN_STATE_BADGES = {
+# The badge of each run status.
+RUN_STATE_BADGES: dict[str, str] = {
     SyncRun.Status.QUEUED: "queued",
     SyncRun.Status.RUNNING: "running",
     SyncRun.Status.SUCCEEDED: "succeeded",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -40,11 +41,13 @@ class RunHistoryPagination(PageNumberPagination):
             positive_int_param(self.page_query_param, raw)
         return super().paginate_queryset(queryset, request, view)
 
-    def get_paginated_response(self, data):
+    def get_paginated_response(self, data: Any) -> Response:
+        page = self.page
+        assert page is not None  # set by `paginate_queryset`, which the view calls first
         return Response(
             {
                 "success": True,
-                "count": self.page.paginator.count,
+                "count": page.paginator.count,
                 "next": self.get_next_link(),
                 "previous": self.get_previous_link(),
                 "data": data,

@@ -9,14 +9,21 @@ once per shape and also describe it in the OpenAPI schema.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .. import metadata
-from ..models import SyncRun
+from ..models import SabitoMapping, SyncRun
 from ..runs.result import SyncResult, result_data
+
+# A field named `errors` or `data` (the API's own keys) has a `type: ignore[assignment]`:
+# the stubs take it for an override of `Serializer.errors` or `.data`, but DRF's
+# SerializerMetaclass moves declared fields out of the class namespace (into
+# `_declared_fields`), so those properties stay as they are
+# (typeddjango/djangorestframework-stubs#78).
 
 # --- Strict input ------------------------------------------------------------------------
 
@@ -29,7 +36,7 @@ class StrictBooleanField(serializers.BooleanField):
         "null": "Must be a JSON boolean: true or false.",
     }
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> bool:
         if data is True or data is False:
             return data
         self.fail("invalid")
@@ -49,7 +56,7 @@ class StrictCharField(serializers.CharField):
     BLANK = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
     TEXT_PATTERN = rf"^[^{BLANK}]([^\x00]*[^{BLANK}])?$"
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
         self.validators.append(
@@ -59,7 +66,7 @@ class StrictCharField(serializers.CharField):
             )
         )
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -68,7 +75,7 @@ class StrictCharField(serializers.CharField):
 # Rejects fields it does not declare. (A comment, not a docstring, on this base:
 # drf-spectacular would show a docstring in every subclass's schema.)
 class StrictInputSerializer(serializers.Serializer):
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
             unknown = sorted(name for name in data if name not in self.fields)
             if unknown:
@@ -85,7 +92,7 @@ class SyncInputSerializer(StrictInputSerializer):
         "true = every customer.",
     )
 
-    def get_fields(self):
+    def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
         # "async" is a Python keyword, so it cannot be declared as a class attribute.
         fields["async"] = StrictBooleanField(
@@ -153,7 +160,7 @@ class SyncResultSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     skipped = serializers.IntegerField()
-    errors = serializers.IntegerField(help_text="Records that could not be synced; see errorDetails.")
+    errors = serializers.IntegerField(help_text="Records that could not be synced; see errorDetails.")  # type: ignore[assignment]
     errorDetails = SyncErrorDetailSerializer(source="error_details", many=True)
     markedMissing = serializers.IntegerField(
         source="marked_missing",
@@ -167,7 +174,7 @@ class SyncResultSerializer(serializers.Serializer):
         help_text="Present only when success is false: why the mapping's sync failed or did not start.",
     )
 
-    def to_representation(self, result: SyncResult) -> dict:
+    def to_representation(self, result: SyncResult) -> dict[str, Any]:
         # One rendering of a result for the API, the tasks and the command: the
         # fields above declare its schema.
         return result_data(result)
@@ -197,7 +204,7 @@ class SyncRunResultSerializer(SyncResultSerializer):
     def get_status(self, result: SyncResult) -> str:
         return result.status
 
-    def to_representation(self, result: SyncResult) -> dict:
+    def to_representation(self, result: SyncResult) -> dict[str, Any]:
         data = {**result_data(result), "runId": result.run_id, "status": result.status}
         if result.already_running:
             data["alreadyRunning"] = True
@@ -228,7 +235,7 @@ class LastSyncResultSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     skipped = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]
     syncedAt = serializers.DateTimeField()
     error = serializers.CharField(required=False, allow_null=True)
 
@@ -248,16 +255,16 @@ class MappingMetadataFieldsMixin(serializers.Serializer):
     # Subclasses list every field here: the mixin's fields would otherwise come first.
     field_order: tuple[str, ...] = ()
 
-    def get_fields(self):
+    def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
         return {name: fields[name] for name in self.field_order} if self.field_order else fields
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
-    def get_lastSyncAt(self, mapping) -> str | None:
+    def get_lastSyncAt(self, mapping: SabitoMapping) -> str | None:
         return metadata.watermark_text(mapping.metadata)
 
     @extend_schema_field(LastSyncResultSerializer(allow_null=True))
-    def get_lastSyncResult(self, mapping) -> dict | None:
+    def get_lastSyncResult(self, mapping: SabitoMapping) -> dict[str, Any] | None:
         return metadata.last_sync_result(mapping.metadata)
 
 
@@ -323,7 +330,7 @@ class SyncRunSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     skipped = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]
     markedMissing = serializers.IntegerField(
         source="marked_missing", help_text="Customers this (full) run found gone from Sabito and marked missing."
     )
@@ -338,19 +345,19 @@ class SyncRunSerializer(serializers.Serializer):
         "mapping was re-pointed fetches every customer); null if nothing to say."
     )
 
-    def get_cancelRequested(self, run) -> bool:
+    def get_cancelRequested(self, run: SyncRun) -> bool:
         return run.cancel_requested_at is not None
 
     @extend_schema_field(SyncErrorDetailSerializer(many=True))
-    def get_errorDetails(self, run) -> list:
+    def get_errorDetails(self, run: SyncRun) -> list[Any]:
         return run.error_details if isinstance(run.error_details, list) else []
 
     @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_error(self, run) -> str | None:
+    def get_error(self, run: SyncRun) -> str | None:
         return run.error_message or None
 
     @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_note(self, run) -> str | None:
+    def get_note(self, run: SyncRun) -> str | None:
         return run.note or None
 
 
@@ -366,7 +373,7 @@ class AlwaysFalseField(serializers.BooleanField):
 class ErrorResponseSerializer(serializers.Serializer):
     success = AlwaysFalseField(help_text="Always false.")
     message = serializers.CharField(help_text="What went wrong, for a person.")
-    errors = serializers.DictField(
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         help_text="Per field (or header) what is wrong with it; empty when the error is not about one input.",
     )
@@ -375,39 +382,39 @@ class ErrorResponseSerializer(serializers.Serializer):
 class SyncResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField(help_text="False if any mapping's sync failed.")
     message = serializers.CharField()
-    data = SyncRunResultSerializer(many=True)
+    data = SyncRunResultSerializer(many=True)  # type: ignore[assignment]
 
 
 class SyncQueuedResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField(help_text="What is pending, and whether a worker has picked the runs up.")
-    data = PendingSyncSerializer(many=True)
+    data = PendingSyncSerializer(many=True)  # type: ignore[assignment]
 
 
 class SyncRunResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField()
-    data = SyncRunSerializer()
+    data = SyncRunSerializer()  # type: ignore[assignment]
 
 
 class SyncRunCancelResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField()
-    data = SyncRunSerializer()
+    data = SyncRunSerializer()  # type: ignore[assignment]
 
 
 class SyncStatusResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField()
-    data = SyncStatusSerializer(many=True)
+    data = SyncStatusSerializer(many=True)  # type: ignore[assignment]
 
 
 class MappingListResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField()
-    data = MappingSerializer(many=True)
+    data = MappingSerializer(many=True)  # type: ignore[assignment]
 
 
 class MappingResponseSerializer(serializers.Serializer):
     success = serializers.BooleanField()
-    data = MappingSerializer()
+    data = MappingSerializer()  # type: ignore[assignment]
 
 
 class MessageResponseSerializer(serializers.Serializer):
@@ -420,4 +427,4 @@ class SyncRunPageResponseSerializer(serializers.Serializer):
     count = serializers.IntegerField(help_text="Runs in the whole history.")
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
-    data = SyncRunSerializer(many=True)
+    data = SyncRunSerializer(many=True)  # type: ignore[assignment]

@@ -6,6 +6,7 @@ to the tenant in `X-Tenant-ID`. Errors leave through `errors.api_exception_handl
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpResponse
@@ -19,14 +20,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..models import SabitoMapping, SyncRun
+from ..models import SabitoMapping, SabitoMappingQuerySet, SyncRun
 from ..services import mappings as mapping_service
 from ..services import syncs as sync_service
 from ..services.access import Action
 from ..services.status import sync_status_json
 from .errors import api_exception_handler
 from .parsing import JSONBodyParser, RunHistoryPagination, path_uuid
-from .permissions import ActionPermission, BearerTokenAuthentication, SyncTriggerThrottle, TenantPermission
+from .permissions import (
+    ActionPermission,
+    BearerTokenAuthentication,
+    SyncTriggerThrottle,
+    TenantPermission,
+    TenantRequest,
+)
 from .schema import error_response, tenant_operation
 from .serializers import (
     MappingCreateInputSerializer,
@@ -65,8 +72,10 @@ class TenantAPIView(APIView):
     throttle_classes = []
     # The `access.Action` each method needs, checked by `ActionPermission`.
     actions_by_method: dict[str, Action] = {}
+    # What the handlers see once the permissions have let the request in.
+    request: TenantRequest
 
-    def tenant_mappings(self):
+    def tenant_mappings(self) -> SabitoMappingQuerySet:
         return SabitoMapping.objects.filter(tenant=self.request.tenant).select_related("tenant")
 
     def get_mapping(self, mapping_id: str) -> SabitoMapping:
@@ -76,7 +85,7 @@ class TenantAPIView(APIView):
             raise NotFound("Sabito mapping not found.")
         return mapping
 
-    def get_exception_handler(self):
+    def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
         return api_exception_handler
 
     def get_run(self, run_id: str) -> SyncRun:
@@ -90,7 +99,7 @@ class TenantAPIView(APIView):
             raise NotFound("Sync run not found.")
         return run
 
-    def input_data(self):
+    def input_data(self) -> Any:
         """The JSON body; a body sent without a Content-Type would otherwise be
         ignored silently (DRF then reads it as empty) and the defaults would run."""
         if not self.request.content_type and int(self.request.META.get("CONTENT_LENGTH") or 0) > 0:
@@ -149,7 +158,7 @@ class SyncAllApi(SyncTriggerApi):
         action=Action.MANAGE,
         throttled=True,
     )
-    def post(self, request):
+    def post(self, request: TenantRequest) -> Response:
         full_sync, run_async = self.sync_options()
         answer = sync_service.trigger_syncs(
             actor=request.user,
@@ -178,7 +187,7 @@ class SyncMappingApi(SyncTriggerApi):
         throttled=True,
         conflict="A sync of this mapping is already running.",
     )
-    def post(self, request, mappingId):
+    def post(self, request: TenantRequest, mappingId: str) -> Response:
         mapping = self.get_mapping(mappingId)
         full_sync, run_async = self.sync_options()
         answer = sync_service.trigger_syncs(
@@ -227,7 +236,7 @@ class SyncStatusApi(TenantAPIView):
         tags=["sync"],
         responses={200: SyncStatusResponseSerializer},
     )
-    def get(self, request):
+    def get(self, request: TenantRequest) -> HttpResponse:
         body = sync_status_json(tenant=request.tenant)
         if isinstance(request.accepted_renderer, JSONRenderer):
             return HttpResponse(body, content_type="application/json")
@@ -243,7 +252,7 @@ class MappingListApi(TenantAPIView):
         tags=["mappings"],
         responses={200: MappingListResponseSerializer},
     )
-    def get(self, request):
+    def get(self, request: TenantRequest) -> Response:
         return Response({"success": True, "data": MappingSerializer(self.tenant_mappings(), many=True).data})
 
     @tenant_operation(
@@ -257,7 +266,7 @@ class MappingListApi(TenantAPIView):
         responses={201: MappingResponseSerializer},
         action=Action.CONNECT,
     )
-    def post(self, request):
+    def post(self, request: TenantRequest) -> Response:
         params = MappingCreateInputSerializer(data=self.input_data())
         params.is_valid(raise_exception=True)
         mapping = mapping_service.create_mapping(actor=request.user, tenant=request.tenant, **params.validated_data)
@@ -276,7 +285,7 @@ class MappingDetailApi(TenantAPIView):
         responses={200: MappingResponseSerializer},
         mapping_in_path=True,
     )
-    def get(self, request, mappingId):
+    def get(self, request: TenantRequest, mappingId: str) -> Response:
         return Response({"success": True, "data": MappingSerializer(self.get_mapping(mappingId)).data})
 
     @tenant_operation(
@@ -293,7 +302,7 @@ class MappingDetailApi(TenantAPIView):
         mapping_in_path=True,
         conflict="A sync of this mapping is running (re-pointing only).",
     )
-    def patch(self, request, mappingId):
+    def patch(self, request: TenantRequest, mappingId: str) -> Response:
         mapping = self.get_mapping(mappingId)
         params = MappingUpdateInputSerializer(data=self.input_data())
         params.is_valid(raise_exception=True)
@@ -311,7 +320,7 @@ class MappingDetailApi(TenantAPIView):
         mapping_in_path=True,
         conflict="A sync of this mapping is running.",
     )
-    def delete(self, request, mappingId):
+    def delete(self, request: TenantRequest, mappingId: str) -> Response:
         mapping_service.delete_mapping(actor=request.user, mapping=self.get_mapping(mappingId))
         return Response({"success": True, "message": "Mapping deleted"})
 
@@ -341,7 +350,7 @@ class MappingRunsApi(TenantAPIView):
             ),
         ),
     )
-    def get(self, request, mappingId):
+    def get(self, request: TenantRequest, mappingId: str) -> Response:
         mapping = self.get_mapping(mappingId)
         paginator = self.pagination_class()
         runs = paginator.paginate_queryset(mapping.runs.order_by("-started_at", "-pk"), request, view=self)
@@ -360,7 +369,7 @@ class RunDetailApi(TenantAPIView):
         responses={200: SyncRunResponseSerializer},
         run_in_path=True,
     )
-    def get(self, request, runId):
+    def get(self, request: TenantRequest, runId: str) -> Response:
         return Response({"success": True, "data": SyncRunSerializer(self.get_run(runId)).data})
 
 
@@ -379,7 +388,7 @@ class RunCancelApi(TenantAPIView):
         run_in_path=True,
         conflict="The run has already finished.",
     )
-    def post(self, request, runId):
+    def post(self, request: TenantRequest, runId: str) -> Response:
         run = sync_service.cancel_run(actor=request.user, run=self.get_run(runId))
         if run.status == SyncRun.Status.CANCELLED:
             message = "Run cancelled before a worker started it."

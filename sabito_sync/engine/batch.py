@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -69,12 +70,12 @@ class BatchPlan:
     creates: list[StoredCustomer] = field(default_factory=list)
     updates: list[StoredCustomer] = field(default_factory=list)
     skipped: int = 0
-    errors: list[dict] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
     # Records whose address a customer linked to another Sabito record holds: tried
     # again after the last batch (they count as what they finally become).
-    deferred: list[dict] = field(default_factory=list)
+    deferred: list[dict[str, Any]] = field(default_factory=list)
     # Customers updated to another address: their old one is blanked first.
-    releases: list = field(default_factory=list)
+    releases: list[uuid.UUID | str] = field(default_factory=list)
     # Customers that already have their record's values, but not its fingerprint
     # (stored before fingerprints were, or Sabito sends the record's JSON otherwise
     # now): given it, so the next sync skips their record unread. Skipped, not updated.
@@ -88,12 +89,13 @@ class StoredCustomer:
     are skipped, and comparing two tuples costs far less than building a model
     instance for every candidate."""
 
-    pk: object | None
-    values: tuple
+    pk: uuid.UUID | str | None
+    values: tuple[Any, ...]
 
     @property
     def sabito_customer_id(self) -> str | None:
-        return self.values[SABITO_ID_POSITION]
+        sabito_id: str | None = self.values[SABITO_ID_POSITION]
+        return sabito_id
 
     def __str__(self) -> str:
         if self.pk is None:
@@ -105,11 +107,11 @@ def write_batch(
     *,
     run: SyncRun,
     mapping: SabitoMapping,
-    validated: list[dict | RejectedRecord | SabitoRecord],
+    validated: Sequence[dict[str, Any] | RejectedRecord | SabitoRecord],
     seen_ids: set[str],
     result: SyncResult,
     pages: int,
-    deferred: list[dict] | None = None,
+    deferred: list[dict[str, Any]] | None = None,
     final: bool = False,
     fingerprints: list[str | None] | None = None,
     expect_stored: bool = False,
@@ -134,10 +136,12 @@ def write_batch(
     known = find_stored(mapping=mapping, validated=validated, fingerprints=fingerprints if look_up else None)
     if fingerprints is not None:
         validated = validate_pending(mapping=mapping, validated=validated, fingerprints=fingerprints, known=known)
-    valid: list[dict] = []
-    rejected: list[dict] = []
+    valid: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
     already_stored = 0
-    for position, values in enumerate(validated):
+    # Every record but those `known` (skipped unread) is validated by now: by the
+    # prefetcher, or just above.
+    for position, values in enumerate(cast("Sequence[dict[str, Any] | RejectedRecord]", validated)):
         if known and position in known:
             if first_in_sync(known[position], seen_ids, final=final):
                 already_stored += 1
@@ -184,7 +188,8 @@ def write_batch(
     signals.page_written(
         mapping=mapping,
         run_id=run.pk,
-        created_sabito_ids=[customer.sabito_customer_id for customer in plan.creates],
+        # A new customer's values are its record's: it has a Sabito id.
+        created_sabito_ids=cast("list[str]", [customer.sabito_customer_id for customer in plan.creates]),
         updated_ids=[customer.pk for customer in plan.updates],
     )
 
@@ -214,7 +219,12 @@ def all_created(result: SyncResult) -> bool:
     return result.created > 0 and not result.updated and not result.skipped
 
 
-def find_stored(*, mapping: SabitoMapping, validated: list, fingerprints: list[str | None] | None) -> dict[int, str]:
+def find_stored(
+    *,
+    mapping: SabitoMapping,
+    validated: Sequence[dict[str, Any] | RejectedRecord | SabitoRecord],
+    fingerprints: list[str | None] | None,
+) -> dict[int, str]:
     """The positions in the batch of the records whose customer was written from the
     very same record (the same fingerprint), each with its Sabito id: one statement,
     run with no fingerprints when there are none to look up, so that every batch
@@ -231,8 +241,12 @@ def find_stored(*, mapping: SabitoMapping, validated: list, fingerprints: list[s
 
 
 def validate_pending(
-    *, mapping: SabitoMapping, validated: list, fingerprints: list[str | None], known: dict[int, str]
-) -> list[dict | RejectedRecord]:
+    *,
+    mapping: SabitoMapping,
+    validated: Sequence[dict[str, Any] | RejectedRecord | SabitoRecord],
+    fingerprints: list[str | None],
+    known: dict[int, str],
+) -> Sequence[dict[str, Any] | RejectedRecord | SabitoRecord]:
     """The batch's records with those still as the client typed them validated now,
     except those already stored (`known`), which stay as they are."""
     pending = [
@@ -245,10 +259,10 @@ def validate_pending(
         business_id=mapping.sabito_business_id,
         fingerprints=[fingerprints[position] for position in pending],
     )
-    validated = list(validated)
+    now_validated = list(validated)
     for position, values in zip(pending, checked, strict=True):
-        validated[position] = values
-    return validated
+        now_validated[position] = values
+    return now_validated
 
 
 # --- Matching ---------------------------------------------------------------------------------
@@ -257,10 +271,12 @@ def validate_pending(
 # A valid record of the batch with what matching reads of it, worked out once: its
 # values, Sabito id, lowercased email ("" for none) and WRITTEN_FIELDS values. A plain
 # tuple: a re-sync makes one per record.
-BatchRecord = tuple[dict, str, str, tuple]
+BatchRecord = tuple[dict[str, Any], str, str, tuple[Any, ...]]
 
 
-def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0, compare_in_database: bool = False) -> BatchPlan:
+def plan_batch(
+    *, tenant_id: uuid.UUID, valid: list[dict[str, Any]], may_defer: int = 0, compare_in_database: bool = False
+) -> BatchPlan:
     """Decide create / update / skip / defer / error for each valid record of a batch,
     with one lookup of the tenant's candidate customers for the whole batch (one more
     in the rare batch where a customer expected to give up its address cannot).
@@ -286,19 +302,19 @@ def plan_batch(*, tenant_id, valid: list[dict], may_defer: int = 0, compare_in_d
     )[0]
 
 
-def batch_records(valid: list[dict]) -> list[BatchRecord]:
+def batch_records(valid: list[dict[str, Any]]) -> list[BatchRecord]:
     return [(values, values["sabito_customer_id"], values["email"].lower(), written_values(values)) for values in valid]
 
 
 def plan_batch_once(
     *,
-    tenant_id,
+    tenant_id: uuid.UUID,
     records: list[BatchRecord],
     moving_to: dict[str, str],
     may_defer: int,
     compare: bool = False,
     look_up: bool = True,
-) -> tuple[BatchPlan, set]:
+) -> tuple[BatchPlan, set[str]]:
     """One planning pass; also returns the Sabito ids whose customers other records
     counted on to release an address but which did not move (deferred or in error).
     Without `look_up`, planned as if the tenant had none of the records' customers."""
@@ -377,7 +393,7 @@ def plan_batch_once(
 
 
 def load_candidates(
-    *, tenant_id, records: list[BatchRecord], compare: bool = False
+    *, tenant_id: uuid.UUID, records: list[BatchRecord], compare: bool = False
 ) -> tuple[dict[str, StoredCustomer], dict[str, StoredCustomer], set[str]]:
     """The tenant's customers the batch's records may match, keyed by Sabito id and by
     lowercased email, in one query; a customer found both ways is one object. And
@@ -536,7 +552,9 @@ def write_batch_record_by_record(batch: Batch) -> BatchPlan:
             # Only where the values are still the record's: a fingerprint vouches for them.
             values = dict(zip(WRITTEN_FIELDS, customer.values, strict=True))
             Customer.objects.filter(
-                pk=customer.pk, tenant_id=tenant_id, **{name: values[name] for name in SYNCED_FIELDS}
+                pk=cast("uuid.UUID | str", customer.pk),  # stored: only a stored customer is refreshed
+                tenant_id=tenant_id,
+                **{name: values[name] for name in SYNCED_FIELDS},
             ).update(sabito_fingerprint=values["sabito_fingerprint"])
         for customer in plan.creates + plan.updates:
             values = dict(zip(WRITTEN_FIELDS, customer.values, strict=True))
@@ -566,7 +584,9 @@ def write_batch_record_by_record(batch: Batch) -> BatchPlan:
     return written
 
 
-def record_progress(*, run: SyncRun, result: SyncResult, plan: BatchPlan, pages: int, deferred: list[dict]) -> None:
+def record_progress(
+    *, run: SyncRun, result: SyncResult, plan: BatchPlan, pages: int, deferred: list[dict[str, Any]]
+) -> None:
     """Heartbeat, counters, pages done and checkpoint of the run, inside the batch's
     transaction: the checkpoint (`run.checkpoint`, set by the sync for this batch, with
     the records still `deferred`) is stored exactly when the batch is."""

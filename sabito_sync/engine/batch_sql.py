@@ -26,18 +26,29 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from django.db import connection, transaction
 
 from ..models import Customer
 
+if TYPE_CHECKING:
+    from django.db.backends.utils import CursorWrapper
+    from django.db.models import Field
+    from django.db.models.expressions import Col
+    from psycopg.types.json import Jsonb
+
+# A row of the candidates query, or of values to write: a tuple of column values.
+Row = tuple[Any, ...]
+
 
 def find_candidates(
-    *, tenant_id, keys: list[tuple[str, str]], fields: Sequence[str], expected: list[tuple] | None = None
-) -> list[tuple]:
+    *, tenant_id: uuid.UUID, keys: list[tuple[str, str]], fields: Sequence[str], expected: list[Row] | None = None
+) -> list[Row]:
     """The tenant's customers that records with these `(sabito_id, lowercased email)`
     keys may match, as rows `(pk, matched_by_id, lower(email), unchanged, *fields)`: by
     Sabito id, and by email (an empty email matches nothing). A customer found by a
@@ -52,7 +63,7 @@ def find_candidates(
     return page_sql(connection.vendor, tuple(fields)).find(tenant_id, keys, expected)
 
 
-def find_fingerprinted(*, tenant_id, fingerprints: list[str | None]) -> list[int]:
+def find_fingerprinted(*, tenant_id: uuid.UUID, fingerprints: list[str | None]) -> list[int]:
     """The positions in `fingerprints` of those a customer of the tenant has (None
     matches nothing): one probe of the fingerprint index each. A fingerprint hashes
     the whole record, its id included, so it finds the customer linked to that id."""
@@ -70,7 +81,9 @@ def find_fingerprinted(*, tenant_id, fingerprints: list[str | None]) -> list[int
 def _fingerprinted_sql(vendor: str) -> str:
     meta, quote = Customer._meta, connection.ops.quote_name
     table = quote(meta.db_table)
-    tenant, fingerprint = (quote(meta.get_field(name).column) for name in ("tenant", "sabito_fingerprint"))
+    tenant, fingerprint = (
+        quote(cast("Field[Any, Any]", meta.get_field(name)).column) for name in ("tenant", "sabito_fingerprint")
+    )
     if vendor == "postgresql":
         # A probe of the fingerprint's index per key, whatever the statistics say: a
         # subquery per key (OFFSET 0 keeps it one), the tenant checked on what it
@@ -92,7 +105,7 @@ def _fingerprinted_sql(vendor: str) -> str:
 
 
 def write_customers(
-    *, tenant_id, creates: list[tuple], updates: list[tuple], fields: Sequence[str], now: datetime
+    *, tenant_id: uuid.UUID, creates: list[Row], updates: list[Row], fields: Sequence[str], now: datetime
 ) -> int:
     """Insert one new customer of the tenant per row of `fields` values in `creates`
     (each with a new random id), and set `fields` of the existing customers in
@@ -105,7 +118,7 @@ def write_customers(
     return page_sql(connection.vendor, tuple(fields)).write(tenant_id, creates, updates, now)
 
 
-def release_emails(*, tenant_id, customer_ids: list) -> None:
+def release_emails(*, tenant_id: uuid.UUID, customer_ids: list[uuid.UUID | str]) -> None:
     """Blank the addresses of these customers of the tenant, inside the batch's
     transaction, before the batch's write gives them their new ones: so another
     customer of the batch can take an address one of them gives up (two customers
@@ -117,7 +130,7 @@ def release_emails(*, tenant_id, customer_ids: list) -> None:
 SEEN_IDS_TABLE = "sabito_sync_seen_ids"
 
 
-def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: datetime) -> int:
+def mark_missing(*, tenant_id: uuid.UUID, business_id: str, seen_ids: Iterable[str], now: datetime) -> int:
     """Stamp `sabito_missing_since` on the tenant's customers linked to the business
     whose Sabito id is not among `seen_ids` and that are not missing already; returns
     how many. Reading every linked customer into Python to compare there cost more
@@ -132,7 +145,8 @@ def mark_missing(*, tenant_id, business_id: str, seen_ids: Iterable[str], now: d
     if connection.vendor != "postgresql":
         with sync_cursor() as cursor:
             cursor.execute(sql, [stamp, stamp, tenant, business_id, _json(list(seen_ids))])
-            return cursor.rowcount
+            marked: int = cursor.rowcount
+            return marked
     # Made and dropped in one transaction (an error rolls its making back): inside a
     # caller's transaction (a test's) a second full sync makes it again.
     with transaction.atomic(), sync_cursor() as cursor:
@@ -162,7 +176,7 @@ def _mark_missing_sql(vendor: str) -> str:
     meta, quote = Customer._meta, connection.ops.quote_name
     table = quote(meta.db_table)
     tenant, business, sabito_id, missing_since, updated_at = (
-        quote(meta.get_field(name).column)
+        quote(cast("Field[Any, Any]", meta.get_field(name)).column)
         for name in ("tenant", "sabito_business_id", "sabito_customer_id", "sabito_missing_since", "updated_at")
     )
     linked = f"{tenant} = %s AND {business} = %s AND {sabito_id} IS NOT NULL AND {missing_since} IS NULL"
@@ -187,7 +201,7 @@ def _mark_missing_sql(vendor: str) -> str:
     """
 
 
-def sync_cursor():
+def sync_cursor() -> CursorWrapper:
     """The cursor the sync's large statements run on. On PostgreSQL, a Django cursor
     over a server-binding psycopg cursor: Django's execute wrappers, query log and
     error translation see every statement as on its own cursor, which binds on the
@@ -201,9 +215,11 @@ def sync_cursor():
     connection.ensure_connection()
     connection.validate_thread_sharing()
     server_binding = psycopg.Cursor(connection.connection)
+    # Django's stubs type the argument as a CursorWrapper: it is the driver's cursor,
+    # which these wrap (as connection.cursor() does).
     if connection.queries_logged:
-        return connection.make_debug_cursor(server_binding)
-    return connection.make_cursor(server_binding)
+        return connection.make_debug_cursor(server_binding)  # type: ignore[arg-type]
+    return connection.make_cursor(server_binding)  # type: ignore[arg-type]
 
 
 @functools.cache
@@ -218,12 +234,21 @@ def page_sql(vendor: str, fields: tuple[str, ...]) -> PageSQL:
 class PageSQL:
     """A database's statements for one list of synced fields, built once."""
 
+    # Each database's own (see the subclasses).
+    find_sql: str
+    if TYPE_CHECKING:
+
+        def find_params(self, tenant: Any, keys: list[tuple[str, str]], expected: list[Row] | None) -> list[Any]: ...
+
+        def write(self, tenant_id: uuid.UUID, creates: list[Row], updates: list[Row], now: datetime) -> int: ...
+
     def __init__(self, fields: tuple[str, ...]):
         meta, quote = Customer._meta, connection.ops.quote_name
-        self.fields = [meta.get_field(name) for name in fields]
+        # Every synced field is a column: get_field is typed for relations too.
+        self.fields = cast("list[Field[Any, Any]]", [meta.get_field(name) for name in fields])
         self.table = quote(meta.db_table)
         self.pk, self.tenant, self.email, self.sabito_id, self.created_at, self.updated_at = (
-            quote(meta.get_field(name).column)
+            quote(cast("Field[Any, Any]", meta.get_field(name)).column)
             for name in ("id", "tenant", "email", "sabito_customer_id", "created_at", "updated_at")
         )
         self.columns = [quote(f.column) for f in self.fields]
@@ -234,16 +259,16 @@ class PageSQL:
         self.converters = self._converters()
         self.fingerprint = quote(meta.get_field("sabito_fingerprint").column)
 
-    def find(self, tenant_id, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list[tuple]:
+    def find(self, tenant_id: uuid.UUID, keys: list[tuple[str, str]], expected: list[Row] | None) -> list[Row]:
         with sync_cursor() as cursor:
             cursor.execute(self.find_sql, self.find_params(_db_value("tenant", tenant_id), keys, expected))
-            rows = cursor.fetchall()
+            rows: list[Row] = cursor.fetchall()
         return [self._converted(row) for row in rows] if self.converters else rows
 
-    def _converters(self) -> list:
+    def _converters(self) -> list[tuple[int, Col, list[Callable[..., Any]]]]:
         """The conversions the ORM applies to what the driver returns for these columns
         (e.g. text to an aware datetime on SQLite), so stored and new values compare equal."""
-        converters = []
+        converters: list[tuple[int, Col, list[Callable[..., Any]]]] = []
         for model_field in self.not_text:
             expression = model_field.get_col(Customer._meta.db_table)
             functions = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
@@ -251,7 +276,7 @@ class PageSQL:
                 converters.append((4 + self.fields.index(model_field), expression, functions))
         return converters
 
-    def _converted(self, row: tuple) -> tuple:
+    def _converted(self, row: Row) -> Row:
         values = list(row)
         for position, expression, functions in self.converters:
             for function in functions:
@@ -264,10 +289,14 @@ class PostgreSQLPageSQL(PageSQL):
         super().__init__(fields)
         # Text rather than varchar(n): an explicit cast to varchar(n) would cut a value
         # that is too long, where assigning text to the column refuses it.
-        typed = [
-            (column, "text" if f in self.text else f.db_type(connection))
-            for column, f in zip(self.columns, self.fields, strict=True)
-        ]
+        # (A column's type: never None, as for a field with no column of its own.)
+        typed = cast(
+            "list[tuple[str, str]]",
+            [
+                (column, "text" if f in self.text else f.db_type(connection))
+                for column, f in zip(self.columns, self.fields, strict=True)
+            ],
+        )
         keys = _json_rows([("tenant_id", "uuid"), ("sabito_id", "text"), ("email_key", "text"), ("expected", "jsonb")])
         # Each key probes the unique (tenant, Sabito id) and (lower(email), tenant)
         # indexes, whatever the planner's statistics say; they are often wrong here.
@@ -290,7 +319,7 @@ class PostgreSQLPageSQL(PageSQL):
         #
         # Primary keys come back as text: the page only hands them back in JSON, and
         # a str is cheaper to make than a UUID and to encode.
-        fields = ", ".join(self.columns)
+        field_columns = ", ".join(self.columns)
         same = " AND ".join(
             f"c.{column} IS NOT DISTINCT FROM (k.expected->>{position})::{db_type}"
             for position, (column, db_type) in enumerate(typed)
@@ -307,7 +336,7 @@ class PostgreSQLPageSQL(PageSQL):
             )
             SELECT found, true, found_email_key, true, {left_out} FROM by_id WHERE found IS NOT NULL AND unchanged
             UNION ALL
-            SELECT found, true, found_email_key, false, {fields} FROM by_id WHERE found IS NOT NULL AND NOT unchanged
+            SELECT found, true, found_email_key, false, {field_columns} FROM by_id WHERE found IS NOT NULL AND NOT unchanged
             UNION ALL
             SELECT c.{self.pk}, false, c.email_key, false, {self.selected}
             FROM by_id AS k CROSS JOIN LATERAL (
@@ -339,7 +368,7 @@ class PostgreSQLPageSQL(PageSQL):
             WHERE c.{self.pk} = k.pk AND c.{self.tenant} = %s AND (k.changed OR {still_same})
         """
 
-    def find_params(self, tenant, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list:
+    def find_params(self, tenant: Any, keys: list[tuple[str, str]], expected: list[Row] | None) -> list[Any]:
         tenant = str(tenant)
         if expected is None:
             return [_jsonb([(tenant, sabito_id, email_key or None) for sabito_id, email_key in keys])]
@@ -349,7 +378,7 @@ class PostgreSQLPageSQL(PageSQL):
         ]
         return [_jsonb(rows)]
 
-    def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
+    def write(self, tenant_id: uuid.UUID, creates: list[Row], updates: list[Row], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
         tenant = _db_value("tenant", tenant_id)
         tenant_bytes = tenant.bytes
@@ -357,17 +386,19 @@ class PostgreSQLPageSQL(PageSQL):
             ids = random_uuid_bytes(len(creates))
             rows = [(pk, tenant_bytes, *values, stamp, stamp) for pk, values in zip(ids, creates, strict=True)]
             copy_rows(cursor, self.copy_sql, self.copy_types, rows)
-            cursor.execute(self.update_sql, [stamp, _jsonb(updates), tenant])
-            return cursor.rowcount
+            # psycopg adapts a Jsonb; Django's stubs know only plain Python values as parameters.
+            cursor.execute(self.update_sql, [stamp, _jsonb(updates), tenant])  # type: ignore[list-item]
+            updated: int = cursor.rowcount
+            return updated
 
 
-def copy_rows(cursor, sql: str, types: list[str], rows: Iterable[tuple]) -> None:
+def copy_rows(cursor: CursorWrapper, sql: str, types: list[str], rows: Iterable[Row]) -> None:
     """Binary COPY of `rows` (of these PostgreSQL `types`), as one more statement of the
     connection: through its execute wrappers (a host's instrumentation, a test's
     fault injection) and its query log, with errors as Django's (an IntegrityError
     stays one)."""
 
-    def copy(sql, rows, _many, _context):
+    def copy(sql: str, rows: Iterable[Row], _many: bool, _context: dict[str, Any]) -> None:
         connection.validate_no_broken_transaction()
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as stream:
             stream.set_types(types)
@@ -375,7 +406,7 @@ def copy_rows(cursor, sql: str, types: list[str], rows: Iterable[tuple]) -> None
                 stream.write_row(row)
 
     # What Django's own cursor does with execute(): each wrapper around the next.
-    execute = copy
+    execute: Callable[[str, Iterable[Row], bool, dict[str, Any]], object] = copy
     for wrapper in reversed(connection.execute_wrappers):
         execute = functools.partial(wrapper, execute)
     logged = cursor.debug_sql(sql) if connection.queries_logged else contextlib.nullcontext()
@@ -419,9 +450,9 @@ class SQLitePageSQL(PageSQL):
         )
         # As on PostgreSQL: a row not `changed` only gives its customer a fingerprint.
         changed = f"json_extract(k.value, '$[{len(self.columns) + 1}]')"
-        values = [(position, c) for position, c in enumerate(self.columns, start=1) if c != self.fingerprint]
-        stored = ", ".join(f"{self.table}.{column}" for _position, column in values)
-        sent = ", ".join(f"json_extract(k.value, '$[{position}]')" for position, _column in values)
+        compared = [(position, c) for position, c in enumerate(self.columns, start=1) if c != self.fingerprint]
+        stored = ", ".join(f"{self.table}.{column}" for _position, column in compared)
+        sent = ", ".join(f"json_extract(k.value, '$[{position}]')" for position, _column in compared)
         self.update_sql = f"""
             UPDATE {self.table}
             SET {assignments}, {self.updated_at} = CASE WHEN {changed} THEN %s ELSE {self.table}.{self.updated_at} END
@@ -430,7 +461,7 @@ class SQLitePageSQL(PageSQL):
               AND ({changed} OR ({stored}) IS ({sent}))
         """
 
-    def find(self, tenant_id, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list[tuple]:
+    def find(self, tenant_id: uuid.UUID, keys: list[tuple[str, str]], expected: list[Row] | None) -> list[Row]:
         rows = super().find(tenant_id, keys, None)
         if expected is None:
             return rows
@@ -443,11 +474,11 @@ class SQLitePageSQL(PageSQL):
             for row in rows
         ]
 
-    def find_params(self, tenant, keys: list[tuple[str, str]], expected: list[tuple] | None) -> list:
+    def find_params(self, tenant: Any, keys: list[tuple[str, str]], expected: list[Row] | None) -> list[Any]:
         email_keys = list({email_key for _, email_key in keys if email_key})
         return [tenant, _json([sabito_id for sabito_id, _ in keys]), tenant, _json(email_keys)]
 
-    def write(self, tenant_id, creates: list[tuple], updates: list[tuple], now: datetime) -> int:
+    def write(self, tenant_id: uuid.UUID, creates: list[Row], updates: list[Row], now: datetime) -> int:
         stamp = connection.ops.adapt_datetimefield_value(now)
         created = self._json(
             [[pk.hex(), *row] for pk, row in zip(random_uuid_bytes(len(creates)), creates, strict=True)]
@@ -457,9 +488,10 @@ class SQLitePageSQL(PageSQL):
             tenant = _db_value("tenant", tenant_id)
             cursor.execute(self.insert_sql, [tenant, stamp, stamp, created])
             cursor.execute(self.update_sql, [stamp, changed, tenant])
-            return cursor.rowcount
+            updated: int = cursor.rowcount
+            return updated
 
-    def _json(self, rows: list[list]) -> str:
+    def _json(self, rows: list[list[Any]]) -> str:
         """Rows `[pk, *values]`, each value as Django stores it on SQLite (a datetime as text)."""
         for model_field in self.not_text:
             position = 1 + self.fields.index(model_field)
@@ -480,25 +512,25 @@ def random_uuid_bytes(count: int) -> list[bytes]:
     and each read lets go of the interpreter: in a batch of new customers that was
     thousands of hand-offs to the prefetching thread, each one a wait of up to a switch
     interval to get it back."""
-    block = bytearray(os.urandom(16 * count))
-    block[6::16] = block[6::16].translate(_VERSION_4)
-    block[8::16] = block[8::16].translate(_RFC_4122_VARIANT)
-    block = bytes(block)
+    drawn = bytearray(os.urandom(16 * count))
+    drawn[6::16] = drawn[6::16].translate(_VERSION_4)
+    drawn[8::16] = drawn[8::16].translate(_RFC_4122_VARIANT)
+    block = bytes(drawn)
     return [block[start : start + 16] for start in range(0, 16 * count, 16)]
 
 
-def _db_value(field_name: str, value):
-    return Customer._meta.get_field(field_name).get_db_prep_value(value, connection)
+def _db_value(field_name: str, value: Any) -> Any:
+    return cast("Field[Any, Any]", Customer._meta.get_field(field_name)).get_db_prep_value(value, connection)
 
 
-def _json(value) -> str:
+def _json(value: Any) -> str:
     """A JSON parameter: orjson writes a batch's keys or rows several times faster than
     json, datetimes (ISO 8601) and UUIDs included. Every string in it is valid Unicode
     text: validation refuses lone surrogates, the one thing orjson cannot write."""
     return orjson.dumps(value).decode()
 
 
-def _jsonb(value):
+def _jsonb(value: Any) -> Jsonb:
     """A JSON parameter for PostgreSQL, handed to psycopg as orjson's bytes: no str of
     it is made (a full sync's seen ids are megabytes of JSON)."""
     from psycopg.types.json import Jsonb  # only installed where PostgreSQL is used

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from types import TracebackType
-from typing import Any
+from types import GenericAlias, TracebackType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import msgspec
@@ -83,7 +83,7 @@ class CustomerPage:
     records: list[Any]
     # Where the pager stands after this page, as plain JSON data: handed back as
     # `iter_customer_pages(start=...)`, it carries on right after this page.
-    resume_from: dict | None = None
+    resume_from: dict[str, Any] | None = None
     # Asked for a `fingerprint_key` and the records typed: each record's fingerprint,
     # the keyed hash of its JSON exactly as received (32 hex digits). Equal
     # fingerprints, byte for byte the same record. None otherwise.
@@ -140,7 +140,7 @@ def _record_key(record: Any) -> Any:
         if type(record_id) is str or type(record_id) is int:  # not bool, which is an int too
             return ("id", record_id)
     elif isinstance(record, msgspec.Struct):  # a `record_type`'s, whose id is a string
-        return ("id", record.id)
+        return ("id", record.id)  # type: ignore[attr-defined]  # not Struct's: every `record_type` has one
     elif isinstance(record, dict):
         record_id = record.get("id")
         if isinstance(record_id, (str, int)) and not isinstance(record_id, bool):
@@ -255,7 +255,7 @@ class SabitoClient:
         *,
         business_id: str,
         updated_after: datetime | None = None,
-        start: dict | None = None,
+        start: dict[str, Any] | None = None,
         record_type: type[msgspec.Struct] | None = None,
         fingerprint_key: bytes | None = None,
     ) -> Iterator[CustomerPage]:
@@ -463,7 +463,7 @@ class SabitoClient:
         return response, body
 
     def _backoff(self, attempt: int) -> float:
-        base = min(MAX_BACKOFF_SECONDS, self._retry_backoff * 2**attempt)
+        base: float = min(MAX_BACKOFF_SECONDS, self._retry_backoff * 2**attempt)
         # Jitter keeps many workers that failed together from retrying in lockstep.
         return base + random.uniform(0, base * JITTER_FRACTION)
 
@@ -568,19 +568,27 @@ def _typed_records(content: bytes, record_type: type[msgspec.Struct]) -> list[ms
     whose "data" list holds only records that fit, which then goes `_parse_json`'s way
     (and its verdict, its error messages, are what they always were)."""
     try:
-        return _page_decoder(record_type).decode(content).data
+        records: list[msgspec.Struct] = _page_decoder(record_type).decode(content).data
+        return records
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # deep nesting, even in an ignored key
         return None
 
 
 @functools.cache
-def _page_decoder(record_type: type[msgspec.Struct]) -> msgspec.json.Decoder:
-    page = msgspec.defstruct(f"{record_type.__name__}Page", [("data", list[record_type])])
+def _page_decoder(record_type: type[msgspec.Struct]) -> msgspec.json.Decoder[Any]:
+    # GenericAlias(list, (record_type,)) is list[record_type], which a type checker takes for a type.
+    page = msgspec.defstruct(f"{record_type.__name__}Page", [("data", GenericAlias(list, (record_type,)))])
     return msgspec.json.Decoder(page)
 
 
 # A page's records as their JSON, unparsed: what a fingerprint is taken of.
-_RawPage = msgspec.defstruct("RawPage", [("data", list[msgspec.Raw])])
+if TYPE_CHECKING:
+
+    class _RawPage(msgspec.Struct):
+        data: list[msgspec.Raw]
+
+else:
+    _RawPage = msgspec.defstruct("RawPage", [("data", list[msgspec.Raw])])
 _raw_page_decoder = msgspec.json.Decoder(_RawPage)
 
 
@@ -589,7 +597,7 @@ def record_fingerprints(content: bytes, *, key: bytes) -> list[str]:
     records (so a valid JSON object with a "data" list)."""
     # Keyed once, then copied per record: setting a key up costs a fifth of a record's hash.
     keyed = _keyed_hash(key)
-    fingerprints = []
+    fingerprints: list[str] = []
     for record in _raw_page_decoder.decode(content).data:
         hash_ = keyed.copy()
         hash_.update(record)
@@ -598,7 +606,7 @@ def record_fingerprints(content: bytes, *, key: bytes) -> list[str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _keyed_hash(key: bytes):
+def _keyed_hash(key: bytes) -> hashlib.blake2b:
     return hashlib.blake2b(digest_size=16, key=key)
 
 

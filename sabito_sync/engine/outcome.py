@@ -80,8 +80,8 @@ def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, 
             mapping.metadata = stored
         return
     with transaction.atomic():
-        still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(**values)
-        if not still_ours:
+        updated = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(**values)
+        if not updated:
             logger.warning("%s Run %s was taken over; its outcome is not recorded", LOG_PREFIX, run.pk)
             return
         locked = SabitoMapping.objects.select_for_update().get(pk=mapping.pk)

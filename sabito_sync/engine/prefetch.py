@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .client import CustomerPage, SabitoClient
 from .records import RejectedRecord, SabitoRecord, fingerprint_key, validate_records
@@ -46,10 +47,10 @@ class ValidatedPage:
     the writer validates those of them it does not find stored already."""
 
     offset: int
-    validated: list[dict | RejectedRecord | SabitoRecord]
+    validated: list[dict[str, Any] | RejectedRecord | SabitoRecord]
     # The feed position after this page (`CustomerPage.resume_from`): the checkpoint
     # a run stores once the page is written.
-    resume_from: dict | None = None
+    resume_from: dict[str, Any] | None = None
     # Each record's fingerprint (`CustomerPage.fingerprints`), or None.
     fingerprints: list[str] | None = None
 
@@ -62,7 +63,7 @@ class ValidatedBatch:
     pages: list[ValidatedPage]
 
     @property
-    def validated(self) -> list[dict | RejectedRecord | SabitoRecord]:
+    def validated(self) -> list[dict[str, Any] | RejectedRecord | SabitoRecord]:
         return [values for page in self.pages for values in page.validated]
 
     @property
@@ -74,7 +75,7 @@ class ValidatedBatch:
         return [
             fingerprint
             for page in self.pages
-            for fingerprint in (page.fingerprints if page.fingerprints is not None else [None] * len(page.validated))
+            for fingerprint in ([None] * len(page.validated) if page.fingerprints is None else page.fingerprints)
         ]
 
     @property
@@ -82,7 +83,7 @@ class ValidatedBatch:
         return self.pages[0].offset
 
     @property
-    def resume_from(self) -> dict | None:
+    def resume_from(self) -> dict[str, Any] | None:
         return self.pages[-1].resume_from
 
 
@@ -92,7 +93,11 @@ def prefetch_depth(*, batch_records: int, page_size: int) -> int:
 
 
 def sync_feed(
-    client: SabitoClient, *, business_id: str, updated_after: datetime | None = None, start: dict | None = None
+    client: SabitoClient,
+    *,
+    business_id: str,
+    updated_after: datetime | None = None,
+    start: dict[str, Any] | None = None,
 ) -> Iterator[CustomerPage]:
     """Sabito's pages of the business as a sync reads them: usual records typed
     (`SabitoRecord`), each with its fingerprint."""
@@ -111,11 +116,11 @@ def prefetched_pages(
     *,
     business_id: str,
     updated_after: datetime | None,
-    start: dict | None = None,
+    start: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     depth: int = PREFETCH_PAGES,
     defer_validation: bool = False,
-):
+) -> Iterator[PagePrefetcher]:
     """A PagePrefetcher of Sabito's pages in order (from `start`, a checkpoint, if
     given), fetched and validated by a background thread up to `depth` pages ahead of
     the caller, who takes them `batches()` at a time. Taking them ends early, even
@@ -161,18 +166,19 @@ class PagePrefetcher:
         self,
         pages: Iterator[CustomerPage],
         *,
-        validate: Callable[[list, list[str] | None], list],
+        validate: Callable[[list[Any], list[str] | None], list[dict[str, Any] | RejectedRecord]],
         depth: int = PREFETCH_PAGES,
         should_stop: Callable[[], bool] = lambda: False,
         defer_validation: bool = False,
-    ):
+    ) -> None:
         self._pages = pages
         self._validate = validate
         self._should_stop = should_stop
         self.defer_validation = defer_validation
         # Whether iterating ended because `should_stop` said so, not at the feed's end.
         self.stopped_early = False
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        # (kind, what): (PAGE, a ValidatedPage), (END, None) or (ERROR, the exception).
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
         self._stopping = threading.Event()
         # In the caller's context, so the client's lines (retries) carry the sync's ids.
         self._thread = threading.Thread(
@@ -209,7 +215,7 @@ class PagePrefetcher:
             yield ValidatedBatch(pages)
             pages, records = [], 0
 
-    def _next_page(self, *, until: float = math.inf):
+    def _next_page(self, *, until: float = math.inf) -> Any:  # a ValidatedPage, None or WAITED
         """The next page; None at the end of the feed or once `should_stop()` is true
         while waiting; WAITED at `until` (a `time.monotonic()` value) if nothing came."""
         while True:
@@ -255,7 +261,7 @@ class PagePrefetcher:
             if close is not None:
                 close()
 
-    def _put(self, item) -> bool:
+    def _put(self, item: tuple[str, Any]) -> bool:
         while not self._stopping.is_set():
             try:
                 self._queue.put(item, timeout=0.1)

@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import operator
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
 from ..models import Customer
+
+if TYPE_CHECKING:
+    from django.db.models import CharField
 
 # Sabito record key → Customer field, for the plain string fields of the guide's table.
 SABITO_STRING_FIELDS = {
@@ -61,18 +66,37 @@ EMAIL_POSITION = SYNCED_FIELDS.index("email")
 # the Customer fields they fill and those fields' max_length.
 RECORD_KEYS = ("id", *SABITO_STRING_FIELDS)
 RECORD_FIELDS = ("sabito_customer_id", *SABITO_STRING_FIELDS.values())
-RECORD_LIMITS = tuple(Customer._meta.get_field(name).max_length for name in RECORD_FIELDS)
+# (Each a CharField's, always set: get_field is typed for relations too.)
+RECORD_LIMITS: tuple[int, ...] = tuple(
+    cast(int, cast("CharField[Any, Any]", Customer._meta.get_field(name)).max_length) for name in RECORD_FIELDS
+)
 SHORTEST_LIMIT = min(RECORD_LIMITS)
 
 # A usual Sabito record, for the client to decode pages into (`record_type`): an
 # object with a string id and the other string fields strings, null or missing (any
 # further keys ignored), in RECORD_KEYS order. A page with a record that does not
 # fit comes as parsed JSON instead and is judged record by record as ever.
-SabitoRecord = msgspec.defstruct(
-    "SabitoRecord",
-    [("id", str), *((key, str | None, "") for key in SABITO_STRING_FIELDS)],
-    module=__name__,
-)
+if TYPE_CHECKING:
+    # What the type checker reads of the Struct made below: the same fields, spelled out.
+
+    class SabitoRecord(msgspec.Struct):
+        id: str
+        email: str | None = ""
+        name: str | None = ""
+        phone: str | None = ""
+        address: str | None = ""
+        city: str | None = ""
+        state: str | None = ""
+        country: str | None = ""
+        sourceReferralId: str | None = ""
+        sourceType: str | None = ""
+
+else:
+    SabitoRecord = msgspec.defstruct(
+        "SabitoRecord",
+        [("id", str), *((key, str | None, "") for key in SABITO_STRING_FIELDS)],
+        module=__name__,
+    )
 
 
 class InvalidRecord(ValueError):
@@ -85,7 +109,7 @@ class RejectedRecord:
     id it carries if any, so that its customer is still not marked missing."""
 
     sabito_id: str | None
-    detail: dict
+    detail: dict[str, Any]
 
 
 def fingerprint_key(business_id: str) -> bytes:
@@ -97,13 +121,15 @@ def fingerprint_key(business_id: str) -> bytes:
 
 
 def validate_records(
-    records: list, *, business_id: str, fingerprints: list[str | None] | None = None
-) -> list[dict | RejectedRecord]:
+    records: list[Any], *, business_id: str, fingerprints: Sequence[str | None] | None = None
+) -> list[dict[str, Any] | RejectedRecord]:
     """For each record (parsed JSON, or a SabitoRecord), in order: its Customer values,
     with its fingerprint (from `fingerprints`, None without) as `sabito_fingerprint`,
     or the RejectedRecord saying why it has none."""
-    validated: list[dict | RejectedRecord] = []
-    paired = zip(records, repeat(None)) if fingerprints is None else zip(records, fingerprints, strict=True)
+    validated: list[dict[str, Any] | RejectedRecord] = []
+    paired: Iterable[tuple[Any, str | None]] = (
+        zip(records, repeat(None)) if fingerprints is None else zip(records, fingerprints, strict=True)
+    )
     for record, fingerprint in paired:
         if type(record) is SabitoRecord:
             values = usual_typed_values(record, business_id=business_id)
@@ -123,7 +149,7 @@ def validate_records(
     return validated
 
 
-def customer_values(record, *, business_id: str) -> dict:
+def customer_values(record: Any, *, business_id: str) -> dict[str, Any]:
     """The Customer field values for one Sabito record, per the guide's mapping
     table. Raises InvalidRecord with a reason a person can act on."""
     values = usual_customer_values(record, business_id=business_id)
@@ -145,7 +171,7 @@ def email_is_valid(address: str) -> bool:
     return True
 
 
-def usual_customer_values(record, *, business_id: str) -> dict | None:
+def usual_customer_values(record: Any, *, business_id: str) -> dict[str, Any] | None:
     """`checked_customer_values` for a usual record: an object with an id and every
     field a string (or null, or missing) of an allowed length, without NUL. None for any other
     record, valid or not, which `checked_customer_values` then goes through."""
@@ -166,7 +192,7 @@ def usual_customer_values(record, *, business_id: str) -> dict | None:
     return usual_field_values(fields, business_id=business_id)
 
 
-def usual_typed_values(record: SabitoRecord, *, business_id: str) -> dict | None:
+def usual_typed_values(record: SabitoRecord, *, business_id: str) -> dict[str, Any] | None:
     """`usual_customer_values` for a record the client decoded into a SabitoRecord,
     whose fields are known to be strings or null: nearly every record of a sync."""
     fields = msgspec.structs.astuple(record)
@@ -177,7 +203,7 @@ def usual_typed_values(record: SabitoRecord, *, business_id: str) -> dict | None
     return usual_field_values(fields, business_id=business_id)
 
 
-def usual_field_values(fields: tuple[str, ...], *, business_id: str) -> dict | None:
+def usual_field_values(fields: tuple[str, ...], *, business_id: str) -> dict[str, Any] | None:
     """The Customer values of a record's stripped RECORD_KEYS strings, or None unless
     they are usual: an id, nothing too long, no NUL and no lone surrogate. A sync may
     see a million records, nearly all of them usual: the checks run on all the
@@ -222,7 +248,7 @@ assert RECORD_FIELDS == (
 ), "usual_field_values unpacks the record's fields in RECORD_FIELDS order"
 
 
-def checked_customer_values(record, *, business_id: str) -> dict:
+def checked_customer_values(record: Any, *, business_id: str) -> dict[str, Any]:
     """The Customer field values for one record but its email's validity, checked
     field by field: the InvalidRecord naming the first thing wrong, if anything is."""
     if not isinstance(record, dict):
@@ -232,7 +258,7 @@ def checked_customer_values(record, *, business_id: str) -> dict:
         raise InvalidRecord("record has no id")
     if not isinstance(raw_id, str):
         raise InvalidRecord(f"id must be a string, got {json_type(raw_id)}")
-    values = {"sabito_customer_id": clean_string("id", raw_id, "sabito_customer_id")}
+    values: dict[str, Any] = {"sabito_customer_id": clean_string("id", raw_id, "sabito_customer_id")}
     for key, field_name, max_length in zip(RECORD_KEYS[1:], RECORD_FIELDS[1:], RECORD_LIMITS[1:], strict=True):
         raw = record.get(key)
         if raw is None:
@@ -261,7 +287,7 @@ def clean_string(key: str, raw: str, field_name: str) -> str:
         # not); no database can store one, and dropping it would alter the value.
         surrogate = next(char for char in value if "\ud800" <= char <= "\udfff")
         raise InvalidRecord(f"{key} contains a lone surrogate (\\u{ord(surrogate):04x})")
-    max_length = Customer._meta.get_field(field_name).max_length
+    max_length = cast(int, cast("CharField[Any, Any]", Customer._meta.get_field(field_name)).max_length)
     if len(value) > max_length:
         raise InvalidRecord(f"{key} is {len(value)} characters long; the limit is {max_length}")
     return value
@@ -300,11 +326,12 @@ class EmailAddressValidator(EmailValidator):
     # by Django's pattern as before.
     usual_user_regex = re.compile(r"[-!#$%&'*+/=?^_`{}|~0-9A-Za-z]+(?:\.[-!#$%&'*+/=?^_`{}|~0-9A-Za-z]+)*")
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._domain_verdicts: dict[str, bool] = {}
 
-    def __call__(self, value: str) -> None:
+    # Only ever given a str (`email_is_valid`'s stripped address), not Django's None too.
+    def __call__(self, value: str) -> None:  # type: ignore[override]
         user_part, at, domain_part = value.rpartition("@")
         if (
             at
@@ -327,7 +354,7 @@ class EmailAddressValidator(EmailValidator):
 validate_email_address = EmailAddressValidator()
 
 
-def json_type(value) -> str:
+def json_type(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -346,11 +373,11 @@ def json_type(value) -> str:
 # --- Error details: what a run stores (and the API shows) about a record it could not sync ---
 
 
-def error_detail(*, sabito_id: str | None, email: str | None, reason: str) -> dict:
+def error_detail(*, sabito_id: str | None, email: str | None, reason: str) -> dict[str, Any]:
     return {"sabitoCustomerId": sabito_id, "email": email or None, "reason": reason}
 
 
-def rejected(record, reason: str) -> RejectedRecord:
+def rejected(record: Any, reason: str) -> RejectedRecord:
     """The rejection of a record as Sabito sent it: its id and email are shown only
     when they are what they should be (cut to their columns' length)."""
     record = record if isinstance(record, dict) else {}
@@ -363,6 +390,6 @@ def rejected(record, reason: str) -> RejectedRecord:
     return RejectedRecord(sabito_id=sabito_id, detail=detail)
 
 
-def values_error_detail(values: dict, reason: str) -> dict:
+def values_error_detail(values: dict[str, Any], reason: str) -> dict[str, Any]:
     """The error detail of a valid record the page could not write."""
     return error_detail(sabito_id=values["sabito_customer_id"], email=values["email"], reason=reason)

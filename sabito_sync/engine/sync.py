@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import DatabaseError
 
@@ -77,7 +78,7 @@ def sync_mapping(
     # batch on (and an incremental one loses next to nothing by trying).
     expect_stored = mapping.last_synced_at is not None
     # Records waiting for an address another customer holds (see `page_writer`).
-    deferred: list[dict] = list(resume.checkpoint.get("deferred") or []) if resume else []
+    deferred: list[dict[str, Any]] = list(resume.checkpoint.get("deferred") or []) if resume else []
     with RunPulse(run, interval=settings.heartbeat_seconds) as pulse:
         try:
             with prefetched_pages(
@@ -220,7 +221,7 @@ def stop(result: SyncResult, *, run: SyncRun, reason: str) -> None:
 
 
 def mark_missing_or_fail(
-    *, mapping: SabitoMapping, result: SyncResult, seen_ids: set[str], chain: dict, watermark: datetime
+    *, mapping: SabitoMapping, result: SyncResult, seen_ids: set[str], chain: dict[str, Any], watermark: datetime
 ) -> datetime | None:
     """After a successful full sync: the missing-marks, and the watermark to store
     (None if marking failed: then the run fails, as any step that did not finish)."""

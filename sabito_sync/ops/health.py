@@ -30,7 +30,7 @@ from ..models import SchedulerHeartbeat
 logger = logging.getLogger("sabito_sync.health")
 
 BEAT_HEARTBEAT_NAME = "beat"
-BROKER_CONNECT_TIMEOUT = 3.0  # seconds; a probe's own timeout is typically a few more
+BROKER_CONNECT_TIMEOUT = 3  # whole seconds (kombu types it int); a probe's own timeout is typically a few more
 
 _migrations_applied = False  # once true in a process it stays true: nothing unapplies them
 

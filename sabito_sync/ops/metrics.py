@@ -56,13 +56,13 @@ class SyncCollector:
         duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
         finished = SyncRun.objects.filter(
             status__in=[SyncRun.Status.SUCCEEDED, SyncRun.Status.FAILED], finished_at__isnull=False
-        ).annotate(duration=duration)
+        ).annotate(elapsed=duration)  # not `duration`: that name is a property of SyncRun
         figures = finished.aggregate(
             count=Count("pk"),
-            total=Sum("duration"),
+            total=Sum("elapsed"),
             reaped=Count("pk", filter=Q(status=SyncRun.Status.FAILED, stop_reason=SyncRun.StopReason.ABANDONED)),
             **{
-                f"le_{bound}": Count("pk", filter=Q(duration__lte=timedelta(seconds=bound)))
+                f"le_{bound}": Count("pk", filter=Q(elapsed__lte=timedelta(seconds=bound)))
                 for bound in DURATION_BUCKETS
             },
         )

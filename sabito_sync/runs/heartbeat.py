@@ -40,7 +40,7 @@ class RunPulse:
         Heartbeats.of_this_process().add(self)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         Heartbeats.of_this_process().remove(self)
 
     def beat_once(self) -> None:
@@ -72,7 +72,7 @@ class Heartbeats:
                 cls._current = cls()
             return cls._current
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pid = os.getpid()
         self._due: dict[RunPulse, float] = {}  # pulse → when it next beats (monotonic)
         self._changed = threading.Condition()

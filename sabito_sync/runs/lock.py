@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -54,7 +55,7 @@ def open_run(
     return run, resume
 
 
-def run_kind(*, mapping: SabitoMapping, full_sync: bool, resume: Resume | None) -> dict:
+def run_kind(*, mapping: SabitoMapping, full_sync: bool, resume: Resume | None) -> dict[str, Any]:
     """What a new run is: the kind of sync, its `updatedAfter`, its note and the
     checkpoint it starts from."""
     if resume is not None:
@@ -112,7 +113,7 @@ def start_run(
     note: str = "",
     queued_run: SyncRun | None = None,
     worker: str = "",
-    checkpoint: dict | None = None,
+    checkpoint: dict[str, Any] | None = None,
 ) -> SyncRun:
     """Make the mapping's running `SyncRun`: insert it, or turn `queued_run` (the row
     an interface made when it queued the task) into it. The partial unique constraint
@@ -171,7 +172,7 @@ def contend(
     take_over(mapping=mapping, holder=holder, now=now)
 
 
-def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **fields) -> SyncRun:
+def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **fields: Any) -> SyncRun:
     claimed = SyncRun.objects.filter(pk=queued_run.pk, status=SyncRun.Status.QUEUED).update(
         status=SyncRun.Status.RUNNING, full_sync=full_sync, started_at=now, heartbeat_at=now, **fields
     )
@@ -182,7 +183,7 @@ def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **f
 
 
 def create_run(
-    *, mapping: SabitoMapping, full_sync: bool, trigger: str, status: str, now: datetime, **fields
+    *, mapping: SabitoMapping, full_sync: bool, trigger: str, status: str, now: datetime, **fields: Any
 ) -> SyncRun:
     return SyncRun.objects.create(
         mapping=mapping, full_sync=full_sync, trigger=trigger, status=status, started_at=now, heartbeat_at=now, **fields

@@ -9,7 +9,7 @@ from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from ..conf import SabitoSettings, load_sabito_settings
-from ..models import SabitoMapping, SyncRun
+from ..models import SabitoMapping, SabitoMappingQuerySet, SyncRun
 
 
 def stale_heartbeat_cutoff(settings: SabitoSettings) -> datetime:
@@ -39,9 +39,9 @@ def active_runs() -> QuerySet[SyncRun]:
     ).order_by(Case(When(status=SyncRun.Status.RUNNING, then=Value(0)), default=Value(1)), "-started_at")
 
 
-def with_sync_running(mappings: QuerySet[SabitoMapping]) -> QuerySet[SabitoMapping]:
+def with_sync_running(mappings: SabitoMappingQuerySet) -> QuerySet[SabitoMapping]:
     """`mappings` annotated with `sync_running` (see `live_runs`), in the same query."""
-    return mappings.with_sync_running(live_runs=live_runs())  # type: ignore[attr-defined]
+    return mappings.with_sync_running(live_runs=live_runs())
 
 
 def is_sync_running(*, mapping: SabitoMapping) -> bool:

@@ -26,7 +26,7 @@ class SyncResult:
     skipped: int = 0
     errors: int = 0
     marked_missing: int = 0
-    error_details: list[dict] = field(default_factory=list)
+    error_details: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     # Whether trying again later may help (HTTP trouble, lost database connection),
     # as opposed to a rejected key or a lock held by another run.
@@ -58,13 +58,13 @@ class SyncResult:
             f"skipped: {self.skipped}, errors: {self.errors} }}"
         )
 
-    def add_error(self, detail: dict) -> None:
+    def add_error(self, detail: dict[str, Any]) -> None:
         self.errors += 1
         if len(self.error_details) < MAX_STORED_ERROR_DETAILS:
             self.error_details.append(detail)
 
 
-def run_counters(result: SyncResult) -> dict:
+def run_counters(result: SyncResult) -> dict[str, Any]:
     """The result's counters as the `SyncRun` fields that keep them."""
     return {
         "customers_processed": result.processed,
@@ -136,7 +136,7 @@ def result_data(result: SyncResult) -> dict[str, Any]:
 
 
 # What a run that did not succeed says when its row carries no error of its own.
-ENDED_WITHOUT_ERROR_TEXT = {
+ENDED_WITHOUT_ERROR_TEXT: dict[str, str] = {
     SyncRun.Status.CANCELLED: "Cancelled on request; what it wrote stays, and the watermark did not move.",
     SyncRun.Status.INTERRUPTED: "Interrupted: its worker was shutting down; the sync resumes in a new run.",
 }

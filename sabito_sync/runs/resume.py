@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -21,7 +22,7 @@ class Resume:
     from_run: SyncRun
     full_sync: bool
     updated_after: datetime | None
-    checkpoint: dict
+    checkpoint: dict[str, Any]
 
     @property
     def note(self) -> str:
@@ -90,7 +91,7 @@ def chain_checkpoint(
     updated_after: datetime | None,
     chain_started_at: datetime,
     resumed: bool,
-) -> dict:
+) -> dict[str, Any]:
     """What every checkpoint of one logical sync (resumed or not) carries besides the
     feed position: enough to tell whether a later run may carry it on."""
     return {

@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection
 
 from .. import metadata
 from ..models import SabitoMapping, SyncRun
+
+if TYPE_CHECKING:
+    from django.db.models import Field
 
 # What `find_resume` reads of the mapping's latest run.
 LATEST_FIELDS = ("id", "status", "started_at", "finished_at", "heartbeat_at", "checkpoint")
@@ -40,7 +46,10 @@ def insert_running_run(run: SyncRun) -> tuple[bool, SyncRun | None]:
     if latest[0] is None:
         return bool(inserted), None
     values = [
-        SyncRun._meta.get_field(name).from_db_value(value, None, connection) if name == "checkpoint" else value
+        # (No expression: JSONField.from_db_value looks at one only for a key transform.)
+        SyncRun._meta.get_field("checkpoint").from_db_value(value, None, connection)  # type: ignore[arg-type]
+        if name == "checkpoint"
+        else value
         for name, value in zip(LATEST_FIELDS, latest, strict=True)
     ]
     return bool(inserted), SyncRun.from_db(connection.alias, LATEST_FIELDS, values)
@@ -57,7 +66,9 @@ def _insert_sql(*, asynchronous_commit: bool) -> str:
     )
     columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
     placeholders = ", ".join(["%s"] * len(meta.concrete_fields))
-    latest = ", ".join(f"latest.{quote(meta.get_field(name).column)}" for name in LATEST_FIELDS)
+    latest = ", ".join(
+        f"latest.{quote(cast('Field[Any, Any]', meta.get_field(name)).column)}" for name in LATEST_FIELDS
+    )
     # The CTEs share the statement's snapshot: `latest` cannot see the row inserted
     # beside it. ON CONFLICT names the running-run index (its predicate included), so
     # a held mapping inserts nothing instead of failing the statement.
@@ -81,11 +92,11 @@ def finish_run_and_record_outcome(
     *,
     run: SyncRun,
     mapping: SabitoMapping,
-    values: dict,
-    summary: dict,
+    values: dict[str, Any],
+    summary: dict[str, Any],
     watermark: str | None,
-    finished_at,
-) -> tuple[bool, dict | None]:
+    finished_at: datetime,
+) -> tuple[bool, dict[str, Any] | None]:
     """Set `values` on the run if it is still running and, in the same statement, put
     `summary` on its mapping's metadata and move the watermark to `watermark` (if
     given) unless the mapping was re-pointed since the run started. Returns (whether
@@ -110,7 +121,8 @@ def finish_run_and_record_outcome(
         still_ours, stored = cursor.fetchone()
     if stored is None:
         return bool(still_ours), None
-    return bool(still_ours), meta.get_field("metadata").from_db_value(stored, None, connection)
+    # (No expression: JSONField.from_db_value looks at one only for a key transform.)
+    return bool(still_ours), meta.get_field("metadata").from_db_value(stored, None, connection)  # type: ignore[arg-type]
 
 
 @functools.cache
@@ -119,7 +131,8 @@ def _finish_sql(fields: tuple[str, ...], *, asynchronous_commit: bool) -> str:
     run_pk, status = quote(run_meta.pk.column), quote(run_meta.get_field("status").column)
     stored = quote(mapping_meta.get_field("metadata").column)
     business, tenant, updated_at, mapping_pk = (
-        quote(mapping_meta.get_field(name).column) for name in ("sabito_business_id", "tenant", "updated_at", "id")
+        quote(cast("Field[Any, Any]", mapping_meta.get_field(name)).column)
+        for name in ("sabito_business_id", "tenant", "updated_at", "id")
     )
     # The metadata an operator may have edited by hand into something not an object
     # is replaced, as `metadata.with_outcome` does with what it cannot copy.
@@ -149,7 +162,7 @@ def _finish_sql(fields: tuple[str, ...], *, asynchronous_commit: bool) -> str:
     """
 
 
-def record_run_progress(*, run_id, values: dict) -> bool:
+def record_run_progress(*, run_id: uuid.UUID, values: dict[str, Any]) -> bool:
     """Set `values` (field name → value) on the run if it is still running; False if it
     no longer is (it was taken over). The ORM's update() would build this statement
     afresh for every batch, which costs more than running it."""
@@ -157,7 +170,8 @@ def record_run_progress(*, run_id, values: dict) -> bool:
     params = [*_run_values(values), SyncRun._meta.pk.get_db_prep_value(run_id, connection), SyncRun.Status.RUNNING]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount > 0
+        updated: int = cursor.rowcount
+        return updated > 0
 
 
 @functools.cache
@@ -170,12 +184,15 @@ def _run_progress_sql(vendor: str, fields: tuple[str, ...]) -> str:
 def _run_assignments(fields: tuple[str, ...]) -> str:
     """`column = %s, ...` for these SyncRun fields, in order (see `_run_values`)."""
     meta, quote = SyncRun._meta, connection.ops.quote_name
-    return ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in fields)
+    return ", ".join(f"{quote(cast('Field[Any, Any]', meta.get_field(name)).column)} = %s" for name in fields)
 
 
-def _run_values(values: dict) -> list:
+def _run_values(values: dict[str, Any]) -> list[Any]:
     """The database values of SyncRun field values (field name → value), in order."""
-    return [SyncRun._meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    return [
+        cast("Field[Any, Any]", SyncRun._meta.get_field(name)).get_db_prep_save(value, connection)
+        for name, value in values.items()
+    ]
 
 
 def _one_row(asynchronous_commit: bool) -> str:

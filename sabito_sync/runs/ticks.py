@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -22,6 +23,9 @@ from django.utils import timezone
 
 from ..logs import LOG_PREFIX, log_all_completed
 from ..models import SyncTick, SyncTickMapping
+
+if TYPE_CHECKING:
+    from django.db.models import Field
 
 logger = logging.getLogger("sabito_sync.ticks")
 
@@ -38,18 +42,18 @@ def start_tick(*, expected: int, full_sync: bool, trigger: str) -> str | None:
     return str(tick.pk)
 
 
-def tick_kwargs(tick_id: str | None) -> dict:
+def tick_kwargs(tick_id: str | None) -> dict[str, str]:
     """The keyword arguments that make a mapping task count towards its tick."""
     return {TICK_KWARG: tick_id} if tick_id else {}
 
 
-def mapping_finished(*, tick_id: str, mapping_id: str, result: dict | None) -> bool:
+def mapping_finished(*, tick_id: str, mapping_id: str, result: dict[str, Any] | None) -> bool:
     """Count one mapping of a tick as finished with `result` (the task's return value;
     None when it raised). Returns True for the call that completed the tick."""
     return mappings_finished(tick_id=tick_id, results={mapping_id: result})
 
 
-def mappings_finished(*, tick_id: str, results: dict[str, dict | None]) -> bool:
+def mappings_finished(*, tick_id: str, results: dict[str, dict[str, Any] | None]) -> bool:
     """Count mappings of a tick as finished, each (mapping id → its result, as
     `mapping_finished` takes it) at most once however often it is counted: a chunk
     of mappings costs the statements of one. Returns True for the call that
@@ -95,7 +99,9 @@ def newly_counted(*, tick_id: str, mapping_ids: list[str]) -> set[str]:
     DO NOTHING ... RETURNING says which rows are new in the same statement (PostgreSQL,
     and SQLite from 3.35)."""
     meta, quote = SyncTickMapping._meta, connection.ops.quote_name
-    tick_column, mapping_column = (quote(meta.get_field(name).column) for name in ("tick", "mapping_id"))
+    tick_column, mapping_column = (
+        quote(cast("Field[Any, Any]", meta.get_field(name)).column) for name in ("tick", "mapping_id")
+    )
     tick_value = meta.get_field("tick").get_db_prep_value(tick_id, connection)
     mapping_field = meta.get_field("mapping_id")
     params = []
@@ -115,14 +121,15 @@ def log_summary(*, total_tenants: int, created: int, updated: int, errors: int) 
     log_all_completed(logger, total_tenants=total_tenants, created=created, updated=updated, errors=errors)
 
 
-def count_chunk_safely(*, tick_id: str, results: dict[str, dict | None]) -> None:
+def count_chunk_safely(*, tick_id: str, results: dict[str, dict[str, Any] | None]) -> None:
     try:
         mappings_finished(tick_id=tick_id, results=results)
     except Exception:  # counting is bookkeeping: it must never fail the task
         logger.exception("%s Could not count %d mappings towards tick %s", LOG_PREFIX, len(results), tick_id)
 
 
-def count_safely(*, tick_id: str, mapping_id, result) -> None:
+def count_safely(*, tick_id: str, mapping_id: Any, result: Any) -> None:
+    # The mapping's id and the task's return value as the task's signal carries them.
     try:
         mapping_finished(tick_id=tick_id, mapping_id=mapping_id, result=result)
     except Exception:  # counting is bookkeeping: it must never fail the task

@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
 
 from ..models import Membership, Tenant
 
+if TYPE_CHECKING:
+    # django-stubs' placeholder for the user model: its mypy plugin makes it the
+    # project's AUTH_USER_MODEL (the model `request.user` is typed with).
+    from django.contrib.auth.models import _User
+
+# A user as Django's authentication hands them over (`request.user`): the project's
+# user model, or the anonymous user.
+User: TypeAlias = "_User | AnonymousUser"
 # The user acting, or None for the platform itself (a management command, a
 # scheduled task), which is trusted.
-Actor: TypeAlias = AbstractBaseUser | AnonymousUser | None
+Actor: TypeAlias = "_User | AnonymousUser | None"
 
 APP_LABEL = "sabito_sync"
 
@@ -83,22 +91,32 @@ class ActionRefused(Exception):
 # (each action still checks its own permission).
 OPERATOR_PERMISSIONS = tuple(f"{APP_LABEL}.{verb}_sabitomapping" for verb in ("view", "add", "change", "delete"))
 
+
+class Unknown(enum.Enum):
+    """The type of `UNKNOWN` (a one-member enum, so type checkers can tell it from a role)."""
+
+    UNKNOWN = "unknown"
+
+
 # Passed as `role` when the caller has not looked the role up yet.
-UNKNOWN = object()
+UNKNOWN = Unknown.UNKNOWN
+
+# A role argument: the user's role in the tenant, None (no membership) or UNKNOWN.
+RoleArg: TypeAlias = str | Literal[Unknown.UNKNOWN] | None
 
 
-def tenant_role(user, tenant: Tenant | None) -> str | None:
+def tenant_role(user: User, tenant: Tenant | None) -> str | None:
     """The user's role in the tenant, or None without a membership."""
-    if tenant is None or not getattr(user, "is_authenticated", False):
+    if tenant is None or not user.is_authenticated:
         return None
     return Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
 
 
-def is_platform_operator(user) -> bool:
+def is_platform_operator(user: User) -> bool:
     return any(user.has_perm(permission) for permission in OPERATOR_PERMISSIONS)
 
 
-def may(user, action: Action, *, tenant: Tenant | None, role=UNKNOWN) -> bool:
+def may(user: User, action: Action, *, tenant: Tenant | None, role: RoleArg = UNKNOWN) -> bool:
     """Whether `user` may do `action` in `tenant`. `role` is the user's role there
     when already known (None: not a member), to spare a query."""
     rule = action.value
@@ -109,7 +127,7 @@ def may(user, action: Action, *, tenant: Tenant | None, role=UNKNOWN) -> bool:
     return any(user.has_perm(permission) for permission in rule.permissions)
 
 
-def ensure_may(actor, action: Action, *, tenant: Tenant | None, role=UNKNOWN) -> None:
+def ensure_may(actor: Actor, action: Action, *, tenant: Tenant | None, role: RoleArg = UNKNOWN) -> None:
     """Raise `ActionRefused` unless `actor` may do `action` in `tenant`. An actor of
     None is the platform itself (management commands, scheduled tasks): trusted."""
     if actor is not None and not may(actor, action, tenant=tenant, role=role):

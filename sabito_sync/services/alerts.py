@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +45,7 @@ def sign(body: bytes, *, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def failures_in_a_row(*, mapping_id, before: datetime | None = None) -> int:
+def failures_in_a_row(*, mapping_id: uuid.UUID, before: datetime | None = None) -> int:
     """Failed runs of the mapping since its latest success (both started before
     `before`, when given). Refused triggers (already running) neither count nor break it."""
     runs = SyncRun.objects.filter(mapping_id=mapping_id)

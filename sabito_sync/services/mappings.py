@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -102,7 +103,8 @@ def update_mapping(
         changes["business_name"] = business_name
     if is_active is not None and is_active != mapping.is_active:
         changes["is_active"] = is_active
-    repoint: dict[str, object] = {}
+    # Model field name -> new value (a string, a UUID, then the tenant itself).
+    repoint: dict[str, Any] = {}
     if sabito_business_id is not None and sabito_business_id != mapping.sabito_business_id:
         repoint["sabito_business_id"] = sabito_business_id
     if tenant_id is not None and tenant_id != mapping.tenant_id:
@@ -130,7 +132,7 @@ def update_mapping(
     return repoint_mapping(actor=actor, mapping=mapping, changes=changes | repoint)
 
 
-def repoint_mapping(*, actor: Actor, mapping: SabitoMapping, changes: dict) -> SabitoMapping:
+def repoint_mapping(*, actor: Actor, mapping: SabitoMapping, changes: dict[str, Any]) -> SabitoMapping:
     try:
         with transaction.atomic():
             # Locked like a finishing run locks it, so no run can record an outcome

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -23,14 +24,14 @@ from ..models import AppliedSchedule, SyncRun
 from . import queueing
 
 if TYPE_CHECKING:
-    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 logger = logging.getLogger("sabito_sync.schedule")
 
 PERIODIC_TASK_NAME = "Sabito sync: all active mappings"
 
 
-def ensure_periodic_sync_schedule():
+def ensure_periodic_sync_schedule() -> PeriodicTask:
     """Create the periodic sync row, or write to it the settings that changed since
     they were last applied; returns the row.
 
@@ -96,7 +97,7 @@ def ensure_periodic_sync_schedule():
     return task
 
 
-def crontab_for(expression: str):
+def crontab_for(expression: str) -> CrontabSchedule:
     from django_celery_beat.models import CrontabSchedule
 
     minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
@@ -120,7 +121,7 @@ def state(enabled: bool) -> str:
     return "enabled" if enabled else "disabled"
 
 
-def describe_origin(settings: SabitoSettings, applied_at) -> str:
+def describe_origin(settings: SabitoSettings, applied_at: datetime) -> str:
     return (
         "Incremental Sabito sync of every active mapping, created by the sabito_sync app from "
         f"SABITO_SYNC_INTERVAL='{settings.sync_interval}' (UTC) and SABITO_SYNC_ENABLED={flag(settings.sync_enabled)}, "
@@ -133,7 +134,7 @@ REAPER_TASK_NAME = "Sabito sync: recover dead runs"
 REAPER_EVERY_SECONDS = 60
 
 
-def ensure_reaper_schedule():
+def ensure_reaper_schedule() -> PeriodicTask:
     """The reaper's row (every minute), created when missing and otherwise left as
     the operator has it: it has no settings to apply."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -162,7 +163,7 @@ PRUNE_PERIODIC_TASK_NAME = "Sabito sync: delete old runs"
 PRUNE_CRON = "17 3 * * *"  # daily, at a quiet minute (UTC)
 
 
-def ensure_prune_schedule():
+def ensure_prune_schedule() -> PeriodicTask:
     """Create the daily prune row if it is missing. Once created it is the operator's
     (pause or reschedule it in the admin); the retention itself is read at run time."""
     from django_celery_beat.models import PeriodicTask

@@ -34,7 +34,7 @@ class RunAlreadyFinished(Exception):
 class SyncQueueUnavailable(Exception):
     """The broker refused a sync; `request` says what was done before it did."""
 
-    def __init__(self, message: str, *, request: SyncRequest):
+    def __init__(self, message: str, *, request: SyncRequest) -> None:
         super().__init__(message)
         self.request = request
 
