@@ -40,7 +40,7 @@ class MappingDeletionMixin(_ModelAdminBase):
     def deletion_refusal(self, objs) -> str | None:
         try:
             mapping_service.ensure_no_sync_running(
-                self.mappings_deleted_with(objs),
+                mappings=self.mappings_deleted_with(objs),
                 to=f"delete the {self.opts.verbose_name} (pause the mapping meanwhile)",
             )
         except SyncIsRunning as exc:

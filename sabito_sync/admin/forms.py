@@ -23,7 +23,9 @@ class SabitoMappingForm(forms.ModelForm):
         repointed = {"sabito_business_id", "tenant"} & set(self.changed_data)
         if self.instance.pk and repointed:
             try:
-                mapping_service.ensure_no_sync_running([self.instance], to="change its Sabito business or tenant")
+                mapping_service.ensure_no_sync_running(
+                    mappings=[self.instance], to="change its Sabito business or tenant"
+                )
             except SyncIsRunning as exc:
                 raise ValidationError(str(exc)) from None
         return cleaned

@@ -19,6 +19,7 @@ from ..logs import LOG_PREFIX
 from ..models import SabitoMapping, SyncRun
 from . import sql
 from .queries import running_run_of, stale_heartbeat_cutoff
+from .reaper import abandon
 from .result import RunNotQueued, SyncAlreadyRunning
 from .resume import Resume, find_resume, resume_from
 
@@ -220,12 +221,4 @@ def take_over(*, mapping: SabitoMapping, holder: SyncRun, now: datetime) -> None
         holder.heartbeat_at.isoformat(),
     )
     # Conditional on the heartbeat we saw, so two contenders cannot both win.
-    SyncRun.objects.filter(pk=holder.pk, status=SyncRun.Status.RUNNING, heartbeat_at=holder.heartbeat_at).update(
-        status=SyncRun.Status.FAILED,
-        finished_at=now,
-        stop_reason=SyncRun.StopReason.ABANDONED,
-        error_message=(
-            f"Abandoned: no progress since {holder.heartbeat_at.isoformat()} "
-            "(the worker probably died); the watermark was not moved."
-        ),
-    )
+    abandon(holder, now=now, afterwards="this run took the mapping over")

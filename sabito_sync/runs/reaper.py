@@ -3,6 +3,8 @@ when their heartbeat went stale, and handed back to be queued again."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.utils import timezone
 
 from ..conf import SabitoSettings
@@ -30,16 +32,23 @@ def reap_dead_runs(*, settings: SabitoSettings) -> list[SyncRun]:
         ):
             reaped.append(run)
     for run in SyncRun.objects.filter(status=SyncRun.Status.RUNNING, heartbeat_at__lt=stale_heartbeat_cutoff(settings)):
-        # Conditional on the heartbeat seen, so a run that just came back to life
-        # (or another reaper) is left alone.
-        if SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
+        if abandon(run, now=now, afterwards="the sync was queued again"):
+            reaped.append(run)
+    return reaped
+
+
+def abandon(run: SyncRun, *, now: datetime, afterwards: str) -> bool:
+    """End `run` as failed because its worker died (`stop_reason` ABANDONED), saying
+    what happens `afterwards`; False when it is no longer running with the heartbeat
+    seen: it came back to life, or another reaper or contender ended it first."""
+    return bool(
+        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
             status=SyncRun.Status.FAILED,
             finished_at=now,
             stop_reason=SyncRun.StopReason.ABANDONED,
             error_message=(
-                f"Abandoned: no heartbeat since {run.heartbeat_at.isoformat()} (its worker died); "
-                "the watermark was not moved and the sync was queued again."
+                f"Abandoned: no progress since {run.heartbeat_at.isoformat()} (its worker died); "
+                f"the watermark was not moved and {afterwards}."
             ),
-        ):
-            reaped.append(run)
-    return reaped
+        )
+    )

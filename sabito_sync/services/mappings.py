@@ -39,7 +39,7 @@ class SyncIsRunning(Exception):
     """The change must wait for the mapping's running sync to finish."""
 
 
-def ensure_no_sync_running(mappings: Iterable[SabitoMapping], *, to: str) -> None:
+def ensure_no_sync_running(*, mappings: Iterable[SabitoMapping], to: str) -> None:
     """Raise `SyncIsRunning` if any of `mappings` is syncing; `to` completes
     "… once it has finished, …" (what the caller wanted to do)."""
     running = list(
@@ -138,7 +138,7 @@ def repoint_mapping(*, actor: Actor, mapping: SabitoMapping, changes: dict[str, 
             # Locked like a finishing run locks it, so no run can record an outcome
             # (and a watermark for the old business) in between.
             locked = SabitoMapping.objects.select_for_update().select_related("tenant").get(pk=mapping.pk)
-            ensure_no_sync_running([locked], to="change its Sabito business or tenant")
+            ensure_no_sync_running(mappings=[locked], to="change its Sabito business or tenant")
             old_business, old_tenant = locked.sabito_business_id, locked.tenant
             for name, value in changes.items():
                 setattr(locked, name, value)
@@ -175,7 +175,7 @@ def delete_mapping(*, actor: Actor, mapping: SabitoMapping) -> None:
     ensure_may(actor, Action.DELETE, tenant=mapping.tenant)
     with transaction.atomic():
         ensure_no_sync_running(
-            [mapping], to="delete the mapping (pause it meanwhile to keep it out of scheduled syncs)"
+            mappings=[mapping], to="delete the mapping (pause it meanwhile to keep it out of scheduled syncs)"
         )
         mapping.delete()
     logger.info("%s Mapping deleted: %s, by %s", LOG_PREFIX, mapping, actor_name(actor))

@@ -54,7 +54,7 @@ class SyncRequest:
     already_running: list[SabitoMapping] = field(default_factory=list)
 
 
-def ensure_may_sync(actor: Actor, mappings: list[SabitoMapping]) -> None:
+def ensure_may_sync(*, actor: Actor, mappings: list[SabitoMapping]) -> None:
     """Syncing is MANAGE in each tenant the mappings belong to, checked once per tenant."""
     for tenant in {mapping.tenant_id: mapping.tenant for mapping in mappings}.values():
         ensure_may(actor, Action.MANAGE, tenant=tenant)
@@ -65,7 +65,7 @@ def request_sync(*, actor: Actor, mappings: Iterable[SabitoMapping], full_sync: 
     here spares a pointless task; the run lock in the engine is what guarantees one
     run per mapping (a sync queued twice is refused there and recorded)."""
     mappings = list(mappings)
-    ensure_may_sync(actor, mappings)
+    ensure_may_sync(actor=actor, mappings=mappings)
     running_ids = set(live_runs().filter(mapping__in=mappings).values_list("mapping_id", flat=True))
     request = SyncRequest()
     for mapping in mappings:
@@ -179,7 +179,7 @@ def sync_all_now(
     if mappings is None:
         mappings = SabitoMapping.objects.active().select_related("tenant")
     mappings = list(mappings)
-    ensure_may_sync(actor, mappings)
+    ensure_may_sync(actor=actor, mappings=mappings)
     return sync_all_mappings(full_sync=full_sync, trigger=trigger, mappings=mappings)
 
 
