@@ -1,15 +1,7 @@
 """Which sync a log line belongs to: the mapping, business, tenant and run ids, added
-to every record logged while a sync runs.
-
-The engine decorates `sync_mapping` with `sync_log_context` and calls `bind(run_id=...)`
-once its run exists; `SyncContextFilter` (on the console handler, see settings.LOGGING)
-copies the ids onto each record, where the JSON formatter prints them as fields. The
-ids live in a context variable, so threads and workers syncing other mappings at the
-same time never see each other's. A thread the engine starts sees them only if it
-runs in a copy of the context (`contextvars.copy_context().run`).
-
-No Django imports: logging is configured before the apps are loaded.
-"""
+to every record logged while a sync runs, from a context variable
+(docs/architecture.md, "Which sync a log line belongs to"). No Django imports:
+logging is configured before the apps are loaded."""
 
 from __future__ import annotations
 

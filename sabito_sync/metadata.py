@@ -61,7 +61,7 @@ def outcome_summary(*, result, full_sync: bool, synced_at: str) -> dict:
 def with_outcome(metadata, *, result, full_sync: bool, synced_at: str, watermark: str | None) -> dict:
     """A copy of `metadata` holding the summary of a finished run (a `SyncResult`),
     and its new watermark if it moved one. (On PostgreSQL the run's end writes the
-    same keys in SQL: `run_sql`.)"""
+    same keys in SQL: `runs.sql`.)"""
     updated = dict(metadata or {})
     updated[LAST_RESULT] = outcome_summary(result=result, full_sync=full_sync, synced_at=synced_at)
     if watermark is not None:

@@ -106,7 +106,7 @@ class SabitoMappingQuerySet(models.QuerySet):
 
     def with_sync_running(self, *, live_runs: models.QuerySet[SyncRun]) -> SabitoMappingQuerySet:
         """Each mapping annotated with `sync_running`: whether one of `live_runs`
-        (the runs that count as holding their mapping's lock; `mappings.live_runs`
+        (the runs that count as holding their mapping's lock; `runs.queries.live_runs`
         says which) is a run of it, in the same query."""
         return self.annotate(sync_running=Exists(live_runs.filter(mapping=OuterRef("pk"))))
 

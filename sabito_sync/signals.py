@@ -1,25 +1,7 @@
-"""Signals for the host CRM, sent by the sync engine.
-
-`sync_finished` (every run that was started, once its outcome is recorded)
-    sender: SabitoMapping; kwargs: mapping, result (the engine's SyncResult: success,
-    created, updated, skipped, errors, error, run_id, ...).
-
-`customers_synced` (after each page's transaction commits)
-    sender: SabitoMapping; kwargs: mapping, run_id, tenant_id, created_ids,
-    updated_ids (Customer primary keys). The page is written with bulk statements,
-    which send no `post_save`: this is the signal to react to synced customers.
-
-Both are sent robustly: a receiver that raises is logged and never fails the sync.
-Receivers run in the worker, inside the sync: queue slow work (a Celery task) rather
-than doing it there. Connect them in your app's `AppConfig.ready()`, e.g.
-
-    from sabito_sync.signals import customers_synced
-
-    def reindex(sender, *, created_ids, updated_ids, **kwargs):
-        search_index.update_customers.delay([str(pk) for pk in created_ids + updated_ids])
-
-    customers_synced.connect(reindex)
-"""
+"""Signals for the host CRM, sent by the sync engine: `sync_finished` once a started
+run is recorded, `customers_synced` after each batch of pages commits (the README's
+"Alerts, and signals for the host CRM" lists their arguments). A receiver that raises
+is logged and never fails the sync; connect yours in your `AppConfig.ready()`."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""Every Celery task of the app: thin interfaces over the services and the engine.
-Their names are a contract with queued messages and beat rows (`services.queueing`).
-
-Every task is safe to run twice (Celery delivers at least once): a sync is an
-idempotent upsert guarded by the per-mapping run lock, so a redelivered task either
-finds the mapping already synced (records skipped) or already running (refused).
-
-A beat tick or start-up sync sends its mappings in chunks (`sync_mapping_chunk_task`):
-most mappings of a tick find nothing new, and then a task's message, lookup and
-bookkeeping per mapping would cost more than the sync itself.
-"""
+"""Every Celery task of the app: thin interfaces over the services and the engine. The
+names are a contract with queued messages and beat rows (`services.queueing`). Every
+task is safe to run twice: a sync is an idempotent upsert behind its mapping's lock."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def last_sync_result(mapping: SabitoMapping) -> dict:
 
 
 def active_run(mapping: SabitoMapping) -> SyncRun | None:
-    """The mapping's running run, or else its latest queued one (`mappings.active_runs`),
+    """The mapping's running run, or else its latest queued one (`runs.queries.active_runs`),
     from the admin's prefetch when there is one."""
     runs = getattr(mapping, "active_runs", None)
     if runs is None:

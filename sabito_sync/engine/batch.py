@@ -1,32 +1,7 @@
-"""A batch of pages of validated records matched to the tenant's customers and
-written, and, after a complete full sync, the customers Sabito no longer has marked
-missing.
-
-A batch (a few pages, `SABITO_WRITE_BATCH_RECORDS` records) is matched in Python
-against the candidates one query finds, then written in the same few statements
-whatever it holds (`page_sql`), in one transaction with the run's counters, pages
-done and checkpoint, so the run always describes what is committed.
-
-On a re-sync most records are stored already, exactly as they come: first one query
-finds the records whose customer was written from the very same record (its
-fingerprint, `records.fingerprint_key`), which are skipped unread; only the others
-are validated (if the prefetcher left them as received) and matched.
-
-On a first load most records are new, and the candidates query would find nothing
-for them: such a batch is written without it. It is planned as if the tenant had
-none of its customers and inserted; the unique indexes on (tenant, Sabito id) and
-(tenant, lower(email)) refuse the insert if it had any, and then the batch is undone
-and written as any other. So it is written as the query would have had it.
-
-Sabito is the source of truth for emails too, and people change theirs: two customers
-swap addresses, one takes the address another gave up. An address held by a customer
-linked to another Sabito record therefore blocks a record only while that record
-still has it. Held by a record of the same batch that moves it elsewhere, it is
-released first (the batch blanks the moving customers' old addresses before writing,
-so the unique index never sees both); held by a record not in the batch, the record
-is deferred and tried again once every batch is written, when its holder may have
-moved on. Only what still conflicts then is an error.
-"""
+"""A batch of pages matched to the tenant's customers and written in one transaction
+with the run's progress: its plan (create, update, skip, defer, error) and the write.
+Why it is written so, email moves and a first load's batches included:
+docs/architecture.md, "A batch's statements"."""
 
 from __future__ import annotations
 

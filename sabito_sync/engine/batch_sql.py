@@ -1,25 +1,6 @@
-"""A batch's customer reads and writes, in the same statements whatever the batch holds.
-
-The sync engine decides, per batch of pages, which customers to create, update or
-leave alone; this module turns that decision into SQL without building a model
-instance per row: one statement finds the records stored already (by fingerprint),
-one finds the tenant's candidate customers, one inserts the new ones (PostgreSQL: a
-binary COPY) and one updates the changed ones. They run
-even when there is nothing to do (a no-op costs a fraction of a millisecond), so
-every batch costs the same queries; a first load's batch of new customers goes
-without the candidates query (see `page_writer`), one statement fewer.
-
-The keys and changed rows travel as one JSON parameter (an array of arrays) per
-statement, not one placeholder per value: PostgreSQL reads it with
-`jsonb_array_elements`, SQLite (3.33 or later, for UPDATE ... FROM) with `json_each`.
-Encoding one JSON string is far cheaper than having the driver quote thousands of
-values. On PostgreSQL the statements run on a server-binding cursor: Django's default
-cursor binds parameters on the client, which for these large statements costs the
-server noticeably more (and the client a copy of every parameter into the query text).
-The writes have no ON CONFLICT clause, so a customer written meanwhile by someone else
-makes the statement fail with an IntegrityError, which the engine answers by redoing
-the batch record by record.
-"""
+"""A batch's customer reads and writes as SQL: the same few statements whatever the
+batch holds, on PostgreSQL and SQLite, without a model instance per row
+(docs/architecture.md, "A batch's statements")."""
 
 from __future__ import annotations
 

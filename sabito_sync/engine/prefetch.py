@@ -1,14 +1,6 @@
-"""Fetching ahead: the next pages arrive, validated, while the current batch is written.
-
-(On a re-sync, unvalidated: the writer finds most records stored already by their
-fingerprints, and validates only the others; see `PagePrefetcher`.)
-
-Writing is mostly waiting for the database, fetching mostly waiting for Sabito; done
-one after the other a sync takes the sum of both, done side by side only the longer.
-The writer takes the pages in batches (`PagePrefetcher.batches`): each database round
-costs about the same whether it carries one page or twenty, so fewer, fuller rounds
-are most of what a large sync can save.
-"""
+"""Fetching ahead: a background thread fetches (and, but on a re-sync, validates) the
+next pages while the current batch is written, and hands them over in batches
+(docs/architecture.md, "Fetching ahead")."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
-"""The Sabito sync: one mapping's sync, and every mapping's in turn.
-
-For one mapping a sync reads top to bottom: open a `SyncRun` (the per-mapping lock,
-`runs`), fetch Sabito's customers page by page (`prefetch`, over the `client`),
-validate each record (`records`), match them to customers of the mapping's tenant and
-write them a batch of pages at a time, each batch in one transaction (`page_writer`,
-over `page_sql`), and finally record the result and, only if every page was fetched
-and written, move the incremental watermark (`runs`). A record whose customer was
-written from the very same record (its fingerprint) is skipped without being
-validated or matched again: most of a re-sync.
-"""
+"""The sync of one mapping, top to bottom, and of every mapping in turn. The README's
+"How a sync works" tells the story step by step, naming each step's module."""
 
 from __future__ import annotations
 
@@ -77,7 +68,7 @@ def sync_mapping(
     # changed since: a full sync finds them by their fingerprints from the first
     # batch on (and an incremental one loses next to nothing by trying).
     expect_stored = mapping.last_synced_at is not None
-    # Records waiting for an address another customer holds (see `page_writer`).
+    # Records waiting for an address another customer holds (see `batch`).
     deferred: list[dict[str, Any]] = list(resume.checkpoint.get("deferred") or []) if resume else []
     with RunPulse(run, interval=settings.heartbeat_seconds) as pulse:
         try:

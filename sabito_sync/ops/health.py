@@ -1,16 +1,7 @@
-"""Health for load balancers and Kubernetes probes, and beat's heartbeat.
-
-- `GET /healthz`: the process is up and answering (no database, no broker), for
-  liveness probes: restarting a web process never fixes a database outage.
-- `GET /readyz`: this process can do its work: the database answers, every migration
-  is applied, the broker accepts a connection, and beat has run its loop within twice
-  its longest sleep. 200 or 503, with each check's verdict as JSON.
-- `GET /metrics`: Prometheus (`sabito_sync.ops.metrics`).
-
-`ProbeMiddleware` answers these paths before any other middleware: probes and
-Prometheus address a container by its IP over plain HTTP, which ALLOWED_HOSTS and the
-production HTTPS redirect would refuse, and none of these answers uses the Host header.
-"""
+"""Probes: `/healthz` (the process answers), `/readyz` (database, migrations, broker and
+beat, as JSON, 200 or 503) and, through `ProbeMiddleware`, `/metrics`; answered before
+any other middleware, since probes address a container by IP over plain HTTP. Also
+beat's scheduler, which records that beat is alive."""
 
 from __future__ import annotations
 

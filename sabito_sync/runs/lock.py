@@ -75,7 +75,7 @@ def open_run_in_one_statement(
     *, mapping: SabitoMapping, full_sync: bool, trigger: str, settings: SabitoSettings, worker: str
 ) -> tuple[SyncRun, Resume | None]:
     """`open_run` on PostgreSQL: the insert that takes the lock also reads the latest
-    run (`run_sql`), so a run that resumes nothing costs one statement. The run is
+    run (`runs.sql`), so a run that resumes nothing costs one statement. The run is
     inserted as a fresh sync; the rare one that resumes is then given the resumed
     sync's kind and checkpoint before it fetches anything."""
     stale_before = stale_heartbeat_cutoff(settings)

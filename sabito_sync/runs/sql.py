@@ -1,15 +1,5 @@
-"""A run's start and end on PostgreSQL, in one statement each, and its progress.
-
-Most runs of a beat tick find nothing new: the run's bookkeeping is then all the
-database work there is, so it is what a tick of thousands of mappings pays for. The
-ORM spends five statements on it (the latest run, the insert, the run's end, the
-mapping locked and saved), each built afresh on every call, plus a transaction's
-round trips. Here the start is one INSERT that also reads the mapping's latest run,
-and the end one UPDATE of the run that, in the same statement, writes the outcome
-onto the mapping; both are built once. Every other database takes the ORM's way
-(`runs`), with the same meaning. The progress a run records with every batch it
-writes is one UPDATE built once, on every database.
-"""
+"""A run's start and end in one statement each on PostgreSQL, and the progress it
+records with every batch (docs/architecture.md, "A run's start and end")."""
 
 from __future__ import annotations
 

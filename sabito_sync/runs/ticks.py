@@ -1,15 +1,6 @@
-"""The summary of a fan-out: "[Sabito Sync] All tenants sync completed: { ... }" once,
-when the last mapping task of a beat tick or a start-up sync finishes.
-
-The fan-out task records a `SyncTick` with the number of mappings it queues and
-passes its id to each of its chunk tasks (`tick_kwargs`). When a chunk ends it counts
-its mappings in one transaction (`mappings_finished`); a mapping retried alone is
-counted by its own task: when that returns, Celery's `task_success` (or
-`task_failure`) signal's receiver (`sabito_sync.receivers`) calls `count_safely`. The finisher whose update completes
-the count claims the tick and logs the summary. No worker ever waits for another, and
-a mapping Celery delivers twice is counted once (`SyncTickMapping` is unique per tick
-and mapping).
-"""
+"""A fan-out's count of its finished mappings, and its summary line ("All tenants sync
+completed") logged once, by whichever task finishes last; a mapping delivered twice
+counts once (docs/architecture.md, "A fan-out's summary")."""
 
 from __future__ import annotations
 

@@ -1,19 +1,8 @@
-"""Who may do what with Sabito mappings: one definition for the API, the admin,
-the mapping service and the documentation's table.
-
-Two kinds of people act on mappings:
-
-- Tenant roles (`Membership`) act only inside their own tenant: members read;
-  tenant admins also rename a mapping, pause or resume it, and trigger and cancel its syncs.
-- Platform operators act through Django's model permissions on `SabitoMapping`
-  (superusers hold them all), in any tenant. Connecting a business (creating a
-  mapping), re-pointing a mapping at another business or tenant, and deleting one
-  need them and no tenant role is enough: a single Sabito API key reads every
-  business, so whoever may connect a business may read its customers.
-
-`is_staff` grants nothing here: it only lets a user log into the admin, where the
-model permissions decide again.
-"""
+"""Who may do what with Sabito mappings, one definition for the API, the admin and the
+services. Tenant roles (`Membership`) act inside their own tenant; platform operators
+act in any tenant through Django's model permissions on `SabitoMapping`, and only they
+connect, re-point or delete a mapping (one Sabito API key reads every business).
+`is_staff` grants nothing here."""
 
 from __future__ import annotations
 

@@ -1,24 +1,6 @@
-"""The tenant's sync status list (`GET /api/sabito/sync/status`), answered from a cache.
-
-Dashboards poll this endpoint, often many at once, and for a tenant with 1,000
-mappings building the list costs ~25 ms of CPU (most of it decoding each mapping's
-metadata). So the rendered answer is cached under a fingerprint of everything it
-shows, read by one cheap aggregate query on every request:
-
-- the tenant's name (every item carries it);
-- how many mappings the tenant has and the latest `updated_at` among them: every
-  write the project makes to a mapping (API, admin, a sync recording its outcome)
-  moves `updated_at`, which the list shows as `lastUpdated` anyway; a deleted
-  mapping changes the count;
-- how many of the mappings have a running sync and the latest start among those
-  runs: a run starting or finishing moves one of them (a finish also writes the
-  mapping in the same transaction).
-
-A change is therefore visible on the very next request. The entries also expire
-after `STATUS_CACHE_SECONDS`, which bounds what the fingerprint could miss: a
-mapping edited with a bare `QuerySet.update()` that leaves `updated_at` alone, or
-two hosts whose clocks disagree so that a newer write carries an older time.
-"""
+"""The tenant's sync status list (`GET /api/sabito/sync/status`), rendered once and
+cached under a fingerprint of everything it shows, so a change shows on the very next
+request (docs/architecture.md, "The status list's cache")."""
 
 from __future__ import annotations
 
