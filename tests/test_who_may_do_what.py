@@ -111,6 +111,18 @@ API = {
         200,
         lambda w: (mapping_row(w).business_name, mapping_row(w).is_active) == ("Renamed", False),
     ),
+    # Permission comes before the body: nothing to change still needs the right to change.
+    "`PATCH /api/sabito/mappings/<id>` with an empty body": Recipe(
+        lambda c, w: c.patch(mapping_url(w.mapping), {}, format="json"), 200
+    ),
+    "`PATCH /api/sabito/mappings/<id>` changing nothing (the values it has)": Recipe(
+        lambda c, w: c.patch(
+            mapping_url(w.mapping),
+            {"businessName": w.mapping.business_name, "sabitoBusinessId": w.mapping.sabito_business_id},
+            format="json",
+        ),
+        200,
+    ),
     "`POST /api/sabito/mappings` (connect a business)": Recipe(
         lambda c, w: c.post(MAPPINGS, {"sabitoBusinessId": "biz-new", "businessName": "New"}, format="json"),
         201,

@@ -274,9 +274,9 @@ class MappingListApi(TenantAPIView):
 
 
 class MappingDetailApi(TenantAPIView):
-    # PATCH: the service checks each change (renaming and pausing are the tenant
-    # admins', re-pointing the operators').
-    actions_by_method = {"GET": Action.READ, "DELETE": Action.DELETE}
+    # PATCH needs MANAGE before its body is read, whatever it holds; the service then
+    # checks each change (re-pointing is the operators' alone).
+    actions_by_method = {"GET": Action.READ, "PATCH": Action.MANAGE, "DELETE": Action.DELETE}
 
     @tenant_operation(
         operation_id="mappings_retrieve",

@@ -95,7 +95,8 @@ def update_mapping(
     sabito_business_id: str | None = None,
     tenant_id: uuid.UUID | None = None,
 ) -> SabitoMapping:
-    """Change what is given (None: unchanged). Renaming and pausing are the tenant's;
+    """Change what is given (None: unchanged). Any update, even one that changes
+    nothing, needs MANAGE in the mapping's tenant. Renaming and pausing are the tenant's;
     re-pointing the mapping at another business or tenant is an operator's, waits for
     a running sync, and resets the watermark so the next sync fetches everything."""
     changes: dict[str, object] = {}
@@ -110,8 +111,9 @@ def update_mapping(
     if tenant_id is not None and tenant_id != mapping.tenant_id:
         repoint["tenant_id"] = tenant_id
 
-    if changes:
-        ensure_may(actor, Action.MANAGE, tenant=mapping.tenant)
+    # Whatever the body says, even nothing: who may not manage the mapping learns
+    # nothing of it here (an empty or unchanged PATCH answers the whole mapping).
+    ensure_may(actor, Action.MANAGE, tenant=mapping.tenant)
     if repoint:
         # Before the tenant is looked up: whether a tenant exists is no business
         # of whoever may not move mappings.
