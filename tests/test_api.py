@@ -979,6 +979,27 @@ def test_unknown_body_field_answers_400(admin, mapping, fake_sabito):
     assert fake_sabito.requests == []
 
 
+def test_a_body_of_many_thousand_keys_is_refused_by_its_count_in_a_small_answer(admin, mapping):
+    body = {f"k{n}": 0 for n in range(150_000)}  # about 2 MB, under the upload limit
+
+    response = admin.patch(mapping_url(mapping), body)
+
+    assert response.status_code == 400
+    assert error_body(response)["message"] == "The body has 150000 fields; at most 50 are accepted."
+    assert len(response.content) < 1000
+    mapping.refresh_from_db()
+    assert mapping.business_name != "k0"
+
+
+def test_an_error_names_a_few_unknown_fields_and_counts_the_rest(admin, mapping):
+    response = admin.patch(mapping_url(mapping), {f"typo{n:02d}": True for n in range(30)})
+
+    assert response.status_code == 400
+    errors = error_body(response)["errors"]
+    assert sorted(errors) == sorted([f"typo{n:02d}" for n in range(10)] + ["non_field_errors"])
+    assert errors["non_field_errors"] == ["And 20 more unknown fields."]
+
+
 @pytest.mark.parametrize(
     "raw",
     ['{"fullSync": tru', "", "[]", '"fullSync"', "null", '{"fullSync": NaN}', "[" * 100_000 + "]" * 100_000],
