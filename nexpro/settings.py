@@ -269,7 +269,11 @@ LOGGING = {
         "sync_context": {"()": "sabito_sync.logcontext.SyncContextFilter"},
     },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # Control characters in a message (a name, a record from Sabito) are escaped.
+        "plain": {
+            "class": "sabito_sync.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(levelname)s %(name)s %(message)s",

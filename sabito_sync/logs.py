@@ -1,7 +1,6 @@
-"""The guide's log lines: every one starts with LOG_PREFIX, so operators can grep one word.
-
-The lines that more than one interface writes are written here, once.
-"""
+"""The guide's log lines: every one starts with LOG_PREFIX, so operators can grep one
+word. The lines that more than one interface writes, written once; the plain log's
+formatter."""
 
 from __future__ import annotations
 
@@ -33,3 +32,37 @@ def log_all_completed(logger: logging.Logger, *, total_tenants: int, created: in
         updated,
         errors,
     )
+
+
+def _control_escapes(*, keep: str = "") -> dict[int, str]:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    codes = [*range(0x20), *range(0x7F, 0xA0)]
+    return {code: named.get(chr(code), f"\\x{code:02x}") for code in codes if chr(code) not in keep}
+
+
+# C0 and C1 control characters and DEL as escapes (`\n`, `\x1b`): in a message every one,
+# in a traceback all but its line breaks.
+MESSAGE_ESCAPES = _control_escapes()
+TRACEBACK_ESCAPES = _control_escapes(keep="\n")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with its control characters escaped, for a line a person reads."""
+    return text.translate(MESSAGE_ESCAPES)
+
+
+class PlainFormatter(logging.Formatter):
+    """The plain log's formatter: a record's message has its control characters escaped,
+    so no value from outside (a business name, a record from Sabito, an error body) can
+    start a forged line of its own or drive the reader's terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        record.message = escape_controls(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
+    def formatException(self, ei: Any) -> str:
+        return super().formatException(ei).translate(TRACEBACK_ESCAPES)

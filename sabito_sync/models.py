@@ -7,14 +7,24 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 
+# C0 and C1 control characters and DEL. A name holding one could forge a log line
+# (CR, LF) or drive an operator's terminal (ESC): refused wherever a person writes one.
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
+no_control_characters = RegexValidator(
+    rf"[{CONTROL_CHARACTERS}]",
+    inverse_match=True,
+    message="Must not contain control characters (line breaks, tabs, escape codes).",
+)
+
 
 class Tenant(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[no_control_characters])
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -119,8 +129,8 @@ class SabitoMapping(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    sabito_business_id = models.CharField(max_length=100, unique=True)
-    business_name = models.CharField(max_length=200)
+    sabito_business_id = models.CharField(max_length=100, unique=True, validators=[no_control_characters])
+    business_name = models.CharField(max_length=200, validators=[no_control_characters])
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sabito_mappings")
     is_active = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)

@@ -510,6 +510,24 @@ def test_saving_the_mapping_form_never_puts_back_a_stale_watermark(admin_client,
     assert mapping.metadata["lastSyncResult"]["created"] == 1
 
 
+# (A form trims whitespace at either end, a final newline included, before it validates.)
+@pytest.mark.parametrize("name", ["Acme\nERROR forged", "Acme\x1b[2J", "Acme\t Ltd"])
+def test_the_mapping_form_refuses_a_name_with_control_characters(admin_client, mapping, name):
+    form = {
+        "business_name": name,
+        "sabito_business_id": mapping.sabito_business_id,
+        "tenant": str(mapping.tenant_id),
+        "is_active": "on",
+    }
+
+    response = admin_client.post(change_url(mapping), form)
+
+    assert response.status_code == 200  # the form again, with its error
+    assert "Must not contain control characters" in text(response)
+    mapping.refresh_from_db()
+    assert mapping.business_name != name
+
+
 def test_deleting_a_mapping_takes_its_runs_with_it(admin_client, mapping):
     make_run(mapping)
 

@@ -979,6 +979,27 @@ def test_unknown_body_field_answers_400(admin, mapping, fake_sabito):
     assert fake_sabito.requests == []
 
 
+CONTROLLED_NAMES = ["Acme\n2026-12-07 ERROR forged", "Acme\x1b[2J", "Acme\rLtd", "Acme\n", "Acme\x85"]
+
+
+@pytest.mark.parametrize("name", CONTROLLED_NAMES)
+def test_a_name_with_control_characters_is_refused_when_connecting(operator, name):
+    response = operator.post(MAPPINGS, {"sabitoBusinessId": "biz-new", "businessName": name})
+
+    assert response.status_code == 400
+    assert "control characters" in error_body(response)["errors"]["businessName"][0]
+    assert not SabitoMapping.objects.filter(sabito_business_id="biz-new").exists()
+
+
+@pytest.mark.parametrize("name", CONTROLLED_NAMES)
+def test_a_name_with_control_characters_is_refused_when_renaming(admin, mapping, name):
+    response = admin.patch(mapping_url(mapping), {"businessName": name})
+
+    assert response.status_code == 400
+    mapping.refresh_from_db()
+    assert mapping.business_name != name
+
+
 def test_a_body_of_many_thousand_keys_is_refused_by_its_count_in_a_small_answer(admin, mapping):
     body = {f"k{n}": 0 for n in range(150_000)}  # about 2 MB, under the upload limit
 

@@ -56,6 +56,32 @@ def test_json_log_lines_carry_level_logger_timestamp_and_the_sync_ids(transactio
         )
 
 
+def test_a_name_from_outside_cannot_forge_a_plain_log_line_or_drive_the_terminal(transactional_db, sabito_simulator):
+    mapping, _ = simulator_mappings(sabito_simulator)
+    # Stored before names were checked (or written past the API and the admin).
+    hostile = "Acme\n2026-12-07 10:00:00,000 ERROR sabito_sync.sync [Sabito Sync] Sync failed for Bank\x1b[2J"
+    type(mapping).objects.filter(pk=mapping.pk).update(business_name=hostile)
+
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "sabito_sync", "--mapping", str(mapping.pk), "--full"],
+        cwd=ROOT,
+        env=subprocess_env(LOG_FORMAT="plain"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stderr.splitlines()
+    # "<date> <time> <LEVEL> <logger> <message>": no line of level ERROR was written,
+    # by the log or by the command's own progress lines.
+    assert {line.split(" ")[2] for line in lines if line[:2] == "20"} == {"INFO"}
+    assert "\x1b" not in completed.stderr
+    (completed_line,) = [line for line in lines if "Sync completed for" in line]
+    assert "Sync completed for Acme\\n2026-12-07 10:00:00,000 ERROR" in completed_line
+    assert completed_line.count("\\x1b[2J") == 1
+
+
 def test_lines_outside_a_sync_carry_no_sync_ids(caplog, db):
     with caplog.at_level(logging.INFO, logger="sabito_sync"):
         start_tick(expected=0, full_sync=False, trigger="beat")

@@ -8,15 +8,17 @@ once per shape and also describe it in the OpenAPI schema.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .. import metadata
-from ..models import SabitoMapping, SyncRun
+from ..models import CONTROL_CHARACTERS, SabitoMapping, SyncRun
 from ..runs.result import SyncResult, result_data
 
 # A field named `errors` or `data` (the API's own keys) has a `type: ignore[assignment]`:
@@ -42,9 +44,21 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
+class WholeStringRegexValidator(RegexValidator):
+    """A RegexValidator whose pattern must match the whole string: Python's `$` also
+    matches before a final newline, the schema's (ECMAScript's) does not, and the server
+    and the schema must agree."""
+
+    def __call__(self, value: Any) -> None:
+        pattern = re.compile(self.regex) if isinstance(self.regex, str) else self.regex
+        if pattern.fullmatch(str(value)) is None:
+            raise DjangoValidationError(self.message, code=self.code, params={"value": value})
+
+
 class StrictCharField(serializers.CharField):
-    """Only JSON strings (DRF's own field would turn 123 into "123"), with no NUL
-    (PostgreSQL cannot store it) and no whitespace at either end.
+    """Only JSON strings (DRF's own field would turn 123 into "123"), with no control
+    character (NUL PostgreSQL cannot store; CR, LF or ESC would forge a log line) and
+    no whitespace at either end.
 
     The rule is a regex rather than trimming so the schema can state it exactly:
     trimming would accept strings the schema calls too long or blank."""
@@ -54,15 +68,16 @@ class StrictCharField(serializers.CharField):
     # `\s` differ (\x1c-\x1f and \x85 in one, \ufeff in the other), and the server and
     # the schema must agree on every string. Control characters count as blank too.
     BLANK = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-    TEXT_PATTERN = rf"^[^{BLANK}]([^\x00]*[^{BLANK}])?$"
+    TEXT_PATTERN = rf"^[^{BLANK}]([^{CONTROL_CHARACTERS}]*[^{BLANK}])?$"
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
         self.validators.append(
-            RegexValidator(
+            WholeStringRegexValidator(
                 self.TEXT_PATTERN,
-                message="Must not be blank, start or end with whitespace, or contain NUL characters.",
+                message="Must not be blank, start or end with whitespace, or contain control characters "
+                "(NUL, line breaks, tabs, escape codes).",
             )
         )
 

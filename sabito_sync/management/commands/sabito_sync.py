@@ -1,4 +1,5 @@
 """`manage.py sabito_sync`: run the Sabito sync in this process (no broker needed).
+Names and errors from outside are printed with their control characters escaped.
 
 Exit status: 0 when every mapping succeeded, 1 when any failed, 2 for bad usage
 (an unknown or malformed mapping id, invalid settings).
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from sabito_sync.conf import SabitoSettingsError, load_sabito_settings
+from sabito_sync.logs import escape_controls as shown
 from sabito_sync.models import SabitoMapping, SyncRun
 from sabito_sync.runs.result import SyncAlreadyRunning, already_running_result, result_data
 from sabito_sync.services.syncs import request_sync, sync_all_now, sync_now
@@ -85,10 +87,10 @@ class Command(BaseCommand):
             self.stdout.write("No active Sabito mappings to sync.")
         for item in outcome.queued:
             self.stdout.write(
-                f"Queued {'full' if full else 'incremental'} sync of {item.mapping.business_name}: task {item.task_id}"
+                f"Queued {'full' if full else 'incremental'} sync of {shown(item.mapping.business_name)}: task {item.task_id}"
             )
         for running in outcome.already_running:
-            self.stdout.write(f"Not queued, a sync is already running: {running.business_name}")
+            self.stdout.write(f"Not queued, a sync is already running: {shown(running.business_name)}")
 
     def selected_mapping(self, mapping_id: str) -> SabitoMapping:
         try:
@@ -102,7 +104,7 @@ class Command(BaseCommand):
 
     def progress(self, result) -> None:
         if self.verbose and result.processed and result.processed % 1000 < 100:
-            self.stderr.write(f"  {result.business_name}: {result.processed} customers processed so far...")
+            self.stderr.write(f"  {shown(result.business_name)}: {result.processed} customers processed so far...")
 
     def report(self, results) -> None:
         if self.as_json:
@@ -112,15 +114,15 @@ class Command(BaseCommand):
             self.stdout.write("No active Sabito mappings to sync.")
         for result in results:
             style = self.style.SUCCESS if result.success else self.style.ERROR
-            outcome = "OK" if result.success else f"FAILED: {result.error}"
-            self.stdout.write(style(f"{result.business_name} ({result.business_id}): {outcome}"))
+            outcome = "OK" if result.success else f"FAILED: {shown(result.error or '')}"
+            self.stdout.write(style(f"{shown(result.business_name)} ({shown(result.business_id)}): {outcome}"))
             self.stdout.write(
                 f"  processed {result.processed}, created {result.created}, updated {result.updated}, "
                 f"skipped {result.skipped}, errors {result.errors}"
             )
             for detail in result.error_details[:20]:
                 self.stdout.write(
-                    f"  - {detail['sabitoCustomerId'] or '(no id)'} {detail['email'] or ''}: {detail['reason']}"
+                    f"  - {shown(detail['sabitoCustomerId'] or '(no id)')} {shown(detail['email'] or '')}: {shown(detail['reason'])}"
                 )
             if len(result.error_details) > 20:
                 self.stdout.write(f"  ... and {result.errors - 20} more errors (see the run history)")
