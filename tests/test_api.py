@@ -1000,6 +1000,27 @@ def test_a_name_with_control_characters_is_refused_when_renaming(admin, mapping,
     assert mapping.business_name != name
 
 
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "sync", b'{"fullSync": "yes"}'),
+        ("POST", "sync", b'{"async": true, "fullSync": true}'),
+        ("PATCH", "mapping", b'{"isActive": false}'),
+    ],
+)
+def test_a_chunked_body_is_refused_with_411_never_read_as_empty(admin, mapping, fake_sabito, method, path, body):
+    url = sync_one_url(mapping) if path == "sync" else mapping_url(mapping)
+    # As a server hands over a chunked request: a Transfer-Encoding, no Content-Length.
+    response = admin.client.generic(
+        method, url, body, content_type="application/json", HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH=""
+    )
+
+    assert response.status_code == 411
+    assert "Content-Length" in error_body(response)["message"]
+    mapping.refresh_from_db()
+    assert mapping.is_active and not SyncRun.objects.exists() and fake_sabito.requests == []
+
+
 def test_a_body_of_many_thousand_keys_is_refused_by_its_count_in_a_small_answer(admin, mapping):
     body = {f"k{n}": 0 for n in range(150_000)}  # about 2 MB, under the upload limit
 

@@ -213,3 +213,49 @@ def test_missing_token_over_http_answers_401_json(live_server, session):
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert response.json()["success"] is False
+
+
+def test_a_chunked_body_over_gunicorn_is_refused_not_read_as_empty(make_caller, tmp_path):
+    """gunicorn hands a chunked request to Django with no Content-Length, which Django
+    reads as an empty body: the sync endpoint must not run its defaults for it."""
+    import http.client
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+    from tests.test_health import ROOT, free_port, healthz_answers
+
+    caller = make_caller()
+    mapping = SabitoMappingFactory(tenant=caller.tenant)
+    port = free_port()
+    with open(tmp_path / "gunicorn.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "nexpro.wsgi", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=subprocess_env(GUNICORN_WORKERS="1"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: healthz_answers(port), timeout=60, message="gunicorn")
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.request(
+                "POST",
+                f"/api/sabito/sync/{mapping.pk}",
+                body=iter([b'{"async": true, ', b'"fullSync": true}']),  # an iterable body is sent chunked
+                headers={
+                    "Authorization": f"Bearer {caller.token.key}",
+                    "X-Tenant-ID": str(caller.tenant.pk),
+                    "Content-Type": "application/json",
+                },
+                encode_chunked=True,
+            )
+            response = connection.getresponse()
+            answer = response.read()
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+    assert response.status == 411, (tmp_path / "gunicorn.log").read_text()[-3000:]
+    assert b"Content-Length" in answer
+    assert not SyncRun.objects.filter(mapping=mapping).exists()

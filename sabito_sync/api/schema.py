@@ -92,6 +92,7 @@ def tenant_operation(
     if conflict:
         errors[409] = error_response(conflict)
     if request is not None:
+        errors[411] = error_response("The body was chunked: send it with a Content-Length header.")
         errors[415] = error_response("The body is not JSON (send Content-Type: application/json).")
     if throttled:
         errors[429] = error_response("Too many sync requests; retry after the Retry-After header's seconds.")

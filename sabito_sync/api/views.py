@@ -25,7 +25,7 @@ from ..services import mappings as mapping_service
 from ..services import syncs as sync_service
 from ..services.access import Action
 from ..services.status import sync_status_json
-from .errors import api_exception_handler
+from .errors import LengthRequired, api_exception_handler
 from .parsing import JSONBodyParser, RunHistoryPagination, path_uuid
 from .permissions import (
     ActionPermission,
@@ -100,8 +100,12 @@ class TenantAPIView(APIView):
         return run
 
     def input_data(self) -> Any:
-        """The JSON body; a body sent without a Content-Type would otherwise be
-        ignored silently (DRF then reads it as empty) and the defaults would run."""
+        """The JSON body. A body sent without a Content-Type, or chunked without a
+        Content-Length, would otherwise read as empty and the defaults would run."""
+        if "chunked" in self.request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not self.request.META.get(
+            "CONTENT_LENGTH"
+        ):
+            raise LengthRequired()
         if not self.request.content_type and int(self.request.META.get("CONTENT_LENGTH") or 0) > 0:
             raise UnsupportedMediaType("", detail="Send the body as JSON, with Content-Type: application/json.")
         return self.request.data
