@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.db import DatabaseError, connection
 from django.http import HttpResponseNotAllowed, JsonResponse
@@ -17,6 +18,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 
 from ..logs import LOG_PREFIX
 from ..models import SchedulerHeartbeat
+from .metrics import holds_metrics_token
 
 logger = logging.getLogger("sabito_sync.health")
 
@@ -31,9 +33,17 @@ def healthz(request):
 
 
 def readyz(request):
+    """The status for anyone; each check's verdict only for the holder of the metrics
+    token: a failure's details name hosts, ports and database roles. They are logged."""
     checks = readiness_checks()
     ready = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    if not ready:
+        failures = "; ".join(f"{name}: {check['error']}" for name, check in checks.items() if not check["ok"])
+        logger.warning("%s Not ready: %s", LOG_PREFIX, failures)
+    body: dict[str, Any] = {"status": "ok" if ready else "unavailable"}
+    if holds_metrics_token(request):
+        body["checks"] = checks
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 def readiness_checks(*, only: list[str] | None = None) -> dict[str, dict]:
