@@ -36,3 +36,10 @@ max_requests_jitter = number("GUNICORN_MAX_REQUESTS_JITTER", max_requests // 2, 
 keepalive = number("GUNICORN_KEEPALIVE", 5, minimum=0)
 accesslog = "-"
 errorlog = "-"
+# The proxies whose X-Forwarded-* headers gunicorn believes (a comma-separated list of
+# addresses): none unless the deployment names its own, so a client's word never
+# turns the answers' URLs into https. gunicorn's default would trust 127.0.0.1.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "").strip()
+# No control socket: gunicornc is not used, and the default path is one per user,
+# shared by every stack on the host.
+control_socket_disable = True

@@ -2,7 +2,12 @@
 `requests` as the client, a real Celery worker consuming the real broker, and the
 Sabito simulator over HTTP. The web process only queues syncs and waits for them."""
 
+import contextlib
+import http.client
+import subprocess
+import sys
 from unittest.mock import ANY
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -10,8 +15,9 @@ from celery.signals import task_postrun
 
 from sabito_sync.models import Customer, SyncRun
 from tests.api_fixtures import fresh_throttle_history, make_caller, queued_run  # noqa: F401 (fixtures)
-from tests.conftest import celery_worker, wait_for
+from tests.conftest import celery_worker, subprocess_env, wait_for
 from tests.factories import SabitoMappingFactory, TenantFactory
+from tests.test_health import ROOT, free_port, healthz_answers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -215,47 +221,68 @@ def test_missing_token_over_http_answers_401_json(live_server, session):
     assert response.json()["success"] is False
 
 
-def test_a_chunked_body_over_gunicorn_is_refused_not_read_as_empty(make_caller, tmp_path):
-    """gunicorn hands a chunked request to Django with no Content-Length, which Django
-    reads as an empty body: the sync endpoint must not run its defaults for it."""
-    import http.client
-    import subprocess
-    import sys
-
-    from tests.conftest import subprocess_env
-    from tests.test_health import ROOT, free_port, healthz_answers
-
-    caller = make_caller()
-    mapping = SabitoMappingFactory(tenant=caller.tenant)
+@contextlib.contextmanager
+def gunicorn(tmp_path, **env):
+    """The project's gunicorn (its `gunicorn.conf.py`, one worker) on a port of its own,
+    for the test database; yields its base URL."""
     port = free_port()
     with open(tmp_path / "gunicorn.log", "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "nexpro.wsgi", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"],
             cwd=ROOT,
-            env=subprocess_env(GUNICORN_WORKERS="1"),
+            env=subprocess_env(GUNICORN_WORKERS="1", **env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             wait_for(lambda: healthz_answers(port), timeout=60, message="gunicorn")
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            connection.request(
-                "POST",
-                f"/api/sabito/sync/{mapping.pk}",
-                body=iter([b'{"async": true, ', b'"fullSync": true}']),  # an iterable body is sent chunked
-                headers={
-                    "Authorization": f"Bearer {caller.token.key}",
-                    "X-Tenant-ID": str(caller.tenant.pk),
-                    "Content-Type": "application/json",
-                },
-                encode_chunked=True,
-            )
-            response = connection.getresponse()
-            answer = response.read()
+            yield f"http://127.0.0.1:{port}"
         finally:
             server.terminate()
             server.wait(timeout=20)
 
+
+def test_a_chunked_body_over_gunicorn_is_refused_not_read_as_empty(make_caller, tmp_path):
+    """gunicorn hands a chunked request to Django with no Content-Length, which Django
+    reads as an empty body: the sync endpoint must not run its defaults for it."""
+    caller = make_caller()
+    mapping = SabitoMappingFactory(tenant=caller.tenant)
+    with gunicorn(tmp_path) as url:
+        connection = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=30)
+        connection.request(
+            "POST",
+            f"/api/sabito/sync/{mapping.pk}",
+            body=iter([b'{"async": true, ', b'"fullSync": true}']),  # an iterable body is sent chunked
+            headers={
+                "Authorization": f"Bearer {caller.token.key}",
+                "X-Tenant-ID": str(caller.tenant.pk),
+                "Content-Type": "application/json",
+            },
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        answer = response.read()
+
     assert response.status == 411, (tmp_path / "gunicorn.log").read_text()[-3000:]
     assert b"Content-Length" in answer
     assert not SyncRun.objects.filter(mapping=mapping).exists()
+
+
+def test_gunicorn_trusts_no_proxy_unless_told_and_keeps_no_shared_control_socket(make_caller, tmp_path):
+    caller = make_caller()
+    mapping = SabitoMappingFactory(tenant=caller.tenant)
+    headers = {"Authorization": f"Bearer {caller.token.key}", "X-Tenant-ID": str(caller.tenant.pk)}
+    forged = {**headers, "X-Forwarded-Proto": "https"}
+    home = tmp_path / "home"
+    home.mkdir()
+    with gunicorn(tmp_path, HOME=str(home), XDG_RUNTIME_DIR=str(home)) as url:
+        answer = requests.post(f"{url}/api/sabito/sync/{mapping.pk}", json={"async": True}, headers=forged, timeout=30)
+    with gunicorn(tmp_path, GUNICORN_FORWARDED_ALLOW_IPS="127.0.0.1") as url:
+        behind_a_proxy = requests.post(
+            f"{url}/api/sabito/sync/{mapping.pk}", json={"async": True}, headers=forged, timeout=30
+        )
+
+    # A client's word does not make the run's URL https; the operator's proxy setting does.
+    assert answer.status_code == 202 and answer.json()["data"][0]["url"].startswith("http://127.0.0.1:")
+    assert behind_a_proxy.json()["data"][0]["url"].startswith("https://127.0.0.1:")
+    assert not [path for path in home.rglob("*") if path.name.endswith(".ctl")]
