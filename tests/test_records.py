@@ -180,3 +180,11 @@ def test_a_record_decoded_as_a_sabito_record_gets_the_verdict_its_json_gets():
         typed += 1
         assert validate_records([decoded], business_id=BUSINESS) == validate_records([record], business_id=BUSINESS)
     assert typed > 1_000  # the usual records, and the odd ones whose fields are strings still
+
+
+@pytest.mark.parametrize("country", [None, "", "   "], ids=["null", "empty", "blank"])
+def test_a_country_sabito_leaves_out_or_sends_empty_takes_the_default_as_the_readme_says(country):
+    values = customer_values({"id": "c1", "country": country, "city": ""}, business_id=BUSINESS)
+
+    assert values["country"] == "USA"
+    assert values["city"] == ""  # any other field sent empty is emptied

@@ -6,12 +6,14 @@ import random
 
 import pytest
 from django.db import OperationalError, connection
-from django.db.models import Count
+from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from sabito_sync.engine.records import SYNCED_FIELDS, InvalidRecord, customer_values
 from sabito_sync.engine.sync import sync_mapping
 from sabito_sync.models import Customer, SyncRun
 from sabito_sync.runs.result import result_data as sync_result_data
+from sabito_sync.services.syncs import wait_for_runs
 
 from .factories import SabitoMappingFactory
 
@@ -290,3 +292,48 @@ def test_a_customer_back_in_sabito_is_no_longer_missing(mapping, sabito_simulato
 
     customer.refresh_from_db()
     assert customer.sabito_missing_since is None and result.updated == 1
+
+
+def a_finished_run(mapping) -> SyncRun:
+    now = timezone.now()
+    return SyncRun.objects.create(
+        mapping=mapping, trigger="api", status="succeeded", started_at=now, heartbeat_at=now, finished_at=now
+    )
+
+
+def test_waiting_for_runs_survives_a_dropped_connection_and_looks_again(mapping, monkeypatch):
+    run = a_finished_run(mapping)
+    real_in_bulk, looks = QuerySet.in_bulk, []
+
+    def dropped_once(queryset, *args, **kwargs):
+        looks.append(1)
+        if len(looks) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return real_in_bulk(queryset, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "in_bulk", dropped_once)
+
+    (seen,) = wait_for_runs(runs=[SyncRun(pk=run.pk, mapping=mapping, status="queued")], timeout=30)
+
+    assert seen.status == "succeeded" and len(looks) == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates a real PostgreSQL backend")
+def test_a_sync_request_whose_database_connection_is_terminated_while_it_waits_is_answered(mapping):
+    import psycopg
+
+    run = a_finished_run(mapping)
+    settings_dict = connection.settings_dict
+    connection.ensure_connection()
+    with psycopg.connect(
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=settings_dict["PORT"] or 5432,
+        user=settings_dict["USER"] or "postgres",
+        dbname=settings_dict["NAME"],
+        autocommit=True,
+    ) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (connection.connection.info.backend_pid,))
+
+    (seen,) = wait_for_runs(runs=[SyncRun(pk=run.pk, mapping=mapping, status="queued")], timeout=30)
+
+    assert seen.status == "succeeded"

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from django.db import DatabaseError, connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -102,7 +103,7 @@ def wait_for_runs(*, runs: Iterable[SyncRun], timeout: float) -> list[SyncRun]:
 
     Polls the database: the workers write every outcome there, and the project keeps
     no Celery result backend. Call it outside a transaction, or it never sees the
-    workers' commits."""
+    workers' commits. A dropped connection is replaced, never raised."""
     runs = list(runs)
     if not runs:
         return []
@@ -110,7 +111,17 @@ def wait_for_runs(*, runs: Iterable[SyncRun], timeout: float) -> list[SyncRun]:
     deadline = time.monotonic() + timeout
     pause = 0.05
     while True:
-        current = SyncRun.objects.select_related("mapping__tenant").in_bulk(ids)
+        try:
+            current = SyncRun.objects.select_related("mapping__tenant").in_bulk(ids)
+        except DatabaseError as exc:
+            if connection.in_atomic_block:
+                raise
+            # The connection dropped (a restarted database, a terminated backend): the
+            # runs go on in the workers; look again on a fresh connection, and if the
+            # database stays away, answer with the runs as last seen (still pending).
+            logger.warning("%s Lost the database while waiting for runs; looking again: %s", LOG_PREFIX, exc)
+            connection.close()
+            current = {}
         # A run deleted meanwhile (its mapping was deleted) stays as it was last seen.
         runs = [current.get(run.pk, run) for run in runs]
         remaining = deadline - time.monotonic()
