@@ -17,6 +17,10 @@ DEFAULT_SYNC_THROTTLE = "30/minute"
 # Past a few thousand records a batch saves no more round trips worth having, and its
 # transaction holds its locks and the run's uncommitted progress longer.
 DEFAULT_WRITE_BATCH_RECORDS = 2000
+# A page of 1,000 records whose every field is as long as its column allows, each
+# character escaped, is under 10 MB: this leaves room for fields the sync ignores
+# while a compression bomb or an endless body stops long before it costs memory.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -38,6 +42,8 @@ class SabitoSettings:
     page_size: int
     # Records written per database round (whole pages: a batch closes once it holds this many).
     write_batch_records: int
+    # The most bytes one Sabito answer may take, as sent and as decompressed.
+    max_response_bytes: int
     connect_timeout: float
     read_timeout: float
     max_retries: int
@@ -156,6 +162,13 @@ def load_sabito_settings() -> SabitoSettings:
         ),
         page_size=parse_number(
             "SABITO_PAGE_SIZE", getattr(settings, "SABITO_PAGE_SIZE", 100), problems, minimum=1, maximum=1000
+        ),
+        max_response_bytes=parse_number(
+            "SABITO_MAX_RESPONSE_BYTES",
+            getattr(settings, "SABITO_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES),
+            problems,
+            minimum=64 * 1024,
+            maximum=1024 * 1024 * 1024,
         ),
         write_batch_records=parse_number(
             "SABITO_WRITE_BATCH_RECORDS",

@@ -808,3 +808,64 @@ def test_the_ca_bundle_the_environment_names_is_used(clean_proxy_environment, tm
         # An empty bundle verifies nothing, so the TLS handshake would fail; the
         # setting itself is what a user configures, and what requests would use.
         assert client._session.verify == str(bundle)
+
+
+LIMIT = 1024 * 1024
+
+
+def first_page(client: SabitoClient) -> CustomerPage:
+    return next(iter(client.iter_customer_pages(business_id=BUSINESS)))
+
+
+def peak_memory_while(fetch) -> tuple[BaseException | None, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fetch()
+    except SabitoError as exc:
+        raised: BaseException | None = exc
+    else:
+        raised = None
+    finally:
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return raised, peak
+
+
+def test_a_compression_bomb_fails_the_fetch_without_inflating_it(sabito, make_client, sleeps):
+    import gzip
+
+    # 40 MB of JSON that travels as about 40 KB.
+    bomb = gzip.compress(b'{"data": [' + b" " * (40 * LIMIT) + b"]}", compresslevel=9)
+    sabito.get(CUSTOMERS_URL, body=bomb, headers={"Content-Encoding": "gzip"}, content_type="application/json")
+    client = make_client(max_response_bytes=LIMIT)
+
+    raised, peak = peak_memory_while(lambda: first_page(client))
+
+    assert isinstance(raised, SabitoResponseError) and not raised.retryable
+    assert "too large: over 1,048,576 bytes decompressed" in str(raised)
+    assert "SABITO_MAX_RESPONSE_BYTES=1048576" in str(raised)
+    assert peak < 10 * LIMIT  # the pieces read before the limit, never the 40 MB
+    assert len(sabito.calls) == 1 and sleeps == []  # not retried: it would come again
+
+
+def test_a_huge_plain_body_fails_the_fetch_by_its_declared_length_or_its_size(sabito, make_client):
+    huge = b'{"data": [' + b" " * (3 * LIMIT) + b"]}"
+    sabito.get(CUSTOMERS_URL, body=huge, content_type="application/json", auto_calculate_content_length=True)
+    sabito.get(CUSTOMERS_URL, body=huge, content_type="application/json")  # no Content-Length
+    declared, undeclared = make_client(max_response_bytes=LIMIT), make_client(max_response_bytes=LIMIT)
+
+    with pytest.raises(SabitoResponseError, match=r"too large: it declares 3,145,740 bytes"):
+        first_page(declared)
+    with pytest.raises(SabitoResponseError, match=r"too large: over 1,048,576 bytes"):
+        first_page(undeclared)
+
+
+def test_a_page_under_the_limit_is_read_whole(sabito, make_client):
+    records = [{"id": f"c{n}", "name": "x" * 500} for n in range(100)]
+    sabito.get(CUSTOMERS_URL, json={"data": records})
+
+    page = first_page(make_client(max_response_bytes=64 * 1024))
+
+    assert [record["id"] for record in page.records] == [f"c{n}" for n in range(100)]

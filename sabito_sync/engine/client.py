@@ -36,6 +36,9 @@ MAX_BACKOFF_SECONDS = 30.0
 JITTER_FRACTION = 0.1
 BODY_EXCERPT_CHARS = 80
 REDACTED = "[redacted]"
+# Read a body in pieces of this size: larger than almost every page, small enough that
+# a body past the limit is refused having taken at most this much more.
+READ_CHUNK_BYTES = 4 * 1024 * 1024
 
 # requests raises these for a refused or dropped connection, a connect or read
 # timeout, and a body cut off or garbled mid-read. All of them say nothing about
@@ -73,6 +76,11 @@ class SabitoResponseError(SabitoError):
     """Sabito answered, but with something the sync cannot use."""
 
     retryable = False
+
+
+class SabitoResponseTooLarge(SabitoResponseError):
+    """An answer larger than the client takes, as sent or decompressed: never retried
+    (the same request would bring the same answer)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,7 @@ class SabitoClient:
         max_pages: int = 100_000,
         overlap_records: int = 10,
         max_restarts: int = 3,
+        max_response_bytes: int = 32 * 1024 * 1024,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -205,6 +214,7 @@ class SabitoClient:
         self._max_pages = max_pages
         self._overlap_records = overlap_records
         self._max_restarts = max_restarts
+        self._max_response_bytes = max_response_bytes
         # A session handed in belongs to the caller, who may share it; only
         # close what this client opened.
         self._owns_session = session is None
@@ -448,7 +458,7 @@ class SabitoClient:
             # few of those, and each read is a trip through urllib3 and a socket
             # call that lets another thread take the interpreter. Through
             # iter_content, so requests still turns urllib3's errors into its own.
-            body = b"".join(response.iter_content(chunk_size=None))
+            body = self._read_body(response, params)
         except BaseException:
             response.close()
             raise
@@ -461,6 +471,33 @@ class SabitoClient:
             time.monotonic() - started,
         )
         return response, body
+
+    def _read_body(self, response: requests.Response, params: dict[str, str | int]) -> bytes:
+        """The whole body, read in pieces of at most READ_CHUNK_BYTES and refused past
+        `max_response_bytes`, counted as sent and as decompressed: a compression bomb or
+        a body without end costs no more memory than the limit."""
+        limit = self._max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(params, f"it declares {int(declared):,} bytes")
+        chunks, size = [], 0
+        # A page is one piece (or a few): as quick as one read of the whole body.
+        for chunk in response.iter_content(chunk_size=READ_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(params, f"over {limit:,} bytes decompressed")
+            if response.raw.tell() > limit:
+                raise self._too_large(params, f"over {limit:,} bytes as sent")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self, params: dict[str, str | int], how: str) -> SabitoResponseTooLarge:
+        return SabitoResponseTooLarge(
+            self._redact(
+                f"Sabito's answer for business {params['businessId']} at offset {params['offset']} is too large: "
+                f"{how}; at most SABITO_MAX_RESPONSE_BYTES={self._max_response_bytes} are read."
+            )
+        )
 
     def _backoff(self, attempt: int) -> float:
         base: float = min(MAX_BACKOFF_SECONDS, self._retry_backoff * 2**attempt)

@@ -278,4 +278,5 @@ def sabito_client(settings: SabitoSettings | None = None) -> SabitoClient:
         read_timeout=settings.read_timeout,
         max_retries=settings.max_retries,
         retry_backoff=settings.retry_backoff,
+        max_response_bytes=settings.max_response_bytes,
     )
