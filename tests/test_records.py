@@ -17,6 +17,7 @@ from sabito_sync.engine.records import (
     RECORD_FIELDS,
     EmailAddressValidator,
     InvalidRecord,
+    RejectedRecord,
     SabitoRecord,
     checked_customer_values,
     customer_values,
@@ -188,3 +189,22 @@ def test_a_country_sabito_leaves_out_or_sends_empty_takes_the_default_as_the_rea
 
     assert values["country"] == "USA"
     assert values["city"] == ""  # any other field sent empty is emptied
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["test@exa\u200bmple.com", "te\u200dst@example.com", "test@example.com\u2060", '"<b>ada</b>"@example.com'],
+    ids=["zero-width-space", "zero-width-joiner", "word-joiner", "quoted-markup"],
+)
+def test_an_email_with_invisible_characters_or_a_quoted_local_part_is_an_error_not_a_distinct_address(email):
+    with pytest.raises(InvalidRecord, match="email"):
+        customer_values({"id": "c1", "email": email}, business_id=BUSINESS)
+
+
+def test_the_batch_path_refuses_the_same_invisible_characters():
+    records = [{"id": "c1", "email": "test@exa\u200bmple.com"}, {"id": "c2", "email": "ada@example.com"}]
+
+    first, second = validate_records(records, business_id=BUSINESS)
+
+    assert isinstance(first, RejectedRecord) and "email" in first.detail["reason"]
+    assert second["email"] == "ada@example.com"

@@ -57,7 +57,7 @@ FINGERPRINT_POSITION = WRITTEN_FIELDS.index("sabito_fingerprint")
 # Part of every fingerprint: raised whenever validation would turn a record into other
 # values than before (a new rule, a new default), so that no stored fingerprint vouches
 # for values the code would no longer write, and every record is checked once again.
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: emails with invisible characters or a quoted local part refused
 
 SABITO_ID_POSITION = SYNCED_FIELDS.index("sabito_customer_id")
 EMAIL_POSITION = SYNCED_FIELDS.index("email")
@@ -333,6 +333,12 @@ class EmailAddressValidator(EmailValidator):
     # Only ever given a str (`email_is_valid`'s stripped address), not Django's None too.
     def __call__(self, value: str) -> None:  # type: ignore[override]
         user_part, at, domain_part = value.rpartition("@")
+        # Refused though RFC 5322 allows them: an invisible or format character (a
+        # zero-width space: `test@exa\u200bmple.com` looks like another customer's
+        # address and matches as a distinct one) and a quoted local part (markup
+        # travels in it; no customer's address has one).
+        if not value.isprintable() or user_part.startswith('"'):
+            raise ValidationError(self.message, code=self.code, params={"value": value})
         if (
             at
             and len(value) <= 320
