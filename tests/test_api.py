@@ -122,10 +122,10 @@ def test_sync_all_reports_failures_in_success_and_message(admin, tenant, fake_sa
 def test_sync_all_reports_an_already_running_mapping_as_such_and_not_as_a_failure(
     admin, tenant, mapping, fake_sabito, inline_worker
 ):
-    running_run(mapping)
+    holder = running_run(mapping)  # incremental: it cannot do the full sync asked for
     SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-b", business_name="B business")
 
-    body = admin.post(SYNC_ALL, {"fullSync": False}).json()
+    body = admin.post(SYNC_ALL, {"fullSync": True}).json()
 
     assert body["success"] is True
     assert body["message"] == "Sync completed; already running, so not started again: iCreations Global"
@@ -134,8 +134,9 @@ def test_sync_all_reports_an_already_running_mapping_as_such_and_not_as_a_failur
         False,
         True,
         "already_running",
-        None,
+        str(holder.pk),  # the run holding the mapping; no row recorded for the refusal
     )
+    assert SyncRun.objects.filter(mapping=mapping).count() == 1
     assert running["error"].startswith("A sync is already running for iCreations Global since ")
     assert synced["status"] == "succeeded" and "alreadyRunning" not in synced
     assert {request["businessId"] for request in fake_sabito.requests} == {"biz-b"}
@@ -220,14 +221,28 @@ def test_sync_one_failure_answers_success_false_with_the_error(admin, mapping, f
     assert "403" in body["data"][0]["error"]
 
 
-def test_sync_one_already_running_answers_409(admin, mapping, fake_sabito):
+def test_sync_one_full_while_an_incremental_sync_runs_answers_409(admin, mapping, fake_sabito):
     running_run(mapping)
 
-    response = admin.post(sync_one_url(mapping), {"fullSync": False})
+    response = admin.post(sync_one_url(mapping), {"fullSync": True})
 
     assert response.status_code == 409
     assert error_body(response)["message"].startswith("A sync is already running for iCreations Global")
     assert fake_sabito.requests == []
+
+
+@pytest.mark.parametrize("full_sync", [False, True])
+def test_a_trigger_while_a_run_that_does_what_it_asks_is_running_joins_it(
+    admin, mapping, fake_sabito, settings, full_sync
+):
+    settings.SABITO_SYNC_API_WAIT = "0"
+    holder = running_run(mapping, full_sync=True)
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": full_sync})
+
+    assert response.status_code == 202
+    assert response.json()["data"][0]["runId"] == str(holder.pk)
+    assert SyncRun.objects.filter(mapping=mapping).count() == 1 and fake_sabito.requests == []
 
 
 def test_sync_one_unknown_id_answers_404(admin, fake_sabito):
@@ -293,11 +308,13 @@ def test_async_sync_sends_the_task_with_the_answered_id(
     ]
 
 
-def test_async_sync_of_a_running_mapping_answers_409(admin, mapping, django_capture_on_commit_callbacks):
+def test_async_full_sync_of_a_mapping_whose_incremental_sync_runs_answers_409(
+    admin, mapping, django_capture_on_commit_callbacks
+):
     running_run(mapping)
 
     with django_capture_on_commit_callbacks() as callbacks:
-        response = admin.post(sync_one_url(mapping), {"async": True})
+        response = admin.post(sync_one_url(mapping), {"async": True, "fullSync": True})
 
     assert response.status_code == 409
     assert "already running" in error_body(response)["message"]
@@ -377,13 +394,13 @@ def test_a_mapping_the_worker_finds_already_running_is_reported_as_such(admin, m
 
     response = admin.post(sync_one_url(mapping), {"fullSync": False})
 
-    body = response.json()
-    assert (response.status_code, body["success"]) == (200, True)
-    assert body["message"] == "Sync completed; already running, so not started again: iCreations Global"
-    [item] = body["data"]
-    queued = SyncRun.objects.get(mapping=mapping, trigger=SyncRun.Trigger.API)
-    assert (item["alreadyRunning"], item["status"], item["runId"]) == (True, "already_running", str(queued.pk))
-    assert item["error"].startswith("Not started: run ")
+    # Never a 200 "Sync completed" for a sync this request did not get: a 409 naming
+    # the run that took the mapping first.
+    assert response.status_code == 409
+    holder = SyncRun.objects.get(mapping=mapping, trigger=SyncRun.Trigger.BEAT)
+    assert error_body(response)["message"].startswith("A sync is already running for iCreations Global since")
+    assert SyncRun.objects.get(mapping=mapping, trigger=SyncRun.Trigger.API).status == "already_running"
+    assert holder.status == "running"
     assert fake_sabito.requests == []
 
 

@@ -286,3 +286,104 @@ def test_gunicorn_trusts_no_proxy_unless_told_and_keeps_no_shared_control_socket
     assert answer.status_code == 202 and answer.json()["data"][0]["url"].startswith("http://127.0.0.1:")
     assert behind_a_proxy.json()["data"][0]["url"].startswith("https://127.0.0.1:")
     assert not [path for path in home.rglob("*") if path.name.endswith(".ctl")]
+
+
+def post_at_once(url: str, session, bodies: list[dict]) -> list[requests.Response]:
+    """POST every body to `url` from a thread each, released together."""
+    import threading
+
+    start, answers = threading.Barrier(len(bodies)), [None] * len(bodies)
+
+    def post(position: int) -> None:
+        start.wait()
+        answers[position] = session.post(url, json=bodies[position], timeout=120)
+
+    threads = [threading.Thread(target=post, args=(position,)) for position in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    return answers
+
+
+def test_ten_simultaneous_triggers_of_one_mapping_make_one_run_and_one_scan_of_sabito(
+    live_server, session, mapping, slow_sabito, celery_worker_thread, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "1"  # shorter than the sync: most answers are 202
+    # A sync of seven seconds at least: every trigger arrives while its run is queued or running.
+    slow_sabito.set_faults({"slow_seconds": 1.0})
+    customers = len(slow_sabito.customers(mapping.sabito_business_id))
+
+    answers = post_at_once(f"{live_server.url}/api/sabito/sync/{mapping.pk}", session, [{"fullSync": True}] * 10)
+
+    assert {answer.status_code for answer in answers} <= {200, 202}, [answer.text for answer in answers]
+    (run,) = SyncRun.objects.filter(mapping=mapping)  # one run, no "already running" rows
+    assert {answer.json()["data"][0]["runId"] for answer in answers} == {str(run.pk)}
+    wait_for(lambda: SyncRun.objects.get(pk=run.pk).status == "succeeded", timeout=120, message="the run")
+    # One full scan: every customer fetched once, by the one run.
+    assert SyncRun.objects.get(pk=run.pk).customers_processed == customers
+    assert Customer.objects.filter(tenant=mapping.tenant).count() == customers
+    assert all("already running" not in answer.json()["message"] for answer in answers)
+
+
+def test_five_simultaneous_sync_alls_scan_each_mapping_of_the_tenant_once(
+    live_server, session, slow_sabito, celery_worker_thread, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "1"
+    slow_sabito.set_faults({"slow_seconds": 1.0})  # every trigger arrives while the runs are queued or running
+    mappings = [
+        SabitoMappingFactory(
+            tenant=session.tenant,
+            sabito_business_id=business_id,
+            business_name=slow_sabito.business_names[business_id],
+        )
+        for business_id in slow_sabito.business_ids
+    ]
+
+    answers = post_at_once(f"{live_server.url}/api/sabito/sync", session, [{"fullSync": True}] * 5)
+
+    assert {answer.status_code for answer in answers} <= {200, 202}, [answer.text for answer in answers]
+    for mapping in mappings:
+        (run,) = SyncRun.objects.filter(mapping=mapping)
+        assert {
+            item["runId"]
+            for answer in answers
+            for item in answer.json()["data"]
+            if item["mappingId"] == str(mapping.pk)
+        } == {str(run.pk)}
+    wait_for(
+        lambda: set(SyncRun.objects.filter(mapping__in=mappings).values_list("status", flat=True)) == {"succeeded"},
+        timeout=180,
+        message="every run",
+    )
+
+
+def test_a_full_sync_asked_while_an_incremental_one_is_queued_makes_it_full(live_server, session, mapping, settings):
+    settings.SABITO_SYNC_API_WAIT = "0"  # no worker: the run stays queued
+
+    incremental = session.post(f"{live_server.url}/api/sabito/sync/{mapping.pk}", json={"async": True}, timeout=60)
+    full = session.post(
+        f"{live_server.url}/api/sabito/sync/{mapping.pk}", json={"async": True, "fullSync": True}, timeout=60
+    )
+
+    (run,) = SyncRun.objects.filter(mapping=mapping)
+    assert incremental.json()["data"][0]["runId"] == full.json()["data"][0]["runId"] == str(run.pk)
+    assert run.status == "queued" and run.full_sync  # upgraded, not dropped
+
+
+def test_a_full_sync_asked_while_an_incremental_one_runs_is_refused_naming_it(
+    live_server, session, mapping, slow_sabito, celery_worker_thread, settings
+):
+    settings.SABITO_SYNC_API_WAIT = "0"
+    slow_sabito.set_faults({"slow_seconds": 1.0})  # the incremental run still runs when the full one is asked
+    mapping.metadata = {"lastSyncedAt": "2026-11-30T12:00:00.000Z"}
+    mapping.save()
+    incremental = session.post(f"{live_server.url}/api/sabito/sync/{mapping.pk}", json={}, timeout=60)
+    run_id = incremental.json()["data"][0]["runId"]
+    wait_for(lambda: SyncRun.objects.get(pk=run_id).status == "running", timeout=60, message="the run to start")
+
+    full = session.post(f"{live_server.url}/api/sabito/sync/{mapping.pk}", json={"fullSync": True}, timeout=60)
+
+    assert full.status_code == 409
+    assert "already running" in full.json()["message"]
+    assert SyncRun.objects.filter(mapping=mapping).count() == 1

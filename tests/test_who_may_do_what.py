@@ -61,7 +61,7 @@ class World:
     tenant: object
     other_tenant: object
     mapping: SabitoMapping
-    # A run of the mapping waiting for a worker (queued from the admin).
+    # A run waiting for a worker (queued from the admin), of another mapping of the tenant.
     run: SyncRun
 
     def snapshot(self):
@@ -210,11 +210,14 @@ def world(db, fake_sabito, inline_worker):
     """Sync requests run at once (`inline_worker`), so an allowed one shows its effect."""
     tenant = TenantFactory(name="Tenant One")
     mapping = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-1", business_name="Business One")
+    # The run to cancel waits on a paused mapping of its own: a sync of `mapping` (or of
+    # every active mapping) would join a run of it that no worker ever takes.
+    waiting = SabitoMappingFactory(tenant=tenant, sabito_business_id="biz-2", business_name="Paused", is_active=False)
     return World(
         tenant=tenant,
         other_tenant=TenantFactory(name="Tenant Two"),
         mapping=mapping,
-        run=queued_run(mapping),
+        run=queued_run(waiting),
     )
 
 

@@ -287,8 +287,9 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
         return add_preserved_filters({"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}, url)
 
     def queue_syncs(self, request, mappings, *, full_sync: bool) -> int:
-        """Queue a sync of every mapping not already running (`mappings.request_sync`)
-        and say what happened; returns how many mappings were considered."""
+        """Queue a sync of every mapping without a run queued or running (one with one
+        joins it: `services.syncs.request_sync`) and say what happened; returns how
+        many mappings were considered."""
         mappings = list(mappings)
         kind = "Full" if full_sync else "Incremental"
         try:
@@ -302,15 +303,21 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
             self.message_user(
                 request,
                 f"{exc} Check that the Celery broker is running; {len(outcome.queued)} of "
-                f"{len(mappings) - len(outcome.already_running)} syncs were queued.",
+                f"{len(mappings) - len(outcome.already_running) - len(outcome.attached)} syncs were queued.",
                 messages.ERROR,
             )
-        queued, running = [item.mapping for item in outcome.queued], outcome.already_running
-
+        queued = [item.mapping for item in outcome.queued]
         if len(queued) == 1:
             self.message_user(request, f"{kind} sync queued for {queued[0].business_name}", messages.SUCCESS)
         elif queued:
             self.message_user(request, f"{kind} sync queued for {len(queued)} mappings", messages.SUCCESS)
+        # Joined: the run already queued or running is the one to follow.
+        # A full sync refused while an incremental one runs reads the same: a sync runs.
+        running = [
+            *(item.mapping for item in outcome.attached if item.run.status == SyncRun.Status.RUNNING),
+            *outcome.already_running,
+        ]
+        waiting = [item.mapping for item in outcome.attached if item.run.status != SyncRun.Status.RUNNING]
         if len(running) == 1:
             self.message_user(request, f"A sync is already running for {running[0].business_name}", messages.WARNING)
         elif running:
@@ -318,4 +325,7 @@ class SabitoMappingAdmin(MappingDeletionMixin, admin.ModelAdmin):
             self.message_user(
                 request, f"Skipped {len(running)} mappings with a sync already running: {names}", messages.WARNING
             )
+        if waiting:
+            names = ", ".join(mapping.business_name for mapping in waiting)
+            self.message_user(request, f"A sync is already queued for {names}", messages.WARNING)
         return len(mappings)

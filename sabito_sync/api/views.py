@@ -217,13 +217,15 @@ def sync_response(request: Request, answer: sync_service.SyncAnswer) -> Response
 
 def pending_item(request: Request, pending: sync_service.PendingSync) -> dict[str, Any]:
     mapping, run = pending.mapping, pending.run
+    # Not queued: the run holding the mapping is the one to follow.
+    shown = run or pending.held_by
     item: dict[str, Any] = {
         "mappingId": str(mapping.pk),
         "businessId": mapping.sabito_business_id,
-        "runId": str(run.pk) if run else None,
+        "runId": str(shown.pk) if shown else None,
         "taskId": pending.task_id,
         "status": run.status if run else SyncRun.Status.ALREADY_RUNNING,
-        "url": request.build_absolute_uri(reverse("sabito_sync:run-detail", args=[run.pk])) if run else None,
+        "url": request.build_absolute_uri(reverse("sabito_sync:run-detail", args=[shown.pk])) if shown else None,
     }
     if run is None:
         item["alreadyRunning"] = True

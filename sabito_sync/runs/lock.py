@@ -44,6 +44,37 @@ def open_run(
         return open_run_in_one_statement(
             mapping=mapping, full_sync=full_sync, trigger=trigger, settings=settings, worker=worker
         )
+    for _attempt in range(3):
+        if queued_run is not None:
+            # A trigger may have upgraded the queued run to a full sync since its task was sent.
+            full_sync = full_sync or bool(
+                SyncRun.objects.filter(pk=queued_run.pk).values_list("full_sync", flat=True).first()
+            )
+        try:
+            return start_kind_of_run(
+                mapping=mapping,
+                full_sync=full_sync,
+                trigger=trigger,
+                settings=settings,
+                queued_run=queued_run,
+                worker=worker,
+            )
+        except QueuedRunUpgraded:
+            continue
+    # Only a claim retries, and only once: an upgrade to full never goes back.
+    assert queued_run is not None
+    raise RunNotQueued(queued_run)
+
+
+def start_kind_of_run(
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    trigger: str,
+    settings: SabitoSettings,
+    queued_run: SyncRun | None,
+    worker: str,
+) -> tuple[SyncRun, Resume | None]:
     resume = find_resume(mapping=mapping, full_sync=full_sync, settings=settings)
     run = start_run(
         mapping=mapping,
@@ -173,12 +204,22 @@ def contend(
     take_over(mapping=mapping, holder=holder, now=now)
 
 
+class QueuedRunUpgraded(Exception):
+    """The queued run became a full sync while this worker was claiming it as an
+    incremental one: claim it again, as what it now is."""
+
+
 def claim_queued_run(queued_run: SyncRun, *, full_sync: bool, now: datetime, **fields: Any) -> SyncRun:
-    claimed = SyncRun.objects.filter(pk=queued_run.pk, status=SyncRun.Status.QUEUED).update(
+    # An incremental claim only of a run still incremental: an upgrade to full made
+    # meanwhile (`services.syncs.request_sync`) must not be written over.
+    still = {} if full_sync else {"full_sync": False}
+    claimed = SyncRun.objects.filter(pk=queued_run.pk, status=SyncRun.Status.QUEUED, **still).update(
         status=SyncRun.Status.RUNNING, full_sync=full_sync, started_at=now, heartbeat_at=now, **fields
     )
     queued_run.refresh_from_db()
     if not claimed:
+        if queued_run.status == SyncRun.Status.QUEUED:
+            raise QueuedRunUpgraded()
         raise RunNotQueued(queued_run)
     return queued_run
 

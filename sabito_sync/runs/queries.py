@@ -39,6 +39,18 @@ def active_runs() -> QuerySet[SyncRun]:
     ).order_by(Case(When(status=SyncRun.Status.RUNNING, then=Value(0)), default=Value(1)), "-started_at")
 
 
+# A run queued longer than this may have lost its task (a broker that lost its
+# messages): a trigger then queues a run of its own rather than join one that may
+# never start. Generous: a queue behind a long beat tick drains well within it.
+QUEUED_RUN_JOINABLE_FOR = timedelta(minutes=10)
+
+
+def joinable_runs() -> QuerySet[SyncRun]:
+    """The runs a new trigger joins instead of queuing another (`active_runs`, less
+    queued runs older than QUEUED_RUN_JOINABLE_FOR), the running one of a mapping first."""
+    return active_runs().exclude(status=SyncRun.Status.QUEUED, started_at__lt=timezone.now() - QUEUED_RUN_JOINABLE_FOR)
+
+
 def with_sync_running(mappings: SabitoMappingQuerySet) -> QuerySet[SabitoMapping]:
     """`mappings` annotated with `sync_running` (see `live_runs`), in the same query."""
     return mappings.with_sync_running(live_runs=live_runs())

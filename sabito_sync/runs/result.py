@@ -35,7 +35,8 @@ class SyncResult:
     # Why a run that did not fail stopped before the end: SyncRun.Status.CANCELLED
     # (on request) or INTERRUPTED (its worker was shutting down); None otherwise.
     stopped: str | None = None
-    # The run this result is of (None for a sync refused before it had one).
+    # The run this result is of; for a refused sync, the run holding the mapping
+    # (None when that is not known).
     run_id: str | None = None
 
     @property
@@ -104,6 +105,7 @@ def already_running_result(exc: SyncAlreadyRunning) -> SyncResult:
         business_name=exc.mapping.business_name,
         error=str(exc),
         already_running=True,
+        run_id=str(exc.running_run.pk) if exc.running_run is not None else None,
     )
 
 

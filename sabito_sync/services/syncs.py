@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -20,7 +20,7 @@ from ..conf import load_sabito_settings
 from ..engine.sync import sync_all_mappings, sync_mapping
 from ..logs import LOG_PREFIX
 from ..models import SabitoMapping, SyncRun
-from ..runs.queries import live_runs
+from ..runs.queries import joinable_runs, live_runs, running_run_of
 from ..runs.result import SyncAlreadyRunning, SyncResult, already_running_result, result_of_run
 from . import queueing
 from .access import Action, Actor, actor_name, ensure_may
@@ -43,7 +43,7 @@ class SyncQueueUnavailable(Exception):
 @dataclass(frozen=True)
 class QueuedSync:
     mapping: SabitoMapping
-    task_id: str
+    task_id: str | None
     # The run, status `queued` until a worker starts it: what a caller follows.
     run: SyncRun
 
@@ -51,8 +51,16 @@ class QueuedSync:
 @dataclass(frozen=True)
 class SyncRequest:
     queued: list[QueuedSync] = field(default_factory=list)
-    # Not queued: a run of these holds the mapping now.
+    # Not queued: a run of the mapping was queued or running already and does what was
+    # asked; the trigger follows that run (its `task_id` is None).
+    attached: list[QueuedSync] = field(default_factory=list)
+    # Not queued: a full sync asked for while an incremental run of the mapping runs.
     already_running: list[SabitoMapping] = field(default_factory=list)
+
+    @property
+    def followed(self) -> list[QueuedSync]:
+        """The runs the trigger answers for: those it queued and those it joined."""
+        return self.queued + self.attached
 
 
 def ensure_may_sync(*, actor: Actor, mappings: list[SabitoMapping]) -> None:
@@ -62,26 +70,54 @@ def ensure_may_sync(*, actor: Actor, mappings: list[SabitoMapping]) -> None:
 
 
 def request_sync(*, actor: Actor, mappings: Iterable[SabitoMapping], full_sync: bool, trigger: str) -> SyncRequest:
-    """Queue a sync of every mapping given, except those already syncing. The check
-    here spares a pointless task; the run lock in the engine is what guarantees one
-    run per mapping (a sync queued twice is refused there and recorded)."""
+    """Queue a sync of every mapping given, one trigger, one run: a mapping with a run
+    queued or running already gets no second one, the trigger joins that run
+    (`attached`). A full sync asked for while an incremental run is queued makes that
+    run a full one; while one is running, it is refused (`already_running`), since
+    that run does not fetch every customer.
+
+    The decision is taken with the mappings' rows locked (on SQLite the transaction
+    takes the write lock at once), so simultaneous triggers, in any process, decide
+    one after the other and the later ones see the run the first queued."""
     mappings = list(mappings)
     ensure_may_sync(actor=actor, mappings=mappings)
-    running_ids = set(live_runs().filter(mapping__in=mappings).values_list("mapping_id", flat=True))
     request = SyncRequest()
-    for mapping in mappings:
-        if mapping.pk in running_ids:
-            request.already_running.append(mapping)
-            continue
-        now = timezone.now()
-        run = SyncRun.objects.create(
-            mapping=mapping,
-            full_sync=full_sync,
-            trigger=trigger,
-            status=SyncRun.Status.QUEUED,
-            started_at=now,
-            heartbeat_at=now,
-        )
+    to_queue: list[tuple[SabitoMapping, SyncRun]] = []
+    with transaction.atomic():
+        list(SabitoMapping.objects.select_for_update().filter(pk__in=[m.pk for m in mappings]).order_by("pk"))
+        holders: dict[object, SyncRun] = {}
+        for run in joinable_runs().filter(mapping__in=mappings):
+            holders.setdefault(run.mapping_id, run)  # the running one first, else the latest queued
+        for mapping in mappings:
+            holder = holders.get(mapping.pk)
+            if holder is not None and full_sync and not holder.full_sync and holder.status == SyncRun.Status.QUEUED:
+                # Not yet claimed: it becomes the full sync asked for (a claim in flight
+                # takes the upgrade into account, see `runs.lock.claim_queued_run`).
+                if SyncRun.objects.filter(pk=holder.pk, status=SyncRun.Status.QUEUED).update(full_sync=True):
+                    holder.full_sync = True
+                else:
+                    holder.refresh_from_db()
+            if holder is not None and full_sync and not holder.full_sync:
+                request.already_running.append(mapping)
+            elif holder is not None:
+                request.attached.append(QueuedSync(mapping=mapping, task_id=None, run=holder))
+            else:
+                now = timezone.now()
+                to_queue.append(
+                    (
+                        mapping,
+                        SyncRun.objects.create(
+                            mapping=mapping,
+                            full_sync=full_sync,
+                            trigger=trigger,
+                            status=SyncRun.Status.QUEUED,
+                            started_at=now,
+                            heartbeat_at=now,
+                        ),
+                    )
+                )
+    # Sent once the runs are committed (by this block, or by the caller's transaction).
+    for position, (mapping, run) in enumerate(to_queue):
         try:
             task_id = queueing.enqueue_mapping_sync(mapping=mapping, full_sync=full_sync, trigger=trigger, run=run)
         except BrokerError as exc:
@@ -89,7 +125,10 @@ def request_sync(*, actor: Actor, mappings: Iterable[SabitoMapping], full_sync: 
             message = (
                 f"Could not queue the {kind} sync of {mapping.business_name}: the task queue is unreachable ({exc})."
             )
-            SyncRun.objects.filter(pk=run.pk).update(
+            # This run and those not sent yet: none may wait for a task that never comes
+            # (a later trigger would join it).
+            unsent = [unsent_run.pk for _mapping, unsent_run in to_queue[position:]]
+            SyncRun.objects.filter(pk__in=unsent, status=SyncRun.Status.QUEUED).update(
                 status=SyncRun.Status.FAILED, finished_at=timezone.now(), error_message=message
             )
             raise SyncQueueUnavailable(message, request=request) from exc
@@ -205,6 +244,8 @@ class PendingSync:
     mapping: SabitoMapping
     run: SyncRun | None
     task_id: str | None
+    # Not queued: the run holding the mapping, which does not do what was asked.
+    held_by: SyncRun | None = None
 
 
 @dataclass(frozen=True)
@@ -229,19 +270,26 @@ def trigger_syncs(
     run_async: bool,
     refuse_running: bool = False,
 ) -> SyncAnswer:
-    """Queue the syncs and wait for them (`SABITO_SYNC_API_WAIT`; not at all when
-    `run_async`). A mapping already syncing is not queued again: `SyncAlreadyRunning`
-    when it is the only one asked for (`refuse_running`), an "already running" result
-    otherwise."""
+    """Queue the syncs (`request_sync`: a mapping with a run queued or running joins
+    it) and wait for them (`SABITO_SYNC_API_WAIT`; not at all when `run_async`). A
+    mapping refused (a full sync asked while an incremental one runs), or whose run a
+    worker found held by another (a scheduled sync that started first), is
+    `SyncAlreadyRunning` when it is the only one asked for (`refuse_running`): never a
+    "completed" answer for a sync this trigger did not get. Among several, it is an
+    "already running" result naming the run that holds the mapping."""
     wait = 0.0 if run_async else load_sabito_settings().api_wait_seconds
     outcome = request_sync(actor=actor, mappings=mappings, full_sync=full_sync, trigger=trigger)
     refusals = already_running_refusals(outcome.already_running)
     if refuse_running and refusals:
         raise refusals[0]
-    task_ids = {item.run.pk: item.task_id for item in outcome.queued}
-    runs = [item.run for item in outcome.queued]
+    task_ids = {item.run.pk: item.task_id for item in outcome.followed}
+    runs = [item.run for item in outcome.followed]
     if not run_async:
         runs = wait_for_runs(runs=runs, timeout=wait)
+    if refuse_running:
+        for refused in runs:
+            if refused.status == SyncRun.Status.ALREADY_RUNNING:
+                raise SyncAlreadyRunning(refused.mapping, running_run_of(refused.mapping))
     run_of = {run.mapping_id: run for run in runs}
     refusal_of = {refusal.mapping.pk: refusal for refusal in refusals}
     if not run_async and all(run.status in SyncRun.FINISHED_STATUSES for run in runs):
@@ -255,8 +303,16 @@ def trigger_syncs(
         return SyncAnswer(finished=True, success=not failed, message=finished_message(results), results=results)
     pending = []
     for mapping in mappings:
-        run = run_of.get(mapping.pk)
-        pending.append(PendingSync(mapping=mapping, run=run, task_id=task_ids.get(run.pk) if run else None))
+        followed = run_of.get(mapping.pk)
+        refusal = refusal_of.get(mapping.pk)
+        pending.append(
+            PendingSync(
+                mapping=mapping,
+                run=followed,
+                task_id=task_ids.get(followed.pk) if followed else None,
+                held_by=refusal.running_run if refusal else None,
+            )
+        )
     return SyncAnswer(
         finished=False, success=True, message=pending_message(runs, refusals, waited=wait), pending=pending
     )

@@ -78,8 +78,10 @@ class Command(BaseCommand):
                     "mappingId": str(item.mapping.pk),
                     "businessId": item.mapping.sabito_business_id,
                     "taskId": item.task_id,
+                    "runId": str(item.run.pk),
+                    "joined": item.task_id is None,
                 }
-                for item in outcome.queued
+                for item in outcome.followed
             ]
             self.stdout.write(json_module.dumps(queued, indent=2))
             return
@@ -89,8 +91,16 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Queued {'full' if full else 'incremental'} sync of {shown(item.mapping.business_name)}: task {item.task_id}"
             )
+        for item in outcome.attached:
+            self.stdout.write(
+                f"Not queued again, a sync of {shown(item.mapping.business_name)} is already "
+                f"{item.run.status}: run {item.run.pk}"
+            )
         for running in outcome.already_running:
-            self.stdout.write(f"Not queued, a sync is already running: {shown(running.business_name)}")
+            self.stdout.write(
+                f"Not queued, an incremental sync of {shown(running.business_name)} is running; "
+                "a full sync can start once it has finished"
+            )
 
     def selected_mapping(self, mapping_id: str) -> SabitoMapping:
         try:
