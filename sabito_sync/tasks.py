@@ -19,6 +19,7 @@ from .engine.sync import sabito_client, sync_mapping
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
 from .runs import ticks
+from .runs.queries import waiting_runs_of
 from .runs.reaper import reap_dead_runs
 from .runs.result import RunNotQueued, SyncAlreadyRunning, SyncResult, already_running_result, result_data
 from .services import alerts, retention
@@ -116,6 +117,9 @@ def sync_mapping_chunk_task(
         str(mapping.pk): mapping
         for mapping in SabitoMapping.objects.select_related("tenant").filter(pk__in=list(mapping_ids))
     }
+    # A mapping with a run a trigger queued is synced as that run (one trigger, one
+    # run): its own task then finds it taken and does nothing.
+    waiting = waiting_runs_of(list(mappings))
     worker = self.request.hostname or ""
     counted: dict[str, dict[str, Any] | None] = {}
     handed_over: list[str] = []  # to tasks of their own, which count them
@@ -132,7 +136,12 @@ def sync_mapping_chunk_task(
             client = client or sabito_client(settings)
             with logcontext.mapping_log_context(mapping_id):
                 result = sync_in_chunk(
-                    mapping=mapping, full_sync=full_sync, trigger=trigger, worker=worker, client=client
+                    mapping=mapping,
+                    full_sync=full_sync,
+                    trigger=trigger,
+                    worker=worker,
+                    client=client,
+                    queued_run=waiting.get(str(mapping_id)),
                 )
                 if not result.success:
                     client.close()
@@ -184,12 +193,31 @@ def sync_mapping_chunk_task(
 
 
 def sync_in_chunk(
-    *, mapping: SabitoMapping, full_sync: bool, trigger: str, worker: str, client: SabitoClient
+    *,
+    mapping: SabitoMapping,
+    full_sync: bool,
+    trigger: str,
+    worker: str,
+    client: SabitoClient,
+    queued_run: SyncRun | None = None,
 ) -> SyncResult:
-    """One mapping of a chunk: its result, whatever happened (a refusal by its lock,
-    or a failure before its run started, included)."""
+    """One mapping of a chunk, as `queued_run` when a trigger queued one: its result,
+    whatever happened (a refusal by its lock, or a failure before its run started,
+    included)."""
     try:
-        return sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger, worker=worker, client=client)
+        try:
+            return sync_mapping(
+                mapping=mapping,
+                full_sync=full_sync,
+                trigger=trigger,
+                worker=worker,
+                client=client,
+                queued_run=queued_run,
+            )
+        except RunNotQueued:
+            # Its own task took it (or it was cancelled) meanwhile: sync as usual, which
+            # that run's lock refuses if it is running.
+            return sync_mapping(mapping=mapping, full_sync=full_sync, trigger=trigger, worker=worker, client=client)
     except SyncAlreadyRunning as exc:
         return already_running_result(exc)
     except Exception as exc:  # e.g. the database gone before the run started

@@ -205,3 +205,21 @@ def test_a_chunk_whose_worker_is_shutting_down_queues_its_remaining_mappings_aga
     assert outcome["handedOver"] == 2
     apply_async.assert_called_once_with(args=[ids(mappings[1:]), False, "beat"], kwargs={"tick_id": tick_id})
     assert SyncTick.objects.get(pk=tick_id).finished == 1  # the rest count when their new chunk ends
+
+
+def test_a_chunk_syncs_a_mapping_with_a_queued_run_as_that_run_and_its_task_then_does_nothing(mappings, fake_sabito):
+    waiting = mappings[1]
+    now = timezone.now()
+    queued = SyncRun.objects.create(
+        mapping=waiting, trigger="api", status="queued", full_sync=True, started_at=now, heartbeat_at=now
+    )
+
+    outcome = run_chunk(mappings)
+    requests_of_the_chunk = len(fake_sabito.requests)
+    later = sync_mapping_task.apply(args=[str(waiting.pk), True, "api"], kwargs={"run_id": str(queued.pk)}).get()
+
+    assert outcome == {"mappings": 3, "succeeded": 3, "failed": 0, "handedOver": 0}
+    (run,) = SyncRun.objects.filter(mapping=waiting)  # one trigger, one run
+    assert (run.pk, run.status, run.trigger, run.full_sync) == (queued.pk, "succeeded", "api", True)
+    assert later["status"] == "succeeded" and "not queued" in later["error"]
+    assert len(fake_sabito.requests) == requests_of_the_chunk  # no second scan

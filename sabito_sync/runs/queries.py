@@ -58,3 +58,12 @@ def with_sync_running(mappings: SabitoMappingQuerySet) -> QuerySet[SabitoMapping
 
 def is_sync_running(*, mapping: SabitoMapping) -> bool:
     return live_runs().filter(mapping=mapping).exists()
+
+
+def waiting_runs_of(mapping_ids: list[str]) -> dict[str, SyncRun]:
+    """Mapping id → the queued run a scheduled sync of it takes up instead of starting
+    another (the latest joinable one), for the given mappings, in one query."""
+    waiting: dict[str, SyncRun] = {}
+    for run in joinable_runs().filter(mapping_id__in=mapping_ids, status=SyncRun.Status.QUEUED):
+        waiting.setdefault(str(run.mapping_id), run)
+    return waiting
