@@ -19,7 +19,7 @@ from .engine.sync import sabito_client, sync_mapping
 from .logs import LOG_PREFIX, fan_out
 from .models import SabitoMapping, SyncRun
 from .runs import ticks
-from .runs.queries import waiting_runs_of
+from .runs.queries import joinable_run_of
 from .runs.reaper import reap_dead_runs
 from .runs.result import RunNotQueued, SyncAlreadyRunning, SyncResult, already_running_result, result_data
 from .services import alerts, retention
@@ -119,7 +119,11 @@ def sync_mapping_chunk_task(
     }
     # A mapping with a run a trigger queued is synced as that run (one trigger, one
     # run): its own task then finds it taken and does nothing.
-    waiting = waiting_runs_of(list(mappings))
+    waiting = {
+        mapping_id: run
+        for mapping_id, run in joinable_run_of(list(mappings)).items()
+        if run.status == SyncRun.Status.QUEUED
+    }
     worker = self.request.hostname or ""
     counted: dict[str, dict[str, Any] | None] = {}
     handed_over: list[str] = []  # to tasks of their own, which count them

@@ -44,12 +44,12 @@ def open_run(
         return open_run_in_one_statement(
             mapping=mapping, full_sync=full_sync, trigger=trigger, settings=settings, worker=worker
         )
-    for _attempt in range(3):
+    for _attempt in range(2):
         if queued_run is not None:
-            # A trigger may have upgraded the queued run to a full sync since its task was sent.
-            full_sync = full_sync or bool(
-                SyncRun.objects.filter(pk=queued_run.pk).values_list("full_sync", flat=True).first()
-            )
+            # A trigger may have upgraded the queued run to a full sync since its task was
+            # sent: the row as the caller read it says so, or the claim finds it
+            # (`QueuedRunUpgraded`, with `queued_run` read again).
+            full_sync = full_sync or queued_run.full_sync
         try:
             return start_kind_of_run(
                 mapping=mapping,

@@ -4,6 +4,7 @@ questions every layer asks of the run table, answered once."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
@@ -60,10 +61,10 @@ def is_sync_running(*, mapping: SabitoMapping) -> bool:
     return live_runs().filter(mapping=mapping).exists()
 
 
-def waiting_runs_of(mapping_ids: list[str]) -> dict[str, SyncRun]:
-    """Mapping id → the queued run a scheduled sync of it takes up instead of starting
-    another (the latest joinable one), for the given mappings, in one query."""
-    waiting: dict[str, SyncRun] = {}
-    for run in joinable_runs().filter(mapping_id__in=mapping_ids, status=SyncRun.Status.QUEUED):
-        waiting.setdefault(str(run.mapping_id), run)
-    return waiting
+def joinable_run_of(mapping_ids: list[Any]) -> dict[str, SyncRun]:
+    """Mapping id (as text) → the run a new trigger of it joins (`joinable_runs`: the
+    running one, else the latest queued), for the given mappings, in one query."""
+    joinable: dict[str, SyncRun] = {}
+    for run in joinable_runs().filter(mapping_id__in=mapping_ids):
+        joinable.setdefault(str(run.mapping_id), run)
+    return joinable

@@ -20,7 +20,7 @@ from ..conf import load_sabito_settings
 from ..engine.sync import sync_all_mappings, sync_mapping
 from ..logs import LOG_PREFIX
 from ..models import SabitoMapping, SyncRun
-from ..runs.queries import joinable_runs, live_runs, running_run_of
+from ..runs.queries import joinable_run_of, live_runs, running_run_of
 from ..runs.result import SyncAlreadyRunning, SyncResult, already_running_result, result_of_run
 from . import queueing
 from .access import Action, Actor, actor_name, ensure_may
@@ -85,11 +85,9 @@ def request_sync(*, actor: Actor, mappings: Iterable[SabitoMapping], full_sync: 
     to_queue: list[tuple[SabitoMapping, SyncRun]] = []
     with transaction.atomic():
         list(SabitoMapping.objects.select_for_update().filter(pk__in=[m.pk for m in mappings]).order_by("pk"))
-        holders: dict[object, SyncRun] = {}
-        for run in joinable_runs().filter(mapping__in=mappings):
-            holders.setdefault(run.mapping_id, run)  # the running one first, else the latest queued
+        holders = joinable_run_of([mapping.pk for mapping in mappings])
         for mapping in mappings:
-            holder = holders.get(mapping.pk)
+            holder = holders.get(str(mapping.pk))
             if holder is not None and full_sync and not holder.full_sync and holder.status == SyncRun.Status.QUEUED:
                 # Not yet claimed: it becomes the full sync asked for (a claim in flight
                 # takes the upgrade into account, see `runs.lock.claim_queued_run`).
