@@ -224,25 +224,29 @@ def test_database_failing_mid_sync_fails_the_run_cleanly_and_the_next_run_recove
     assert_tenant_matches_sabito(mapping, sabito_simulator)
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates a real PostgreSQL backend")
-def test_postgresql_connection_killed_mid_sync_fails_cleanly_and_the_next_run_recovers(mapping, sabito_simulator):
+def terminate_our_backend() -> None:
+    """Terminate, from another connection, the PostgreSQL backend of Django's connection."""
     import psycopg
 
     settings_dict = connection.settings_dict
+    with psycopg.connect(
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=settings_dict["PORT"] or 5432,
+        user=settings_dict["USER"] or "postgres",
+        dbname=settings_dict["NAME"],
+        autocommit=True,
+    ) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (connection.connection.info.backend_pid,))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates a real PostgreSQL backend")
+def test_postgresql_connection_killed_mid_sync_fails_cleanly_and_the_next_run_recovers(mapping, sabito_simulator):
     pages = []
 
     def kill_our_connection_after_first_page(result):
         pages.append(result.processed)
         if len(pages) == 1:
-            backend_pid = connection.connection.info.backend_pid
-            with psycopg.connect(
-                host=settings_dict["HOST"] or "127.0.0.1",
-                port=settings_dict["PORT"] or 5432,
-                user=settings_dict["USER"] or "postgres",
-                dbname=settings_dict["NAME"],
-                autocommit=True,
-            ) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+            terminate_our_backend()
 
     failed = sync_mapping(mapping=mapping, full_sync=True, on_page=kill_our_connection_after_first_page)
 
@@ -320,19 +324,10 @@ def test_waiting_for_runs_survives_a_dropped_connection_and_looks_again(mapping,
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates a real PostgreSQL backend")
 def test_a_sync_request_whose_database_connection_is_terminated_while_it_waits_is_answered(mapping):
-    import psycopg
 
     run = a_finished_run(mapping)
-    settings_dict = connection.settings_dict
     connection.ensure_connection()
-    with psycopg.connect(
-        host=settings_dict["HOST"] or "127.0.0.1",
-        port=settings_dict["PORT"] or 5432,
-        user=settings_dict["USER"] or "postgres",
-        dbname=settings_dict["NAME"],
-        autocommit=True,
-    ) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (connection.connection.info.backend_pid,))
+    terminate_our_backend()
 
     (seen,) = wait_for_runs(runs=[SyncRun(pk=run.pk, mapping=mapping, status="queued")], timeout=30)
 
