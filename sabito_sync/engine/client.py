@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import GenericAlias, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -81,6 +81,9 @@ class SabitoResponseError(SabitoError):
 class SabitoResponseTooLarge(SabitoResponseError):
     """An answer larger than the client takes, as sent or decompressed: never retried
     (the same request would bring the same answer)."""
+
+
+AnySabitoError = TypeVar("AnySabitoError", bound=SabitoError)
 
 
 @dataclass(frozen=True)
@@ -492,11 +495,10 @@ class SabitoClient:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _too_large(self, params: dict[str, str | int], how: str) -> SabitoResponseTooLarge:
-        return SabitoResponseTooLarge(
-            self._redact(
-                f"Sabito's answer for business {params['businessId']} at offset {params['offset']} is too large: "
-                f"{how}; at most SABITO_MAX_RESPONSE_BYTES={self._max_response_bytes} are read."
-            )
+        return self._error(
+            SabitoResponseTooLarge,
+            f"Sabito's answer for business {params['businessId']} at offset {params['offset']} is too large: "
+            f"{how}; at most SABITO_MAX_RESPONSE_BYTES={self._max_response_bytes} are read.",
         )
 
     def _backoff(self, attempt: int) -> float:
@@ -580,7 +582,7 @@ class SabitoClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, REDACTED) if self._api_key else text
 
-    def _error(self, kind: type[SabitoError], message: str) -> SabitoError:
+    def _error(self, kind: type[AnySabitoError], message: str) -> AnySabitoError:
         # Every message passes through here, so a key echoed back by Sabito or
         # a proxy (in a body, a Location, an exception text) never reaches a log.
         return kind(self._redact(message))
