@@ -207,7 +207,25 @@ def celery_worker(*, purge: bool = True):
     with start_worker(
         app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
     ) as worker:
-        yield worker
+        try:
+            yield worker
+        finally:
+            stop_tasks_in_flight()
+
+
+def stop_tasks_in_flight() -> None:
+    """Ask the runs a test left running to stop, and wait until the worker's threads
+    are idle. The thread pool's shutdown does not wait for its tasks, and a sync still
+    writing while the test database is flushed deadlocks the flush."""
+    from celery.worker import state
+    from django.utils import timezone
+
+    from sabito_sync.models import SyncRun
+
+    SyncRun.objects.filter(status=SyncRun.Status.RUNNING, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=timezone.now()
+    )
+    wait_for(lambda: not state.active_requests, timeout=120, message="the worker's tasks to stop")
 
 
 @pytest.fixture
