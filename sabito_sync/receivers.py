@@ -5,14 +5,27 @@ process (web, worker, beat, commands)."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+from types import FrameType
 from typing import Any
 
-from celery.signals import beat_init, task_failure, task_success, worker_shutting_down
+from celery.signals import (
+    beat_init,
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_success,
+    worker_process_init,
+    worker_shutting_down,
+)
 from django.apps import AppConfig
 
 from .logs import LOG_PREFIX
 from .models import SabitoMapping
 from .runs import ticks
+from .runs.heartbeat import Heartbeats
 from .runs.reaper import request_stop_of_worker_runs
 from .runs.result import SyncResult
 from .services import alerts, schedule
@@ -52,6 +65,8 @@ def stop_this_workers_runs(sender: Any = None, **kwargs: Any) -> None:
     threads read."""
     if not sender:
         return
+    # The solo and thread pools run their syncs in this very process: at once.
+    Heartbeats.of_this_process().stop_all()
     try:
         asked = request_stop_of_worker_runs(worker=str(sender))
     except Exception:  # a shutdown must go on whatever the database says
@@ -61,6 +76,72 @@ def stop_this_workers_runs(sender: Any = None, **kwargs: Any) -> None:
         logger.warning(
             "%s Worker %s shutting down: %d running syncs asked to stop after their page", LOG_PREFIX, sender, asked
         )
+
+
+class PoolProcessStop:
+    """A prefork pool process's answer to the stop signals while it runs a task.
+
+    `honcho`, a terminal's Ctrl-C and an init that forwards signals send them to the
+    worker's whole process group, so the pool processes get them beside the worker.
+    Left to billiard, SIGTERM makes a pool process exit in the middle of its task (the
+    run lost, a `WorkerLostError` logged) and SIGINT is ignored (the run stops only once
+    its heartbeat reads the worker's request). Here, the first SIGTERM or SIGINT during
+    a task asks the process's runs to stop after their page, as interrupted (the reaper
+    resumes them), and the task returns as usual; the worker, told too, waits for it and
+    then closes its pool. A second signal gets billiard's own answer: a stop that does
+    not wait."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.in_pool_process = False
+        self.told = False
+        self.previous: dict[int, Any] = {}
+
+    def task_started(self) -> None:
+        if not self.in_pool_process or threading.current_thread() is not threading.main_thread():
+            return
+        self.told = False
+        for signum in self.SIGNALS:
+            self.previous[signum] = signal.signal(signum, self.on_signal)
+
+    def task_ended(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+        if self.told:
+            self.told = False
+            Heartbeats.of_this_process().stop_none()
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.told:
+            self.told = True
+            Heartbeats.of_this_process().stop_all()
+            return
+        previous = self.previous.get(signum, signal.SIG_DFL)
+        signal.signal(signum, previous)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+
+pool_process_stop = PoolProcessStop()
+
+
+@worker_process_init.connect
+def on_pool_process_start(**kwargs: Any) -> None:
+    pool_process_stop.in_pool_process = True
+
+
+@task_prerun.connect
+def on_task_start(**kwargs: Any) -> None:
+    pool_process_stop.task_started()
+
+
+@task_postrun.connect
+def on_task_end(**kwargs: Any) -> None:
+    pool_process_stop.task_ended()
 
 
 def counted_mapping(sender: Any, args: Any, kwargs: Any) -> tuple[str | None, str | None]:

@@ -238,6 +238,61 @@ def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mappin
     assert run.checkpoint["offset"] == PAGE
 
 
+def test_a_pool_process_told_to_stop_interrupts_its_run_at_once_for_the_reaper(live_mapping, fake_sabito, settings):
+    """What a pool process does on the first SIGTERM or SIGINT while it syncs: no
+    database round trip, and the run is left for the reaper to resume."""
+    from sabito_sync.receivers import PoolProcessStop
+
+    settings.SABITO_WRITE_BATCH_RECORDS = str(PAGE)
+    # (The test settings' heartbeat, 10 s, never beats within this sync: nothing comes through the row.)
+    fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(1000)]
+    stop = PoolProcessStop()
+
+    def signal_after_the_first_page(result):
+        if result.processed == PAGE:
+            stop.on_signal(15, None)
+
+    result = sync_mapping(mapping=live_mapping, on_page=signal_after_the_first_page)
+
+    run = SyncRun.objects.get(pk=result.run_id)
+    assert (run.status, run.stop_reason, run.pages_done) == (SyncRun.Status.INTERRUPTED, "shutdown", 1)
+    with patch.object(sync_mapping_task, "apply_async"):
+        assert reap_dead_runs_task.apply().get() == [str(run.pk)]
+    stop.task_ended()  # the next task's runs run
+    assert sync_mapping(mapping=live_mapping).success
+
+
+@pytest.mark.parametrize(
+    ("stopped_by", "status", "said"),
+    [
+        (SystemExit(-241), SyncRun.Status.INTERRUPTED, "Interrupted: its process was stopped (SystemExit)"),
+        (KeyboardInterrupt(), SyncRun.Status.CANCELLED, "Cancelled: interrupted at the console"),
+    ],
+)
+def test_a_sync_stopped_from_outside_mid_batch_keeps_its_last_written_batch(
+    live_mapping, fake_sabito, settings, stopped_by, status, said
+):
+    """Billiard's SIGTERM handler raises SystemExit in a pool process; Ctrl-C at the
+    console raises KeyboardInterrupt in the command. Neither is a failure: the first
+    is resumed by the reaper, the second was the operator's wish."""
+    settings.SABITO_WRITE_BATCH_RECORDS = str(PAGE)
+    fake_sabito.records["biz-1"] = [sabito_record(n) for n in range(1000)]
+
+    def stop_after_the_second_page(result):
+        if result.processed == 2 * PAGE:
+            raise stopped_by
+
+    with pytest.raises(type(stopped_by)):
+        sync_mapping(mapping=live_mapping, on_page=stop_after_the_second_page)
+
+    run = SyncRun.objects.get(mapping=live_mapping)
+    assert run.status == status and run.error_message.startswith(said)
+    assert run.checkpoint["offset"] == 2 * PAGE and Customer.objects.count() == 2 * PAGE
+    with patch.object(sync_mapping_task, "apply_async"):
+        queued_again = reap_dead_runs_task.apply().get()
+    assert queued_again == ([str(run.pk)] if status == SyncRun.Status.INTERRUPTED else [])
+
+
 def test_a_sync_stopped_mid_feed_resumes_after_its_last_committed_batch(live_mapping, fake_sabito, settings):
     settings.SABITO_PAGE_SIZE = "10"
     settings.SABITO_WRITE_BATCH_RECORDS = "30"  # batches of three pages

@@ -208,9 +208,21 @@ def test_a_worker_killed_mid_sync_heals_with_nobody_involved(transactional_db, s
     assert recovered.trigger == "recovery" and recovered.note.startswith(f"Resumed from run {dead.pk}")
 
 
+def tell_to_stop(process: subprocess.Popen, how: str) -> None:
+    if how == "SIGTERM to the main process":  # `docker compose stop`, Kubernetes
+        os.kill(process.pid, signal.SIGTERM)
+    elif how == "SIGTERM to the process group":  # honcho (`scripts/run`), an init that forwards
+        os.killpg(process.pid, signal.SIGTERM)
+    else:  # Ctrl-C in the terminal the worker runs in
+        os.killpg(process.pid, signal.SIGINT)
+
+
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    "how", ["SIGTERM to the main process", "SIGTERM to the process group", "SIGINT to the process group"]
+)
 def test_a_worker_told_to_stop_interrupts_its_sync_and_the_next_worker_resumes_it(
-    transactional_db, sabito_simulator, settings, tmp_path
+    transactional_db, sabito_simulator, settings, tmp_path, how
 ):
     settings.SABITO_PAGE_SIZE = "5"
     sabito_simulator.set_faults({"slow_seconds": 0.5})
@@ -226,13 +238,20 @@ def test_a_worker_told_to_stop_interrupts_its_sync_and_the_next_worker_resumes_i
                 message="the worker to write a page",
             )
             asked_at = time.monotonic()
-            os.kill(first.pid, signal.SIGTERM)  # what `docker compose stop` sends the worker's main process
-            first.wait(timeout=30)
+            tell_to_stop(first, how)
+            exit_code = first.wait(timeout=60)
             took = time.monotonic() - asked_at
 
             run = SyncRun.objects.get(mapping=mapping)
-            assert run.status == "interrupted" and run.checkpoint["offset"] >= 5
+            assert run.status == "interrupted" and run.stop_reason == "shutdown" and run.checkpoint["offset"] >= 5
+            # Celery's own exit codes: 0 after SIGTERM, 1 after Ctrl-C; never killed by a signal.
+            assert exit_code == (1 if how.startswith("SIGINT") else 0)
+            # Within honcho's 5 s and compose's grace: no SIGKILL needed.
             assert took < 15, f"the worker took {took:.1f} s to stop"
+            log = (tmp_path / "stopping.log").read_text()
+            # An orderly stop: no traceback, no pool process lost or killed by the signal.
+            for sign_of_trouble in ("Traceback", "WorkerLostError", "exited with", "ERROR"):
+                assert sign_of_trouble not in log, log
             sabito_simulator.set_faults(None)
             second = start_worker(tmp_path, "next")
             wait_for(

@@ -63,6 +63,10 @@ def record_outcome(*, run: SyncRun, mapping: SabitoMapping, result: SyncResult, 
         **run_counters(result),
         "error_message": result.error or "",
     }
+    if status == SyncRun.Status.INTERRUPTED:
+        # Whoever stopped it (its own process's signal, or the worker through the row),
+        # the reaper takes up interrupted runs by this reason.
+        values["stop_reason"] = SyncRun.StopReason.SHUTDOWN
     synced_at = format_timestamp(finished_at)
     watermark_text = format_timestamp(watermark) if watermark is not None else None
     if connection.vendor == "postgresql":

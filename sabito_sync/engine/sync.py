@@ -132,11 +132,12 @@ def sync_mapping(
         except Exception as exc:  # a bug must not leave the run "running" forever
             logger.exception("%s Unexpected error while syncing %s", LOG_PREFIX, mapping.business_name)
             result.error = f"Unexpected error: {exc.__class__.__name__}: {exc}"
-        except BaseException:
-            # Interrupted (Ctrl-C, worker shutdown): record it, keep the watermark, re-raise.
-            finish_run(
-                run=run, mapping=mapping, result=_failed(result, "Interrupted before completion."), watermark=None
-            )
+        except BaseException as exc:
+            # Stopped from outside in the middle of a batch (Ctrl-C, the process made to
+            # exit): the batches written stay, with their checkpoint; record how it ended
+            # and re-raise.
+            stopped_from_outside(result, run=run, exc=exc)
+            finish_run(run=run, mapping=mapping, result=result, watermark=None)
             raise
         finally:
             if own_client:
@@ -230,9 +231,24 @@ def mark_missing_or_fail(
     return watermark
 
 
-def _failed(result: SyncResult, error: str) -> SyncResult:
-    result.success, result.error = False, error
-    return result
+def stopped_from_outside(result: SyncResult, *, run: SyncRun, exc: BaseException) -> None:
+    """The run was stopped without being asked first: a Ctrl-C at a console cancels it
+    (nobody wants it to come back by itself); its process being made to exit (a
+    worker's pool process stopped for good) interrupts it, and the reaper queues it
+    again to resume from its last written batch."""
+    result.success = False
+    if isinstance(exc, KeyboardInterrupt):
+        result.stopped = SyncRun.Status.CANCELLED
+        result.error = (
+            f"Cancelled: interrupted at the console after {run.pages_done} pages; what was written stays, "
+            "the watermark did not move."
+        )
+    else:
+        result.stopped = SyncRun.Status.INTERRUPTED
+        result.error = (
+            f"Interrupted: its process was stopped ({exc.__class__.__name__}) after {run.pages_done} pages. "
+            "The reaper queues it again, to resume after the last batch written."
+        )
 
 
 def sync_all_mappings(

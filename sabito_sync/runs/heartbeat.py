@@ -75,12 +75,33 @@ class Heartbeats:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._due: dict[RunPulse, float] = {}  # pulse → when it next beats (monotonic)
-        self._changed = threading.Condition()
+        # Reentrant: `stop_all` may run in a signal handler while this thread holds it.
+        self._changed = threading.Condition(threading.RLock())
         self._beating: RunPulse | None = None
         self._thread: threading.Thread | None = None
+        # Set while this process is being stopped: runs that start meanwhile stop at once.
+        self.stopping: str | None = None
+
+    def stop_all(self, *, reason: str = RunPulse.SHUTDOWN) -> int:
+        """Ask every live run of this process to stop after its page, at once (no
+        database round trip: the process itself was told to stop). Returns how many
+        were asked. Safe in a signal handler: the condition's lock is reentrant."""
+        with self._changed:
+            self.stopping = reason
+            asked = [pulse for pulse in self._due if pulse.stop_reason is None]
+            for pulse in asked:
+                pulse.stop_reason = reason
+            return len(asked)
+
+    def stop_none(self) -> None:
+        """Runs that start from now on run (the stop request was for the task that is over)."""
+        with self._changed:
+            self.stopping = None
 
     def add(self, pulse: RunPulse) -> None:
         with self._changed:
+            if self.stopping is not None:
+                pulse.stop_reason = self.stopping
             self._due[pulse] = time.monotonic() + pulse.interval
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="sabito-heartbeat", daemon=True)
