@@ -185,6 +185,10 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis re-delivers a task not acknowledged within the visibility timeout; with
     # late acks that must outlast the longest task, or long syncs would run twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 15 * 60}
+if CELERY_BROKER_URL.startswith("redis://"):
+    # A worker outlives Redis going away in the middle of a task (see nexpro/broker.py).
+    # (Not for rediss://: naming a transport drops the scheme, and with it kombu's TLS.)
+    CELERY_BROKER_TRANSPORT = "nexpro.broker:RedisTransport"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # django-celery-beat's DatabaseScheduler, recording each round of its loop for /readyz.

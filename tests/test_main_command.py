@@ -115,7 +115,9 @@ def compose_services() -> dict:
 def test_compose_runs_the_same_commands_as_the_procfile():
     procfile, services = procfile_commands(), compose_services()
 
-    assert " ".join(services["worker"]["command"]) == procfile["worker"]
+    # Under honcho keep-running restarts a worker that dies; compose does, by its policy.
+    assert "python scripts/keep-running " + " ".join(services["worker"]["command"]) == procfile["worker"]
+    assert services["worker"]["restart"] == "unless-stopped"
     assert " ".join(services["beat"]["command"]) == procfile["beat"]
     assert " ".join(services["web"]["command"]) == procfile["web"].replace(
         "${WEB_BIND:-127.0.0.1:8000}", "0.0.0.0:8000"
