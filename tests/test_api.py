@@ -5,6 +5,7 @@ import uuid
 from unittest.mock import ANY
 
 import pytest
+from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from sabito_sync import tasks
@@ -229,6 +230,35 @@ def test_sync_one_full_while_an_incremental_sync_runs_answers_409(admin, mapping
     assert response.status_code == 409
     assert error_body(response)["message"].startswith("A sync is already running for iCreations Global")
     assert fake_sabito.requests == []
+
+
+def test_a_full_sync_asked_as_the_queued_incremental_run_finishes_is_queued_not_refused(
+    admin, mapping, fake_sabito, settings, monkeypatch
+):
+    """The queued incremental run was claimed and finished by a worker between the
+    trigger's look and its upgrade: nothing holds the mapping, so the full sync asked
+    for is queued, not refused as if a run were still going."""
+    from sabito_sync.services import syncs
+
+    settings.SABITO_SYNC_API_WAIT = "0"
+    now = timezone.now()
+    queued = SyncRun.objects.create(
+        mapping=mapping, status=SyncRun.Status.QUEUED, trigger="beat", started_at=now, heartbeat_at=now
+    )
+    look = syncs.joinable_run_of
+
+    def look_then_the_worker_finishes_it(mapping_ids):
+        found = look(mapping_ids)
+        SyncRun.objects.filter(pk=queued.pk).update(status=SyncRun.Status.SUCCEEDED)
+        return found
+
+    monkeypatch.setattr(syncs, "joinable_run_of", look_then_the_worker_finishes_it)
+
+    response = admin.post(sync_one_url(mapping), {"fullSync": True})
+
+    assert response.status_code == 202
+    new_run = SyncRun.objects.get(mapping=mapping, status=SyncRun.Status.QUEUED)
+    assert new_run.full_sync and response.json()["data"][0]["runId"] == str(new_run.pk)
 
 
 @pytest.mark.parametrize("full_sync", [False, True])

@@ -95,6 +95,8 @@ def request_sync(*, actor: Actor, mappings: Iterable[SabitoMapping], full_sync: 
                     holder.full_sync = True
                 else:
                     holder.refresh_from_db()
+                    if holder.status in SyncRun.FINISHED_STATUSES:
+                        holder = None  # claimed and finished since we looked: nothing holds it now
             if holder is not None and full_sync and not holder.full_sync:
                 request.already_running.append(mapping)
             elif holder is not None:
