@@ -27,11 +27,14 @@ COPY --from=source /src /app
 RUN python manage.py collectstatic --noinput --verbosity 0 \
     && mkdir -p var && chown -R nexpro /app/var
 USER nexpro
-EXPOSE 8000
+# The probes' own port (gunicorn.conf.py, nexpro/probes.py): answered by every web
+# worker from a thread of its own, never behind API requests.
+ENV GUNICORN_PROBE_BIND=0.0.0.0:8081
+EXPOSE 8000 8081
 # Liveness of the web server. The worker and beat services of docker-compose.yml
 # replace it with checks of their own.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=4)"]
 CMD ["gunicorn", "nexpro.wsgi", "-c", "gunicorn.conf.py", "--bind", "0.0.0.0:8000"]
 
 FROM app AS demo

@@ -27,11 +27,15 @@ workers = number("GUNICORN_WORKERS", 2, minimum=1)
 threads = number("GUNICORN_THREADS", 1, minimum=1)
 # Recycle each worker after this many requests: bounds the memory any slow leak can
 # take. 0 never recycles. A new worker spends about half a second loading Django, its
-# share of the requests waiting meanwhile: at 1,000 a dashboard's polling restarted
-# each worker every few seconds. The jitter, half of it by default, keeps evenly
-# loaded workers from restarting together: with 100 of 1,000 two workers restarted
-# within that half second of each other, every client waiting (p95 400 ms, not 35).
-max_requests = number("GUNICORN_MAX_REQUESTS", 5000, minimum=0)
+# share of the requests waiting meanwhile, so a restart is a latency spike: sized for
+# the rate a worker really sees. One worker answers at most 105-125 API requests a
+# second (2 cores, 2 workers, bound by Django's and DRF's CPU): at 5,000 a saturated
+# worker restarted every 40-50 s; at 100,000 (plus jitter) every 13-20 minutes at
+# that rate, and every few hours at a busy dashboard's 10 a second. The jitter, half
+# of it by default, keeps evenly loaded workers from restarting together: with 100
+# of 1,000 two workers restarted within that half second of each other, every client
+# waiting (p95 400 ms, not 35).
+max_requests = number("GUNICORN_MAX_REQUESTS", 100_000, minimum=0)
 max_requests_jitter = number("GUNICORN_MAX_REQUESTS_JITTER", max_requests // 2, minimum=0)
 keepalive = number("GUNICORN_KEEPALIVE", 5, minimum=0)
 accesslog = "-"
@@ -43,3 +47,26 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "").strip()
 # No control socket: gunicornc is not used, and the default path is one per user,
 # shared by every stack on the host.
 control_socket_disable = True
+# Probes on a port of their own, answered by a thread in every worker, so that they
+# never wait behind API requests (see nexpro/probes.py): "host:port", or empty to
+# answer them on the API's port only. The image sets 0.0.0.0:8081.
+probe_bind = os.environ.get("GUNICORN_PROBE_BIND", "").strip()
+_probe_listener = None
+
+
+def on_starting(server):
+    """In the master, before any worker is forked: the probe socket every worker shares."""
+    global _probe_listener
+    if probe_bind:
+        from nexpro.probes import listening_socket
+
+        _probe_listener = listening_socket(probe_bind)
+        server.log.info("Probes answered on %s by every worker", probe_bind)
+
+
+def post_worker_init(worker):
+    """In each worker, its application loaded: answer the shared probe socket."""
+    if _probe_listener is not None:
+        from nexpro.probes import serve_probes
+
+        serve_probes(_probe_listener, worker.wsgi)

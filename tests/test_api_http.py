@@ -288,6 +288,36 @@ def test_gunicorn_trusts_no_proxy_unless_told_and_keeps_no_shared_control_socket
     assert not [path for path in home.rglob("*") if path.name.endswith(".ctl")]
 
 
+def test_probes_on_their_own_port_answer_while_every_web_worker_is_busy(make_caller, tmp_path):
+    """One web worker held by a sync request that waits for a worker nobody runs: a
+    probe on the API's port waits behind it; on the probe port it answers at once."""
+    import threading
+
+    caller = make_caller()
+    mapping = SabitoMappingFactory(tenant=caller.tenant)
+    headers = {"Authorization": f"Bearer {caller.token.key}", "X-Tenant-ID": str(caller.tenant.pk)}
+    probe_port = free_port()
+    with gunicorn(tmp_path, GUNICORN_PROBE_BIND=f"127.0.0.1:{probe_port}", SABITO_SYNC_API_WAIT="12") as url:
+        held = threading.Thread(
+            target=requests.post, args=(f"{url}/api/sabito/sync/{mapping.pk}",), kwargs={"headers": headers}
+        )
+        held.start()
+        wait_for(lambda: SyncRun.objects.filter(mapping=mapping).exists(), timeout=30, message="the held request")
+        try:
+            with pytest.raises(requests.Timeout):
+                requests.get(f"{url}/healthz", timeout=3)  # queued behind the held request
+            liveness = requests.get(f"http://127.0.0.1:{probe_port}/healthz", timeout=10)
+            readiness = requests.get(f"http://127.0.0.1:{probe_port}/readyz", timeout=10)
+            api_on_the_probe_port = requests.get(f"http://127.0.0.1:{probe_port}/api/sabito/status", timeout=10)
+        finally:
+            held.join(timeout=60)
+
+    assert liveness.status_code == 200 and liveness.json() == {"status": "ok"}
+    # Answered, whatever the verdict (this test runs no beat): it did not wait.
+    assert readiness.status_code in (200, 503) and "status" in readiness.json()
+    assert api_on_the_probe_port.status_code == 404
+
+
 def post_at_once(url: str, session, bodies: list[dict]) -> list[requests.Response]:
     """POST every body to `url` from a thread each, released together."""
     import threading

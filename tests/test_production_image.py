@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,6 +73,14 @@ def test_gunicorn_takes_its_timeout_workers_and_max_requests_from_the_environmen
         [sys.executable, "-c", read], cwd=ROOT, capture_output=True, text=True, env={"GUNICORN_WORKERS": "two"}
     )
 
-    assert defaults.stdout.split() == ["30", "2", "5000", "2500"]
+    # Sized for a worker answering about 120 requests a second: recycled every 13-20 minutes.
+    assert defaults.stdout.split() == ["30", "2", "100000", "50000"]
     assert configured.stdout.split() == ["45", "5", "200", "100"]  # the jitter: half of max_requests
     assert bad.returncode != 0 and "GUNICORN_WORKERS='two' is not a whole number" in bad.stderr
+
+
+def test_a_bad_probe_address_stops_gunicorn_with_its_name():
+    from nexpro.probes import listening_socket
+
+    with pytest.raises(SystemExit, match="GUNICORN_PROBE_BIND='8081' is not host:port"):
+        listening_socket("8081")
