@@ -100,6 +100,12 @@ def evaluate_targets(report: dict) -> dict:
             status["latency_ms"]["p95"], "<", TARGETS["status_p95_ms_max"], " ms"
         )
         targets["status API constant query count"] = {"value": status["queries"], "met": status["constant_queries"]}
+        probes = status.get("probes_under_256_connections", {}).get("probe port")
+        if probes:
+            targets["probes answer within 1 s under 256 connections (probe port)"] = {
+                "value": f"{probes['failed']} of {probes['sent']} failed",
+                "met": probes["failed"] == 0,
+            }
     return targets
 
 
@@ -230,6 +236,12 @@ def render_table(report: dict) -> str:
             f"p95 {latency['p95']:.1f} ms, p99 {latency['p99']:.1f} ms, {status['requests_per_second']:.0f} req/s, "
             f"queries per request {status['queries']}"
         )
+        for where, probes in status.get("probes_under_256_connections", {}).items():
+            lines.append(
+                f"  /healthz on the {where}, 256 connections on the status API: {probes['failed']} of "
+                f"{probes['sent']} probes failed their 1 s timeout; answered p50 {probes['p50_ms']:.0f} ms, "
+                f"max {probes['max_ms']:.0f} ms"
+            )
     lines.append("")
     lines.append("* the median of the rounds' ratios, each round against the limits measured beside it")
     if report["quick"]:

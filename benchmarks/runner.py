@@ -480,7 +480,7 @@ class Benchmark:
             "10 mappings": status_query_count(token, small_tenant_id),
             f"{mapping_count} mappings": status_query_count(token, tenant_id),
         }
-        port = free_port()
+        port, probe_port = free_port(), free_port()
         # gunicorn reads the project's gunicorn.conf.py from ROOT, as it does deployed:
         # its workers restart every 5,000-7,500 requests, once or twice in a run at this load,
         # and the percentiles include those restarts (~0.5 s of Django loading each). Its
@@ -502,7 +502,7 @@ class Benchmark:
                 "-",
             ],
             cwd=ROOT,
-            env={**self.env, "LOG_LEVEL": "WARNING"},
+            env={**self.env, "LOG_LEVEL": "WARNING", "GUNICORN_PROBE_BIND": f"127.0.0.1:{probe_port}"},
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,
@@ -521,6 +521,14 @@ class Benchmark:
                 text=True,
                 check=True,
             )
+            # Probes while 256 connections load the status endpoint (the load that failed
+            # 11 of 15 probes with a 1 s timeout when they shared the API's port).
+            with ProbesUnderLoad(
+                {"API port": f"http://127.0.0.1:{port}/healthz", "probe port": f"http://127.0.0.1:{probe_port}/healthz"}
+            ) as probes:
+                subprocess.run(
+                    [wrk, "-t2", "-c256", f"-d{duration}s", "-s", script.name, url], capture_output=True, check=True
+                )
             os.unlink(script.name)
         finally:
             stop_process_group(server)
@@ -538,9 +546,15 @@ class Benchmark:
             "latency_ms": {key: measured[key] / 1000 for key in ("p50", "p90", "p95", "p99", "max")},
             "queries": queries,
             "constant_queries": len(set(queries.values())) == 1,
+            "probes_under_256_connections": probes.figures(),
         }
         p95, rate = figures["latency_ms"]["p95"], figures["requests_per_second"]
         say(f"  p95 {p95:.1f} ms, {rate:.0f} req/s, queries {queries}")
+        for where, measured in figures["probes_under_256_connections"].items():
+            say(
+                f"  /healthz on the {where} under 256 connections: {measured['failed']} of {measured['sent']} "
+                f"failed (1 s timeout), p50 {measured['p50_ms']:.0f} ms, max {measured['max_ms']:.0f} ms"
+            )
         return figures
 
     def status_fixtures(self, mapping_count: int) -> tuple[str, str, str]:
@@ -666,6 +680,53 @@ def stop_process_group(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+class ProbesUnderLoad:
+    """GET each URL every quarter second from threads of their own, with a 1 s timeout
+    (Kubernetes' default), while the block runs; `figures()` per URL name."""
+
+    TIMEOUT = 1.0
+
+    def __init__(self, urls: dict[str, str]):
+        import threading
+
+        self.urls = urls
+        self.results: dict[str, list[float | None]] = {name: [] for name in urls}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.probe, args=(name,), daemon=True) for name in urls]
+
+    def __enter__(self) -> ProbesUnderLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+    def probe(self, name: str) -> None:
+        while not self.stop.wait(0.25):
+            started = time.monotonic()
+            try:
+                with urlopen(self.urls[name], timeout=self.TIMEOUT) as answer:
+                    answer.read()
+                self.results[name].append(time.monotonic() - started)
+            except OSError:
+                self.results[name].append(None)
+
+    def figures(self) -> dict[str, dict]:
+        figures = {}
+        for name, results in self.results.items():
+            answered = sorted(seconds * 1000 for seconds in results if seconds is not None)
+            figures[name] = {
+                "sent": len(results),
+                "failed": len(results) - len(answered),
+                "p50_ms": answered[len(answered) // 2] if answered else float("nan"),
+                "max_ms": answered[-1] if answered else float("nan"),
+            }
+        return figures
 
 
 def free_port() -> int:

@@ -145,8 +145,15 @@ STORAGES = {
 # The API's throttle counters (and the status endpoint's answers) live in the cache,
 # which every web process must share for the documented rate to hold: Redis when there
 # is one, otherwise files under CACHE_DIR that the processes of one host share.
+# CACHE_KEY_PREFIX keeps two stacks (or test runs) that share one Redis database apart.
 if env.str("REDIS_URL", default=""):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("REDIS_URL")}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env.str("REDIS_URL"),
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default=""),
+        }
+    }
 else:
     CACHES = {
         "default": {

@@ -136,9 +136,26 @@ def member(make_caller, tenant) -> Caller:
 def fresh_throttle_history():
     """Throttle counts live in the default cache, keyed by user id; ids repeat from
     test to test, so each test starts with none."""
-    caches["default"].clear()
+    clear_this_runs_cache()
     yield
-    caches["default"].clear()
+    clear_this_runs_cache()
+
+
+def clear_this_runs_cache() -> None:
+    """The cache's entries of this test run: its folder, or its keys in Redis (never
+    the whole Redis database, which another run and the broker may share)."""
+    from django.core.cache.backends.redis import RedisCache
+
+    from sabito_sync.api.permissions import redis_client
+
+    cache = caches["default"]
+    if not isinstance(cache, RedisCache):
+        cache.clear()
+        return
+    client = redis_client(cache)
+    keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def own_celery_queue():
 def own_cache_folder(tmp_path_factory):
     """Without Redis the cache is a folder shared by a host's processes: this run's
     own, for itself and every process it starts, so runs never count each other's
-    requests (nor clear each other's counters)."""
+    requests (nor clear each other's counters). With Redis, this run's own key prefix."""
     import os
 
     from django.conf import settings
@@ -61,7 +61,15 @@ def own_cache_folder(tmp_path_factory):
         yield folder
         override.disable()
     else:
-        yield None
+        # Redis: this run's own key prefix, for itself and the processes it starts.
+        import uuid
+
+        prefix = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.environ["CACHE_KEY_PREFIX"] = prefix
+        override = override_settings(CACHES={"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}})
+        override.enable()
+        yield prefix
+        override.disable()
 
 
 @pytest.fixture(autouse=True)

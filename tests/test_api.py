@@ -1208,6 +1208,50 @@ def test_syncs_still_start_when_the_throttles_cache_server_is_down(admin, mappin
     assert "throttle skipped: the cache is unavailable" in caplog.text
 
 
+def test_simultaneous_triggers_of_one_user_never_pass_the_rate(admin, settings, monkeypatch):
+    """Eight requests of one user at once against a limit of five: exactly five pass,
+    whatever the cache (Redis in one CI lane, the shared folder in the other). The
+    cache's reads are slowed so that, counted without the lock, every request would
+    read the history before any wrote it (all eight passed)."""
+    import threading
+    import time
+
+    from django.core.cache import cache
+    from rest_framework.test import APIRequestFactory, force_authenticate
+
+    from sabito_sync.api.permissions import SyncTriggerThrottle
+
+    settings.SABITO_SYNC_THROTTLE = "5/minute"
+    read = cache.get
+
+    def slow_read(*args, **kwargs):
+        value = read(*args, **kwargs)
+        time.sleep(0.05)
+        return value
+
+    monkeypatch.setattr(cache, "get", slow_read)
+    request = APIRequestFactory().post("/api/sabito/sync")
+    force_authenticate(request, user=admin.user)
+    view = type("View", (), {"throttle_scope": "sabito_sync"})()
+    start, allowed = threading.Barrier(8), []
+
+    def trigger():
+        from rest_framework.request import Request
+
+        throttle = SyncTriggerThrottle()
+        throttle.cache = cache
+        start.wait()
+        allowed.append(throttle.allow_request(Request(request), view))
+
+    threads = [threading.Thread(target=trigger) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(allowed) == [False] * 3 + [True] * 5
+
+
 def test_sync_throttle_is_per_user_and_spares_reads(
     admin, make_caller, tenant, mapping, fake_sabito, sync_rate_of_two, inline_worker
 ):

@@ -7,9 +7,19 @@ request only after every middleware has run, so middleware cannot know the user.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
+import os
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+from django.core.cache import BaseCache
+from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
 from rest_framework.permissions import BasePermission
@@ -118,7 +128,69 @@ class SyncTriggerThrottle(ScopedRateThrottle):
         # sync would turn a protective limit into an outage; the run lock still
         # keeps one run per mapping, so let the request through and say so.
         try:
-            return super().allow_request(request, view)
+            key = self.get_cache_key(request, view) if self.get_rate() else None
+            if key is None:
+                return super().allow_request(request, view)
+            # DRF reads a user's history, decides, and writes it back: two processes
+            # doing that at once both let a request in (31 through a limit of 30).
+            with counted_alone(self.cache, key):
+                return super().allow_request(request, view)
         except Exception:
             logger.warning("Sync trigger throttle skipped: the cache is unavailable", exc_info=True)
             return True
+
+
+_redis_clients: dict[str, Any] = {}
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_lock = threading.Lock()
+LOCK_SECONDS = 5  # held for a cache read and write; a holder that died frees it after this
+
+
+@contextmanager
+def counted_alone(cache: BaseCache, key: str) -> Iterator[None]:
+    """Hold `key`'s counter for one process and thread at a time, with a lock that is
+    as wide as the cache is shared: a Redis lock (every web process of every host),
+    a file lock in the cache's folder (every process of the host), or a thread lock
+    (a cache of this process only)."""
+    name = cache.make_key(f"{key}:lock")
+    if isinstance(cache, RedisCache):
+        with redis_client(cache).lock(name, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
+            yield
+    elif isinstance(cache, FileBasedCache):
+        folder = default_cache_settings()["LOCATION"]
+        path = os.path.join(folder, hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock")
+        with open(path, "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+    else:
+        with _thread_locks_lock:
+            lock = _thread_locks.setdefault(name, threading.Lock())
+        with lock:
+            yield
+
+
+def default_cache_settings() -> dict[str, Any]:
+    """The settings of DRF's throttle cache, the default one."""
+    from django.conf import settings
+    from django.core.cache import DEFAULT_CACHE_ALIAS
+
+    return dict(settings.CACHES[DEFAULT_CACHE_ALIAS])
+
+
+def redis_client(cache: RedisCache) -> Any:
+    """A redis-py client of the default cache's (first, written-to) server, one per process."""
+    import re
+
+    import redis
+
+    configured = default_cache_settings()
+    servers = configured["LOCATION"]
+    location = re.split("[;,]", servers)[0] if isinstance(servers, str) else servers[0]
+    client = _redis_clients.get(location)
+    if client is None:
+        options = {name: value for name, value in configured.get("OPTIONS", {}).items() if name.startswith("socket_")}
+        client = _redis_clients[location] = redis.Redis.from_url(location, **options)
+    return client
