@@ -106,7 +106,7 @@ def test_operator_presses_full_sync_and_the_page_follows_the_run_until_it_has_fi
         current_run = page.locator(".field-current_run")
         expect(current_run.locator(".sabito-badge--queued, .sabito-badge--running")).to_be_visible()
         expect(page.get_by_role("button", name="Cancel run")).to_be_visible()
-        page.screenshot(path="/tmp/admin_mapping_change.png", full_page=True)
+        page.screenshot(path=tmp_path / "admin_mapping_change.png", full_page=True)
 
         # No reload from here: the page follows the run and reloads itself once it has finished.
         expect(page.locator(".field-last_state .sabito-badge--succeeded")).to_be_visible(
@@ -115,7 +115,7 @@ def test_operator_presses_full_sync_and_the_page_follows_the_run_until_it_has_fi
         expect(current_run).to_contain_text("None: no sync of it is queued or running")
         expect(page.locator(".field-last_result")).to_contain_text(f"created {expected_customers}")
         expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
-        page.screenshot(path="/tmp/admin_mapping_after_sync.png", full_page=True)
+        page.screenshot(path=tmp_path / "admin_mapping_after_sync.png", full_page=True)
 
         page.locator(".object-tools").get_by_role("link", name="Runs").click()
         finished_row = page.locator("#result_list tbody tr", has=page.locator(".sabito-badge--succeeded"))
@@ -125,14 +125,14 @@ def test_operator_presses_full_sync_and_the_page_follows_the_run_until_it_has_fi
         expect(finished_row.locator("td.field-result")).to_have_text(
             f"processed {expected_customers} · created {expected_customers} · updated 0 · skipped 0 · errors 0"
         )
-        page.screenshot(path="/tmp/admin_after_sync.png", full_page=True)
+        page.screenshot(path=tmp_path / "admin_after_sync.png", full_page=True)
 
         page.goto(mapping_changelist)
         mapping_row = page.locator("#result_list tbody tr", has_text=mapping.business_name)
         expect(mapping_row.locator(".sabito-badge--succeeded")).to_have_text("Succeeded")
         expect(mapping_row.locator("td.field-last_result")).to_contain_text(f"created {expected_customers}")
         expect(mapping_row.locator("td.field-last_sync")).to_contain_text("(just now)")
-        page.screenshot(path="/tmp/admin_mapping_changelist.png", full_page=True)
+        page.screenshot(path=tmp_path / "admin_mapping_changelist.png", full_page=True)
 
     run = SyncRun.objects.get(mapping=mapping)
     assert (run.status, run.trigger, run.full_sync, run.created) == ("succeeded", "admin", True, expected_customers)
@@ -158,7 +158,7 @@ def test_operator_cancels_a_queued_run_from_the_mapping_page(operator_and_mappin
         assert page.url.endswith(mapping_change)
         expect(page.locator(".field-current_run")).to_contain_text("None: no sync of it is queued or running")
         expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
-        page.screenshot(path="/tmp/admin_mapping_cancelled.png", full_page=True)
+        page.screenshot(path=tmp_path / "admin_mapping_cancelled.png", full_page=True)
 
     run = SyncRun.objects.get(mapping=mapping)
     assert (run.status, run.trigger, run.cancel_requested_at is not None) == ("cancelled", "admin", True)

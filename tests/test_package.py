@@ -235,6 +235,14 @@ def test_every_library_the_app_imports_is_a_dependency_its_wheel_declares(wheel)
     assert {"orjson", "msgspec", "requests"} <= needed
 
 
+def test_twine_finds_the_sdist_and_wheel_fit_to_upload(dist):
+    """Their metadata and the long description (the README) render on PyPI."""
+    files = sorted(str(path) for path in dist.iterdir())
+    checked = run(sys.executable, "-m", "twine", "check", "--strict", *files)
+
+    assert checked.stdout.count("PASSED") == len(files) == 2
+
+
 def test_the_sdist_leaves_out_the_project(dist):
     import tarfile
 
