@@ -15,6 +15,7 @@ from sabito_sync.models import Customer, SyncRun
 from sabito_sync.runs.reaper import request_stop_of_worker_runs
 from sabito_sync.tasks import reap_dead_runs_task, sync_mapping_task
 
+from .conftest import wait_for
 from .factories import SabitoMappingFactory, sabito_record
 
 PAGE = 100
@@ -174,6 +175,20 @@ def test_an_outcome_that_cannot_be_recorded_still_ends_the_run(mapping, fake_sab
 # --- Alive, cancelled, shut down: the heartbeat thread (real commits) ------------------------
 
 
+def wait_for_the_heartbeat_to_read_it(run_id) -> None:
+    """Until the run's heartbeat thread has read a request just committed: two beats
+    after this call (the first may have read the row just before the request)."""
+    seen = [SyncRun.objects.get(pk=run_id).heartbeat_at]
+
+    def two_more_beats() -> bool:
+        latest = SyncRun.objects.get(pk=run_id).heartbeat_at
+        if latest != seen[-1]:
+            seen.append(latest)
+        return len(seen) >= 3
+
+    wait_for(two_more_beats, timeout=60, interval=0.02, message="the heartbeat thread to read the request")
+
+
 @pytest.fixture
 def live_mapping(transactional_db, settings):
     settings.SABITO_HEARTBEAT_SECONDS = "0.1"
@@ -210,7 +225,7 @@ def test_a_cancelled_run_stops_after_its_page_keeps_what_it_wrote_and_the_waterm
     def cancel_after_the_second_page(result):
         if result.processed == 2 * PAGE:
             SyncRun.objects.filter(pk=result.run_id).update(cancel_requested_at=timezone.now())
-            time.sleep(0.5)  # the heartbeat thread reads the request
+            wait_for_the_heartbeat_to_read_it(result.run_id)
 
     result = sync_mapping(mapping=live_mapping, on_page=cancel_after_the_second_page)
 
@@ -229,7 +244,7 @@ def test_a_worker_shutting_down_interrupts_its_runs_after_their_page(live_mappin
     def shut_down_after_the_first_page(result):
         if result.processed == PAGE:
             assert request_stop_of_worker_runs(worker="celery@node-1") == 1
-            time.sleep(0.5)
+            wait_for_the_heartbeat_to_read_it(result.run_id)
 
     result = sync_mapping(mapping=live_mapping, worker="celery@node-1", on_page=shut_down_after_the_first_page)
 
@@ -301,7 +316,7 @@ def test_a_sync_stopped_mid_feed_resumes_after_its_last_committed_batch(live_map
     def cancel_after_the_first_batch(result):
         if result.processed == 30:
             SyncRun.objects.filter(pk=result.run_id).update(cancel_requested_at=timezone.now())
-            time.sleep(0.5)  # the heartbeat thread reads the request
+            wait_for_the_heartbeat_to_read_it(result.run_id)
 
     cancelled = sync_mapping(mapping=live_mapping, full_sync=True, on_page=cancel_after_the_first_batch)
     run = SyncRun.objects.get(pk=cancelled.run_id)

@@ -74,7 +74,7 @@ def is_valid_record(record) -> bool:
 
 
 def control(simulator, method, action, payload=None, **params):
-    return requests.request(method, f"{simulator.url}/_simulator/{action}", json=payload, params=params, timeout=5)
+    return requests.request(method, f"{simulator.url}/_simulator/{action}", json=payload, params=params, timeout=30)
 
 
 # --- The API ------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def test_bad_parameters_answer_400_with_a_message(simulator, business_id, params
         f"{simulator.url}/api/customers",
         params={"businessId": business_id, **params},
         headers={"X-API-Key": KEY},
-        timeout=5,
+        timeout=30,
     )
 
     assert response.status_code == 400
@@ -520,14 +520,14 @@ def test_module_runs_as_a_command_line_server():
         text=True,
     )
     try:
-        url, business_line = read_lines(process.stdout, 2, timeout=10)
+        url, business_line = read_lines(process.stdout, 2, timeout=60)
         business_ids = business_line.split()
         response = requests.get(
             f"{url}/api/customers", params={"businessId": business_ids[0]}, headers={"X-API-Key": KEY}, timeout=5
         )
     finally:
         process.terminate()
-        process.wait(timeout=5)
+        process.wait(timeout=30)
 
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
     assert business_ids == SabitoSimulator(customers_per_business=30, seed=5).business_ids
