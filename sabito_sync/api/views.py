@@ -102,11 +102,11 @@ class TenantAPIView(APIView):
     def input_data(self) -> Any:
         """The JSON body. A body sent without a Content-Type, or chunked without a
         Content-Length, would otherwise read as empty and the defaults would run."""
-        if "chunked" in self.request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not self.request.META.get(
-            "CONTENT_LENGTH"
+        if "chunked" in self.request.headers.get("transfer-encoding", "").lower() and not self.request.headers.get(
+            "content-length"
         ):
             raise LengthRequired()
-        if not self.request.content_type and int(self.request.META.get("CONTENT_LENGTH") or 0) > 0:
+        if not self.request.content_type and int(self.request.headers.get("content-length") or 0) > 0:
             raise UnsupportedMediaType("", detail="Send the body as JSON, with Content-Type: application/json.")
         return self.request.data
 
