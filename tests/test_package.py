@@ -230,7 +230,8 @@ def test_every_library_the_app_imports_is_a_dependency_its_wheel_declares(wheel)
     needed = {distributions[name][0].lower().replace("_", "-") for name in third_party if name != "sabito_sync"}
 
     # A host that pip-installs the app gets what it imports (psycopg is the
-    # `postgres` extra: only where PostgreSQL is used, and imported only there).
+    # `postgres` extra: only where PostgreSQL is used, and imported only there; redis
+    # the `redis` extra, imported only when the cache is Redis).
     assert needed - declared == set()
     assert {"orjson", "msgspec", "requests"} <= needed
 

@@ -206,34 +206,54 @@ def test_duplicate_record_in_one_sync_is_processed_once(fake_sabito, mapping):
     assert Customer.objects.count() == 3
 
 
+EMAIL_1 = "person1@example.com"
+LONG_EMAIL = "a" * 250 + "@example.com"  # 262 characters: an error entry shows its first 254
+
+
 @pytest.mark.parametrize(
-    ("record", "reason"),
+    ("record", "entry"),
     [
-        ({"email": "x@example.com", "name": "No id"}, "record has no id"),
-        (sabito_record(1, email="not-an-email"), "is not a valid address"),
-        (sabito_record(1, phone=5551234), "phone must be a string, got number"),
-        (sabito_record(1, name={"first": "Ada"}), "name must be a string, got object"),
-        (sabito_record(1, city=["Paris"]), "city must be a string, got list"),
-        (sabito_record(1, name="x" * 256), "name is 256 characters long; the limit is 255"),
-        (sabito_record(1, name="Nul\x00byte"), "name contains a NUL character"),
-        # JSON may escape half of a surrogate pair alone; no database can store it.
-        (sabito_record(1, name="Ada \ud800"), "name contains a lone surrogate (\\ud800)"),
-        (sabito_record(1, email="ada\udfff@example.com"), "email contains a lone surrogate (\\udfff)"),
-        (sabito_record(1, id="cust-\udc00"), "id contains a lone surrogate (\\udc00)"),
-        (sabito_record(1, id={"nested": 1}), "id must be a string, got object"),
-        (sabito_record(1, id=98765), "id must be a string, got number"),
-        ("just a string", "record is a string, not an object"),
+        ({"email": "x@example.com", "name": "No id"}, (None, "x@example.com", "record has no id")),
+        (
+            sabito_record(1, email="not-an-email"),
+            ("cust-1", "not-an-email", "email 'not-an-email' is not a valid address"),
+        ),
+        (sabito_record(1, phone=5551234), ("cust-1", EMAIL_1, "phone must be a string, got number")),
+        (sabito_record(1, phone=55.5), ("cust-1", EMAIL_1, "phone must be a string, got number")),
+        (sabito_record(1, city=True), ("cust-1", EMAIL_1, "city must be a string, got boolean")),
+        (sabito_record(1, name={"first": "Ada"}), ("cust-1", EMAIL_1, "name must be a string, got object")),
+        (sabito_record(1, city=["Paris"]), ("cust-1", EMAIL_1, "city must be a string, got list")),
+        (sabito_record(1, name="x" * 256), ("cust-1", EMAIL_1, "name is 256 characters long; the limit is 255")),
+        (sabito_record(1, name="Nul\x00byte"), ("cust-1", EMAIL_1, "name contains a NUL character")),
+        # JSON may escape half of a surrogate pair alone; no database can store it, and the
+        # entry shows it escaped.
+        (sabito_record(1, name="Ada \ud800"), ("cust-1", EMAIL_1, "name contains a lone surrogate (\\ud800)")),
+        (
+            sabito_record(1, email="ada\udfff@example.com"),
+            ("cust-1", "ada\\udfff@example.com", "email contains a lone surrogate (\\udfff)"),
+        ),
+        (sabito_record(1, id="cust-\udc00"), ("cust-\\udc00", EMAIL_1, "id contains a lone surrogate (\\udc00)")),
+        # An id that is not a string is shown as null, never as its Python text.
+        (sabito_record(1, id={"nested": 1}), (None, EMAIL_1, "id must be a string, got object")),
+        (sabito_record(1, id=True), (None, EMAIL_1, "id must be a string, got boolean")),
+        (sabito_record(1, id=98765), ("98765", EMAIL_1, "id must be a string, got number")),
+        (sabito_record(1, email={"nested": 1}), ("cust-1", None, "email must be a string, got object")),
+        (
+            sabito_record(1, email=LONG_EMAIL),
+            ("cust-1", LONG_EMAIL[:254], "email is 262 characters long; the limit is 254"),
+        ),
+        ("just a string", (None, None, "record is a string, not an object")),
     ],
 )
-def test_invalid_record_is_an_error_entry_and_the_rest_of_the_page_is_saved(fake_sabito, mapping, record, reason):
+def test_invalid_record_is_an_error_entry_and_the_rest_of_the_page_is_saved(fake_sabito, mapping, record, entry):
     serve(fake_sabito, mapping, [sabito_record(100), record, sabito_record(101)])
 
     result = sync_mapping(mapping=mapping, full_sync=True)
 
     assert result.success
     assert (result.created, result.errors) == (2, 1)
-    assert reason in result.error_details[0]["reason"]
-    assert set(result.error_details[0]) == {"sabitoCustomerId", "email", "reason"}
+    sabito_id, email, reason = entry
+    assert result.error_details == [{"sabitoCustomerId": sabito_id, "email": email, "reason": reason}]
     assert Customer.objects.count() == 2
     run = SyncRun.objects.get(pk=result.run_id)
     assert run.error_details == result.error_details  # stored as reported

@@ -322,3 +322,45 @@ def test_an_operator_without_the_named_permission_is_refused(make_caller, world,
         response = recipe.call(client, world)
         assert response.status_code == 403, (codename, response.content[:300])
         assert world.snapshot() == before
+
+
+# What a refused person reads, word for word: each action's refusal names who may.
+REFUSALS = {
+    "READ": "Only members of this tenant, or platform operators with the sabito_sync.view_sabitomapping "
+    "permission, may read its Sabito mappings and syncs.",
+    "MANAGE": "Only admins of this tenant, or platform operators with the sabito_sync.change_sabitomapping "
+    "permission, may rename, pause, resume or sync its Sabito mappings, or cancel their syncs.",
+    "CONNECT": "Only platform operators with the sabito_sync.add_sabitomapping permission may connect a Sabito "
+    "business to a tenant; ask one to create the mapping.",
+    "REPOINT": "Only platform operators with the sabito_sync.change_sabitomapping permission may change a "
+    "mapping's Sabito business or tenant.",
+    "DELETE": "Only platform operators with the sabito_sync.delete_sabitomapping permission may delete a "
+    "Sabito mapping.",
+}
+
+
+@pytest.mark.parametrize("action", sorted(REFUSALS))
+def test_each_refusal_says_exactly_who_may(db, action):
+    from sabito_sync.services.access import Action, ActionRefused, ensure_may
+
+    stranger = UserFactory()
+    with pytest.raises(ActionRefused) as refused:
+        ensure_may(stranger, Action[action], tenant=TenantFactory())
+
+    assert str(refused.value) == REFUSALS[action]
+
+
+def test_a_member_patching_a_mapping_reads_the_manage_refusal(make_caller, world):
+    member = api_client(make_caller, world, "Member")
+
+    response = member.patch(f"/api/sabito/mappings/{world.mapping.pk}", {"isActive": False}, format="json")
+
+    assert response.status_code == 403
+    assert response.json() == {"success": False, "message": REFUSALS["MANAGE"], "errors": {}}
+
+
+def test_a_record_of_who_did_something_names_the_user_or_the_platform(db):
+    from sabito_sync.services.access import actor_name
+
+    assert actor_name(UserFactory(username="ada")) == "ada"
+    assert actor_name(None) == "the platform"  # a management command, a scheduled task
