@@ -35,7 +35,7 @@ def own_celery_queue():
     import os
     import uuid
 
-    from nexpro.celery import app
+    from celery import current_app as app
 
     queue = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     os.environ["CELERY_QUEUE"] = queue
@@ -180,9 +180,8 @@ def pytest_configure(config):
     purged Redis database when REDIS_URL is set."""
     import tempfile
 
+    from celery import current_app as app
     from django.conf import settings
-
-    from nexpro.celery import app
 
     if app.conf.broker_url.startswith("filesystem://"):
         folder = tempfile.mkdtemp(prefix="nexpro-test-broker-")
@@ -205,9 +204,8 @@ def celery_worker(*, purge: bool = True):
     on the real broker: the filesystem transport by default, Redis when REDIS_URL is
     set. Tasks are serialised to JSON and travel through the broker as in production.
     `purge` first drops what earlier tests left in the queue."""
+    from celery import current_app as app
     from celery.contrib.testing.worker import start_worker
-
-    from nexpro.celery import app
 
     if purge:
         with app.connection_for_write() as connection:

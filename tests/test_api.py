@@ -1128,6 +1128,7 @@ def test_wrong_method_answers_405_with_the_error_body(admin):
     error_body(response)
 
 
+@pytest.mark.project
 def test_unhandled_error_on_an_api_path_answers_json_500(admin, monkeypatch):
     def bug(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -1142,6 +1143,7 @@ def test_unhandled_error_on_an_api_path_answers_json_500(admin, monkeypatch):
     assert "a bug" not in response.content.decode()
 
 
+@pytest.mark.project
 def test_unknown_api_path_answers_json_404(admin):
     response = admin.get("/api/sabito/nothing-here")
 
@@ -1149,6 +1151,7 @@ def test_unknown_api_path_answers_json_404(admin):
     error_body(response)
 
 
+@pytest.mark.project
 def test_a_trailing_slash_answers_the_same_json_404_with_a_hint(admin):
     with_slash = admin.get(STATUS + "/")
     refused = admin.post(SYNC_ALL, {"fullSync": "yes"})

@@ -18,6 +18,8 @@ from rest_framework.authtoken.models import Token
 from tests.api_fixtures import fresh_throttle_history, queued_run  # noqa: F401 (fixtures)
 from tests.factories import MembershipFactory, SabitoMappingFactory, TenantFactory, UserFactory, sabito_record
 
+pytestmark = pytest.mark.project  # the schema is served by the project's urls (drf-spectacular)
+
 OPERATIONS = {
     ("/api/sabito/sync", "post"),
     ("/api/sabito/sync/{mappingId}", "post"),

@@ -166,6 +166,7 @@ def test_a_chunk_counts_a_mapping_deleted_since_the_fanout_as_failed(mappings):
     assert (tick.finished, tick.errors) == (3, 1) and tick.completed_at is not None
 
 
+@pytest.mark.project
 def test_each_mapping_of_a_chunk_logs_with_its_own_ids(mappings, caplog):
     with caplog.at_level(logging.INFO, logger="sabito_sync"):
         run_chunk(mappings)

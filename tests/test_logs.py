@@ -56,6 +56,7 @@ def test_json_log_lines_carry_level_logger_timestamp_and_the_sync_ids(transactio
         )
 
 
+@pytest.mark.project
 def test_a_name_from_outside_cannot_forge_a_plain_log_line_or_drive_the_terminal(transactional_db, sabito_simulator):
     mapping, _ = simulator_mappings(sabito_simulator)
     # Stored before names were checked (or written past the API and the admin).

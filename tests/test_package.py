@@ -2,8 +2,10 @@
 the app and nothing of the project's, and the wheel, installed into a fresh venv, runs
 in a minimal host project that knows only the README's documented settings."""
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -199,8 +201,12 @@ def test_the_wheel_declares_its_version_and_dependency_ranges(wheel):
 
     assert wheel.name.startswith("django_sabito_sync-1.0.0-")
     assert "Version: 1.0.0" in text
-    assert "Requires-Dist: Django<6.0,>=5.2" in text
-    assert "Classifier: Framework :: Django :: 5.2" in text
+    # Exactly what the matrix proves: its Django versions, and the range from its oldest.
+    matrix = re.search(r"^DJANGO_VERSIONS = (\[.*\])$", (ROOT / "noxfile.py").read_text(), re.M)
+    versions = ast.literal_eval(matrix.group(1))
+    classified = re.findall(r"^Classifier: Framework :: Django :: (\S+)$", text, re.M)
+    assert classified == versions == ["4.2", "5.1", "5.2"]
+    assert f"Requires-Dist: Django<6.0,>={versions[0]}" in text
     assert "Classifier: Programming Language :: Python :: 3.11" in text
     requirements = [line.split(";")[0] for line in text.splitlines() if line.startswith("Requires-Dist:")]
     assert requirements and not [line for line in requirements if "==" in line]  # ranges, not this deployment's pins

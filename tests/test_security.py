@@ -30,6 +30,7 @@ def manage(*args, env):
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.project
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
     env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(64), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
 
@@ -39,6 +40,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
     assert "System check identified no issues" in completed.stdout
 
 
+@pytest.mark.project
 def test_production_without_a_metrics_token_is_warned_about(tmp_path):
     env = PRODUCTION_ENV | {
         "SECRET_KEY": secrets.token_urlsafe(64),
@@ -51,6 +53,7 @@ def test_production_without_a_metrics_token_is_warned_about(tmp_path):
     assert completed.returncode != 0 and "sabito_sync.W002" in completed.stderr
 
 
+@pytest.mark.project
 def test_production_refuses_the_development_secret_key(tmp_path):
     env = PRODUCTION_ENV | {"DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
 
@@ -60,6 +63,7 @@ def test_production_refuses_the_development_secret_key(tmp_path):
     assert "nexpro.E002" in completed.stderr and "SECRET_KEY" in completed.stderr
 
 
+@pytest.mark.project
 def test_production_refuses_debug(tmp_path):
     env = PRODUCTION_ENV | {
         "SECRET_KEY": secrets.token_urlsafe(64),
@@ -72,6 +76,7 @@ def test_production_refuses_debug(tmp_path):
     assert completed.returncode != 0 and "nexpro.E001" in completed.stderr
 
 
+@pytest.mark.project
 def test_production_without_a_sabito_api_key_is_a_start_up_error(tmp_path):
     env = PRODUCTION_ENV | {
         "SECRET_KEY": secrets.token_urlsafe(64),
@@ -84,6 +89,7 @@ def test_production_without_a_sabito_api_key_is_a_start_up_error(tmp_path):
     assert completed.returncode != 0 and "sabito_sync.E002" in completed.stderr
 
 
+@pytest.mark.project
 def test_production_without_a_sabito_api_url_is_a_start_up_error_not_the_simulator(tmp_path):
     env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(64), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
     del env["SABITO_API_URL"]
@@ -94,6 +100,7 @@ def test_production_without_a_sabito_api_url_is_a_start_up_error_not_the_simulat
     assert "sabito_sync.E001" in completed.stderr and "SABITO_API_URL is not set" in completed.stderr
 
 
+@pytest.mark.project
 def test_production_warns_about_a_plain_http_sabito_api_url(tmp_path):
     env = PRODUCTION_ENV | {
         "SECRET_KEY": secrets.token_urlsafe(64),
@@ -106,6 +113,7 @@ def test_production_warns_about_a_plain_http_sabito_api_url(tmp_path):
     assert completed.returncode != 0 and "nexpro.W002" in completed.stderr
 
 
+@pytest.mark.project
 def test_development_defaults_to_the_local_simulator(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
     read = "from django.conf import settings; print(settings.SABITO_API_URL, settings.SABITO_API_KEY)"

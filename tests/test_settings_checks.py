@@ -104,6 +104,7 @@ def test_missing_api_key_is_fine_when_sync_is_disabled(settings):
     assert check_messages() == []
 
 
+@pytest.mark.project
 def test_manage_py_check_fails_at_start_up_on_a_bad_interval(tmp_path):
     completed = subprocess.run(
         [sys.executable, "manage.py", "check"],
