@@ -20,7 +20,7 @@ def check_required_apps(app_configs=None, **kwargs):
     return [
         Error(
             f"{name!r} is not in INSTALLED_APPS; sabito_sync needs it for {purpose}.",
-            hint=f'Add {name!r} to INSTALLED_APPS (see the README\'s "Use it in your own project").',
+            hint=f"Add {name!r} to INSTALLED_APPS (see docs/own-project.md in the app's repository).",
             id="sabito_sync.E006",
         )
         for name, purpose in REQUIRED_APPS.items()

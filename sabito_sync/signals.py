@@ -1,6 +1,6 @@
 """Signals for the host CRM, sent by the sync engine: `sync_finished` once a started
-run is recorded, `customers_synced` after each batch of pages commits (the README's
-"Alerts, and signals for the host CRM" lists their arguments). A receiver that raises
+run is recorded, `customers_synced` after each batch of pages commits (docs/operations.md,
+"Alerts, and signals for the host CRM", lists their arguments). A receiver that raises
 is logged and never fails the sync; connect yours in your `AppConfig.ready()`."""
 
 from __future__ import annotations

@@ -40,3 +40,15 @@ def test_the_pre_commit_hooks_pass_on_every_file_of_the_tree(tmp_path):
     passed = [line for line in hooks.stdout.splitlines() if line.endswith("Passed")]
     for hook in ("ruff (lint, with fixes)", "ruff format", "django-upgrade", "every model change has its migration"):
         assert [line for line in passed if line.startswith(hook)], hooks.stdout
+
+
+def test_every_link_of_the_readme_leads_to_a_file_of_the_repository():
+    """The README is the front door: each of its links into docs/ (and to CONTRIBUTING
+    and the CHANGELOG) names a file that exists; mkdocs --strict checks the pages'."""
+    import re
+
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    local = [target for target in targets if "://" not in target]
+
+    assert {"docs/configuration.md", "docs/api.md", "CONTRIBUTING.md"} <= set(local)
+    assert [target for target in local if not (ROOT / target).is_file()] == []

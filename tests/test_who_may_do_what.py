@@ -1,4 +1,4 @@
-"""The README's "Who may do what" table, cell by cell, against the running code.
+"""The "Who may do what" table of the API's page (docs/api.md), cell by cell, against the running code.
 
 Every row of the table has a recipe here (and every recipe a row, so the two cannot
 drift apart). Each cell is tried as that kind of caller: an allowed action must
@@ -39,14 +39,14 @@ from tests.factories import SabitoMappingFactory, TenantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+API_PAGE = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 COLUMNS = ("Anonymous", "Staff flag only", "Member", "Tenant admin", "Platform operator", "Superuser")
 # Django's own rule, which the API follows: who may change may also view.
 IMPLIED_BY = {"view_sabitomapping": {"change_sabitomapping"}}
 
 
 def readme_table() -> dict[str, list[str]]:
-    section = README.read_text().split("### Who may do what", 1)[1].split("\n#", 1)[0]
+    section = API_PAGE.read_text().split("## Who may do what", 1)[1].split("\n#", 1)[0]
     header, *rows = [line for line in section.splitlines() if line.startswith("| ")]
     assert [cell.strip() for cell in header.strip("|").split("|")] == ["Action", *COLUMNS]
     table = {}

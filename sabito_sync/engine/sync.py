@@ -1,5 +1,5 @@
-"""The sync of one mapping, top to bottom, and of every mapping in turn. The README's
-"How a sync works" tells the story step by step, naming each step's module."""
+"""The sync of one mapping, top to bottom, and of every mapping in turn. docs/how-a-sync-works.md
+tells the story step by step, naming each step's module."""
 
 from __future__ import annotations
 
