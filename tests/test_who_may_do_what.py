@@ -364,3 +364,17 @@ def test_a_record_of_who_did_something_names_the_user_or_the_platform(db):
 
     assert actor_name(UserFactory(username="ada")) == "ada"
     assert actor_name(None) == "the platform"  # a management command, a scheduled task
+
+
+def test_nobody_signed_in_may_do_anything_in_a_tenant_and_nobody_is_a_member_of_no_tenant(db):
+    from django.contrib.auth.models import AnonymousUser
+
+    from sabito_sync.services.access import Action, may, tenant_role
+
+    member = UserFactory()
+    tenant = TenantFactory()
+    Membership.objects.create(user=member, tenant=tenant, role=Membership.Role.ADMIN)
+
+    assert [may(AnonymousUser(), action, tenant=tenant) for action in Action] == [False] * len(Action)
+    assert tenant_role(AnonymousUser(), tenant) is None
+    assert tenant_role(member, None) is None and tenant_role(member, tenant) == Membership.Role.ADMIN
