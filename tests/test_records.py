@@ -191,6 +191,53 @@ def test_a_country_sabito_leaves_out_or_sends_empty_takes_the_default_as_the_rea
     assert values["city"] == ""  # any other field sent empty is emptied
 
 
+@pytest.mark.parametrize("quick", [True, False], ids=["usual record", "field by field"])
+def test_each_field_sabito_sends_lands_in_its_own_customer_field(quick):
+    """Every key of a record, by name, whichever path judges it."""
+    record = {
+        "id": "c1",
+        "email": "ada@example.com",
+        "name": "Ada",
+        "phone": "+233 20 000 0000",
+        "address": "1 Ring Road",
+        "city": "Accra",
+        "state": "Greater Accra",
+        "country": "Ghana",
+        "sourceReferralId": "ref-9",
+        "sourceType": "partner",
+    }
+    judge = customer_values if quick else checked_customer_values
+
+    values = judge(record, business_id=BUSINESS)
+
+    assert {
+        key: values[key]
+        for key in (
+            "sabito_customer_id",
+            "email",
+            "name",
+            "phone",
+            "address",
+            "city",
+            "state",
+            "country",
+            "sabito_source_referral_id",
+            "sabito_source_type",
+        )
+    } == {
+        "sabito_customer_id": "c1",
+        "email": "ada@example.com",
+        "name": "Ada",
+        "phone": "+233 20 000 0000",
+        "address": "1 Ring Road",
+        "city": "Accra",
+        "state": "Greater Accra",
+        "country": "Ghana",
+        "sabito_source_referral_id": "ref-9",
+        "sabito_source_type": "partner",
+    }
+
+
 @pytest.mark.parametrize(
     "email",
     ["test@exa\u200bmple.com", "te\u200dst@example.com", "test@example.com\u2060", '"<b>ada</b>"@example.com'],

@@ -243,6 +243,8 @@ LONG_EMAIL = "a" * 250 + "@example.com"  # 262 characters: an error entry shows 
             ("cust-1", LONG_EMAIL[:254], "email is 262 characters long; the limit is 254"),
         ),
         ("just a string", (None, None, "record is a string, not an object")),
+        (None, (None, None, "record is a null, not an object")),
+        (17, (None, None, "record is a number, not an object")),
     ],
 )
 def test_invalid_record_is_an_error_entry_and_the_rest_of_the_page_is_saved(fake_sabito, mapping, record, entry):
