@@ -24,7 +24,6 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["app"]
 
 ROOT = Path(__file__).parent
@@ -46,7 +45,7 @@ def pinned(names: list[str]) -> list[str]:
     return [pins[name] for name in names]
 
 
-@nox.session(python=False, venv_backend="none", name="app", tags=["matrix"])
+@nox.session(python=False, venv_backend="none", name="app")
 @nox.parametrize("database", DATABASES)
 @nox.parametrize("django", DJANGO_VERSIONS)
 def app(session: nox.Session, django: str, database: str) -> None:

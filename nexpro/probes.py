@@ -16,15 +16,12 @@ Only the probe paths are served there (`/healthz`, `/readyz`, `/metrics`, answer
 
 from __future__ import annotations
 
-import logging
 import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
-
-logger = logging.getLogger("nexpro.probes")
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 

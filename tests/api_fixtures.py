@@ -152,7 +152,7 @@ def clear_this_runs_cache() -> None:
     if not isinstance(cache, RedisCache):
         cache.clear()
         return
-    client = redis_client(cache)
+    client = redis_client()
     keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=1000))
     if keys:
         client.delete(*keys)

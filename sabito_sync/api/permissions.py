@@ -154,7 +154,7 @@ def counted_alone(cache: BaseCache, key: str) -> Iterator[None]:
     (a cache of this process only)."""
     name = cache.make_key(f"{key}:lock")
     if isinstance(cache, RedisCache):
-        with redis_client(cache).lock(name, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
+        with redis_client().lock(name, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS):
             yield
     elif isinstance(cache, FileBasedCache):
         folder = default_cache_settings()["LOCATION"]
@@ -180,7 +180,7 @@ def default_cache_settings() -> dict[str, Any]:
     return dict(settings.CACHES[DEFAULT_CACHE_ALIAS])
 
 
-def redis_client(cache: RedisCache) -> Any:
+def redis_client() -> Any:
     """A redis-py client of the default cache's (first, written-to) server, one per process."""
     import re
 

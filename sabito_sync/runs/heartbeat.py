@@ -82,16 +82,15 @@ class Heartbeats:
         # Set while this process is being stopped: runs that start meanwhile stop at once.
         self.stopping: str | None = None
 
-    def stop_all(self, *, reason: str = RunPulse.SHUTDOWN) -> int:
+    def stop_all(self, *, reason: str = RunPulse.SHUTDOWN) -> None:
         """Ask every live run of this process to stop after its page, at once (no
-        database round trip: the process itself was told to stop). Returns how many
-        were asked. Safe in a signal handler: the condition's lock is reentrant."""
+        database round trip: the process itself was told to stop). Safe in a signal
+        handler: the condition's lock is reentrant."""
         with self._changed:
             self.stopping = reason
-            asked = [pulse for pulse in self._due if pulse.stop_reason is None]
-            for pulse in asked:
-                pulse.stop_reason = reason
-            return len(asked)
+            for pulse in self._due:
+                if pulse.stop_reason is None:
+                    pulse.stop_reason = reason
 
     def stop_none(self) -> None:
         """Runs that start from now on run (the stop request was for the task that is over)."""
